@@ -1,0 +1,155 @@
+//! The one public [`Error`], [`CloseError`], and the seed's helpers
+//! [`is_close_error`] and [`is_unexpected_close_error`].
+
+use std::io;
+
+use crate::proto::{CloseCode, ProtocolError};
+
+pub use crate::proto::handshake::HandshakeError;
+
+/// A close frame received from the peer: the seed's `*CloseError`. Reading it as an
+/// error does not mean anything went wrong: a normal close (1000) or a browser leaving
+/// (1001) arrive this way too.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("close {code} ({reason:?})")]
+pub struct CloseError {
+    /// The received code, or [`CloseCode::NO_STATUS_RECEIVED`] when the close frame
+    /// had no body, or [`CloseCode::ABNORMAL_CLOSURE`] when the connection dropped.
+    pub code: CloseCode,
+    /// The optional text of the close frame.
+    pub reason: String,
+}
+
+/// Everything that can go wrong with a WebSocket connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The peer broke a protocol rule; the connection was failed with the rule's code.
+    #[error("protocol error: {0}")]
+    Protocol(ProtocolError),
+    /// The opening handshake failed (the seed's `ErrBadHandshake` and `HandshakeError`).
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    /// The peer closed the connection. This is how a normal close is reported too:
+    /// check the code with [`is_unexpected_close_error`].
+    #[error("{0}")]
+    Closed(CloseError),
+    /// A message was written after a close frame was sent (the seed's `ErrCloseSent`).
+    #[error("close sent")]
+    CloseSent,
+    /// A message was larger than the read limit (the seed's `ErrReadLimit`); the
+    /// connection was closed with 1009.
+    #[error("read limit of {limit} bytes exceeded")]
+    ReadLimit {
+        /// The limit in force.
+        limit: u64,
+    },
+    /// A setting or argument was invalid; the text names it.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// JSON encoding or decoding failed.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The underlying stream failed (a deadline passing is `TimedOut` or `WouldBlock`).
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl From<ProtocolError> for Error {
+    fn from(err: ProtocolError) -> Self {
+        match err {
+            ProtocolError::MessageTooBig { limit } => Error::ReadLimit { limit },
+            other => Error::Protocol(other),
+        }
+    }
+}
+
+impl From<CloseError> for Error {
+    fn from(err: CloseError) -> Self {
+        Error::Closed(err)
+    }
+}
+
+impl Error {
+    /// The close frame received, if this error is one.
+    pub fn as_close(&self) -> Option<&CloseError> {
+        match self {
+            Error::Closed(close) => Some(close),
+            _ => None,
+        }
+    }
+}
+
+/// Whether `err` is a received close with one of `codes` (the seed's `IsCloseError`).
+///
+/// ```
+/// use ringcast::{is_close_error, CloseCode, CloseError, Error};
+/// let err = Error::Closed(CloseError { code: CloseCode::GOING_AWAY, reason: String::new() });
+/// assert!(is_close_error(&err, &[CloseCode::NORMAL_CLOSURE, CloseCode::GOING_AWAY]));
+/// ```
+pub fn is_close_error(err: &Error, codes: &[CloseCode]) -> bool {
+    err.as_close().is_some_and(|c| codes.contains(&c.code))
+}
+
+/// Whether `err` is a received close whose code is not in `expected` (the seed's
+/// `IsUnexpectedCloseError`): useful to log only abnormal closes.
+///
+/// ```
+/// use ringcast::{is_unexpected_close_error, CloseCode, CloseError, Error};
+/// let err = Error::Closed(CloseError { code: CloseCode::PROTOCOL_ERROR, reason: String::new() });
+/// assert!(is_unexpected_close_error(&err, &[CloseCode::GOING_AWAY]));
+/// ```
+pub fn is_unexpected_close_error(err: &Error, expected: &[CloseCode]) -> bool {
+    err.as_close().is_some_and(|c| !expected.contains(&c.code))
+}
+
+/// Format a close message payload, as the seed's `FormatCloseMessage`: the code in two
+/// bytes then the text; empty for [`CloseCode::NO_STATUS_RECEIVED`].
+///
+/// ```
+/// use ringcast::{format_close_message, CloseCode};
+/// assert_eq!(format_close_message(CloseCode::NORMAL_CLOSURE, "bye"), b"\x03\xe8bye");
+/// assert!(format_close_message(CloseCode::NO_STATUS_RECEIVED, "").is_empty());
+/// ```
+pub fn format_close_message(code: CloseCode, text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + text.len());
+    crate::proto::close::write_close_payload(code, text, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed(code: u16) -> Error {
+        Error::Closed(CloseError {
+            code: CloseCode(code),
+            reason: String::new(),
+        })
+    }
+
+    #[test]
+    fn read_limit_protocol_error_becomes_read_limit_error() {
+        let err: Error = ProtocolError::MessageTooBig { limit: 10 }.into();
+        assert!(matches!(err, Error::ReadLimit { limit: 10 }));
+    }
+
+    #[test]
+    fn is_close_error_ignores_other_errors() {
+        let err = Error::CloseSent;
+        assert!(!is_close_error(&err, &[CloseCode::NORMAL_CLOSURE]));
+        assert!(!is_unexpected_close_error(&err, &[]));
+    }
+
+    #[test]
+    fn expected_close_code_is_not_unexpected() {
+        assert!(!is_unexpected_close_error(
+            &closed(1001),
+            &[CloseCode::GOING_AWAY]
+        ));
+        assert!(is_unexpected_close_error(
+            &closed(4000),
+            &[CloseCode::GOING_AWAY]
+        ));
+    }
+}
