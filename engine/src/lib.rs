@@ -7,15 +7,22 @@
 //!
 //! - [`proto`]: the sans-IO protocol core (frames, masking, UTF-8, close codes,
 //!   handshake, permessage-deflate). Bytes in, events and bytes out.
+//! - [`Upgrader`] and [`Conn`]: the seed's blocking server API over any [`conn::Stream`].
 #![doc(test(attr(deny(warnings))))]
 #![warn(missing_docs)]
 
+pub mod conn;
 pub mod error;
+pub mod pool;
 pub mod proto;
+pub mod upgrade;
 
+pub use conn::Conn;
 pub use error::{
     format_close_message, is_close_error, is_unexpected_close_error, CloseError, Error,
     HandshakeError,
 };
+pub use pool::{BufferPool, SimpleBufferPool};
 pub use proto::handshake::{is_websocket_upgrade, subprotocols};
 pub use proto::{CloseCode, MessageType};
+pub use upgrade::Upgrader;

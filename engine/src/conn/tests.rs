@@ -1,0 +1,196 @@
+//! Conn over real loopback sockets (the codec's own rules are tested in proto).
+
+use std::io::Write as _;
+use std::net::{TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::upgrade::Upgrader;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A raw client that has done the handshake by hand, and the server Conn.
+fn pair(upgrader: Upgrader) -> (TcpStream, Conn<TcpStream>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        upgrader.upgrade(stream, &[]).unwrap()
+    });
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    client
+        .write_all(
+            b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        std::io::Read::read_exact(&mut client, &mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let mut conn = server.join().unwrap();
+    conn.set_read_deadline(Some(Instant::now() + WAIT));
+    (client, conn)
+}
+
+fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [1u8, 2, 3, 4];
+    let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&key);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    frame
+}
+
+fn read_frame(client: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 2];
+    std::io::Read::read_exact(client, &mut head).unwrap();
+    let mut payload = vec![0u8; (head[1] & 0x7f) as usize];
+    std::io::Read::read_exact(client, &mut payload).unwrap();
+    (head[0], payload)
+}
+
+#[test]
+fn text_message_is_read_whole_and_echoed_unmasked() {
+    let (mut client, mut conn) = pair(Upgrader::default());
+    client.write_all(&masked(0x1, b"Hello")).unwrap();
+    let (message_type, payload) = conn.read_message().unwrap();
+    assert_eq!(
+        (message_type, payload.as_slice()),
+        (MessageType::Text, &b"Hello"[..])
+    );
+    conn.write_message(message_type, &payload).unwrap();
+    assert_eq!(read_frame(&mut client), (0x81, b"Hello".to_vec()));
+}
+
+#[test]
+fn ping_is_answered_by_default_handler_before_next_message() {
+    let (mut client, mut conn) = pair(Upgrader::default());
+    client.write_all(&masked(0x9, b"p1")).unwrap();
+    client.write_all(&masked(0x2, b"data")).unwrap();
+    let (message_type, payload) = conn.read_message().unwrap();
+    assert_eq!(
+        (message_type, payload),
+        (MessageType::Binary, b"data".to_vec())
+    );
+    assert_eq!(read_frame(&mut client), (0x8A, b"p1".to_vec()));
+}
+
+#[test]
+fn received_close_is_echoed_and_returned_as_close_error_every_time() {
+    let (mut client, mut conn) = pair(Upgrader::default());
+    client.write_all(&masked(0x8, b"\x03\xe8bye")).unwrap();
+    for _ in 0..2 {
+        match conn.read_message() {
+            Err(Error::Closed(close)) => {
+                assert_eq!(
+                    (close.code, close.reason.as_str()),
+                    (CloseCode::NORMAL_CLOSURE, "bye")
+                )
+            }
+            other => panic!("expected close error, got {other:?}"),
+        }
+    }
+    assert_eq!(read_frame(&mut client), (0x88, b"\x03\xe8".to_vec()));
+    assert!(matches!(
+        conn.write_message(MessageType::Text, b"late"),
+        Err(Error::CloseSent)
+    ));
+}
+
+#[test]
+fn protocol_error_sends_its_close_code() {
+    let (mut client, mut conn) = pair(Upgrader::default());
+    // A ping with FIN clear: control frames must not be fragmented (1002).
+    let mut frame = masked(0x9, b"x");
+    frame[0] &= 0x7f;
+    client.write_all(&frame).unwrap();
+    assert!(matches!(conn.read_message(), Err(Error::Protocol(_))));
+    let (head, payload) = read_frame(&mut client);
+    assert_eq!(head, 0x88);
+    assert_eq!(&payload[..2], &1002u16.to_be_bytes());
+}
+
+#[test]
+fn message_over_read_limit_is_read_limit_error_with_1009() {
+    let (mut client, mut conn) = pair(Upgrader::default());
+    conn.set_read_limit(4);
+    client.write_all(&masked(0x2, b"12345")).unwrap();
+    assert!(matches!(
+        conn.read_message(),
+        Err(Error::ReadLimit { limit: 4 })
+    ));
+    let (_, payload) = read_frame(&mut client);
+    assert_eq!(&payload[..2], &1009u16.to_be_bytes());
+}
+
+#[test]
+fn peer_vanishing_is_abnormal_closure() {
+    let (client, mut conn) = pair(Upgrader::default());
+    drop(client);
+    match conn.read_message() {
+        Err(Error::Closed(close)) => assert_eq!(close.code, CloseCode::ABNORMAL_CLOSURE),
+        other => panic!("expected 1006, got {other:?}"),
+    }
+}
+
+#[test]
+fn read_deadline_passing_breaks_reads_for_good() {
+    let (_client, mut conn) = pair(Upgrader::default());
+    conn.set_read_deadline(Some(Instant::now() + Duration::from_millis(50)));
+    let first = conn.read_message().unwrap_err();
+    assert!(matches!(first, Error::Io(_)), "{first:?}");
+    conn.set_read_deadline(None);
+    assert!(matches!(conn.read_message(), Err(Error::Io(_))));
+}
+
+#[test]
+fn write_control_rejects_data_types_and_long_payloads() {
+    let (_client, mut conn) = pair(Upgrader::default());
+    assert!(matches!(
+        conn.write_control(MessageType::Text, b"x", None),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        conn.write_control(MessageType::Ping, &[0u8; 126], None),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn custom_pong_handler_sees_pong_data_and_can_move_deadline() {
+    let (mut client, mut conn) = pair(Upgrader::default());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    conn.set_pong_handler(Some(Arc::new(
+        move |data: &[u8], control: &mut Control<'_>| {
+            control.set_read_deadline(Some(Instant::now() + WAIT));
+            tx.lock().unwrap().send(data.to_vec()).unwrap();
+            Ok(())
+        },
+    )));
+    client.write_all(&masked(0xA, b"pong!")).unwrap();
+    client.write_all(&masked(0x1, b"after")).unwrap();
+    assert_eq!(conn.read_message().unwrap().1, b"after");
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), b"pong!");
+}
+
+#[test]
+fn pooled_conn_holds_no_write_buffer_between_messages() {
+    let pool = Arc::new(crate::pool::SimpleBufferPool::new(4));
+    let upgrader = Upgrader {
+        write_buffer_pool: Some(pool.clone()),
+        ..Upgrader::default()
+    };
+    let (mut client, mut conn) = pair(upgrader);
+    assert!(conn.writer.buf.is_none());
+    conn.write_message(MessageType::Text, b"one").unwrap();
+    assert!(conn.writer.buf.is_none());
+    assert_eq!(pool.idle(), 1);
+    assert_eq!(read_frame(&mut client).1, b"one");
+}
