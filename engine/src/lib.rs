@@ -14,6 +14,7 @@
 pub mod conn;
 pub mod error;
 pub mod pool;
+pub mod prepared;
 pub mod proto;
 pub mod upgrade;
 
@@ -23,6 +24,7 @@ pub use error::{
     HandshakeError,
 };
 pub use pool::{BufferPool, SimpleBufferPool};
+pub use prepared::PreparedMessage;
 pub use proto::handshake::{is_websocket_upgrade, subprotocols};
 pub use proto::{CloseCode, MessageType};
 pub use upgrade::Upgrader;

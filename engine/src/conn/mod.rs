@@ -341,6 +341,27 @@ impl<S: Stream> Conn<S> {
         writer.write_data(message_type, data)
     }
 
+    /// Write a [`PreparedMessage`](crate::PreparedMessage): its wire form for this side
+    /// and compression setting is built once and shared by every connection sending it,
+    /// so the payload is neither copied nor compressed again here.
+    pub fn write_prepared_message(
+        &mut self,
+        message: &crate::PreparedMessage,
+    ) -> Result<(), Error> {
+        let mut writer = Writer {
+            stream: &mut self.stream,
+            state: &mut self.writer,
+        };
+        writer.check()?;
+        let compression = writer.state.compress.then_some(writer.state.level);
+        let frame = message.frame(self.role, compression);
+        if message.message_type() == MessageType::Close {
+            writer.state.close_sent = true;
+        }
+        let deadline = writer.state.deadline;
+        writer.send(&frame, deadline)
+    }
+
     /// Write a close, ping or pong frame (at most 125 bytes of `data`), waiting at most
     /// until `deadline` (`None`: a few seconds). May be called between reads and writes;
     /// the seed allows it from any goroutine, here it takes `&mut self`.
