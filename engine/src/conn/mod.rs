@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{CloseError, Error};
 use crate::pool::BufferPool;
-use crate::proto::deflate::{Deflater, Inflater, PerMessageDeflate, DEFAULT_COMPRESSION_LEVEL};
+use crate::proto::deflate::{Inflater, PerMessageDeflate, DEFAULT_COMPRESSION_LEVEL};
 use crate::proto::{CloseCode, Decoder, Encoder, Event, MessageType, OpCode, ProtocolError, Role};
 
 pub use control::{CloseHandler, Control, PingHandler, PongHandler};
@@ -100,7 +100,6 @@ struct WriteState {
     encoder: Encoder,
     compression_negotiated: bool,
     compress: bool,
-    deflater: Option<Deflater>,
     level: i32,
     buf: Option<Vec<u8>>,
     buffer_size: usize,
@@ -181,7 +180,6 @@ impl<S: Stream> Conn<S> {
                 encoder: Encoder::new(role),
                 compression_negotiated: config.compression.is_some(),
                 compress: config.compression.is_some(),
-                deflater: None,
                 level: DEFAULT_COMPRESSION_LEVEL,
                 buf: buf_w,
                 buffer_size: write_size,
@@ -491,9 +489,6 @@ impl<S: Stream> Conn<S> {
             )));
         }
         self.writer.level = level;
-        if let Some(deflater) = &mut self.writer.deflater {
-            deflater.set_level(level).map_err(Error::InvalidArgument)?;
-        }
         Ok(())
     }
 }
@@ -529,15 +524,9 @@ impl<S: Stream> Writer<'_, S> {
         buf.clear();
         let s = &mut *self.state;
         if s.compress {
-            let level = s.level;
-            let deflater = match &mut s.deflater {
-                Some(d) => d,
-                None => s
-                    .deflater
-                    .insert(Deflater::new(level).map_err(Error::InvalidArgument)?),
-            };
+            // One compressor per thread and level (they are large), not per connection.
             let mut compressed = Vec::with_capacity(data.len() / 2 + 64);
-            deflater.compress(data, &mut compressed);
+            crate::prepared::with_deflater(s.level, |d| d.compress(data, &mut compressed));
             s.encoder
                 .encode_frame(message_type.opcode(), true, true, &compressed, &mut buf);
         } else {
