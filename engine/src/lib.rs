@@ -18,7 +18,7 @@ pub mod prepared;
 pub mod proto;
 pub mod upgrade;
 
-pub use conn::Conn;
+pub use conn::{join_messages, Conn};
 pub use error::{
     format_close_message, is_close_error, is_unexpected_close_error, CloseError, Error,
     HandshakeError,

@@ -188,9 +188,9 @@ fn pooled_conn_holds_no_write_buffer_between_messages() {
         ..Upgrader::default()
     };
     let (mut client, mut conn) = pair(upgrader);
-    assert!(conn.writer.buf.is_none());
+    assert!(conn.side.state.buf.is_none());
     conn.write_message(MessageType::Text, b"one").unwrap();
-    assert!(conn.writer.buf.is_none());
+    assert!(conn.side.state.buf.is_none());
     assert_eq!(pool.idle(), 1);
     assert_eq!(read_frame(&mut client).1, b"one");
 }
