@@ -1,0 +1,166 @@
+//! Helpers shared by the integration tests: a raw WebSocket client built on the proto
+//! codec (so the Conn under test meets an independent peer), and deadlines.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::Duration;
+
+use ringcast::proto::deflate::Inflater;
+use ringcast::proto::{Decoder, Encoder, Event, OpCode, Role};
+use ringcast::{Conn, Upgrader};
+
+/// How long any single read in a test may block before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A client speaking raw frames through the proto codec.
+pub struct RawClient {
+    pub stream: TcpStream,
+    pub encoder: Encoder,
+    pub decoder: Decoder,
+    inflater: Inflater,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+/// What the raw client received, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong(Vec<u8>),
+    Close(Option<u16>, String),
+}
+
+impl RawClient {
+    /// Connect and do the opening handshake by hand; `extra` lines go into the request.
+    pub fn connect(addr: SocketAddr, extra: &str) -> RawClient {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        let request = format!(
+            "GET /test HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+        );
+        stream.write_all(request.as_bytes()).expect("write request");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).expect("read response head");
+            head.push(byte[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        let mut decoder = Decoder::new(Role::Client);
+        decoder.set_compression(String::from_utf8_lossy(&head).contains("permessage-deflate"));
+        RawClient {
+            stream,
+            encoder: Encoder::new(Role::Client),
+            decoder,
+            inflater: Inflater::new(),
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    pub fn send(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
+        let mut out = Vec::new();
+        self.encoder
+            .encode_frame(opcode, fin, false, payload, &mut out);
+        self.stream.write_all(&out).expect("send frame");
+    }
+
+    pub fn text(&mut self, text: &str) {
+        self.send(OpCode::Text, true, text.as_bytes());
+    }
+
+    /// The next event from the server (panics after WAIT).
+    pub fn recv(&mut self) -> Received {
+        loop {
+            let decoded = {
+                let input = &mut self.buf[self.pos..];
+                match self
+                    .decoder
+                    .decode(input, &mut self.inflater)
+                    .expect("server broke a rule")
+                {
+                    (used, Some(event)) => {
+                        let owned = match event {
+                            Event::Message(ringcast::MessageType::Text, p) => {
+                                Received::Text(String::from_utf8(p.to_vec()).expect("utf8"))
+                            }
+                            Event::Message(_, p) => Received::Binary(p.to_vec()),
+                            Event::Ping(p) => Received::Ping(p.to_vec()),
+                            Event::Pong(p) => Received::Pong(p.to_vec()),
+                            Event::Close(None) => Received::Close(None, String::new()),
+                            Event::Close(Some((code, reason))) => {
+                                Received::Close(Some(code.0), reason.to_owned())
+                            }
+                            Event::Part { .. } => panic!("assembling decoder gave a part"),
+                        };
+                        Some((used, owned))
+                    }
+                    (used, None) => {
+                        self.pos += used;
+                        None
+                    }
+                }
+            };
+            match decoded {
+                Some((used, event)) => {
+                    self.pos += used;
+                    return event;
+                }
+                None => {
+                    self.buf.clear();
+                    self.pos = 0;
+                    let mut chunk = [0u8; 4096];
+                    let n = self.stream.read(&mut chunk).expect("read from server");
+                    assert!(n > 0, "server closed the stream");
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
+            }
+        }
+    }
+
+    /// Raw frame headers as sent, for tests that check fragmentation: (fin, opcode, len).
+    pub fn recv_raw_frame(&mut self) -> (bool, u8, Vec<u8>) {
+        let mut head = [0u8; 2];
+        self.stream.read_exact(&mut head).expect("frame head");
+        let len = match head[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                self.stream.read_exact(&mut b).expect("len16");
+                u16::from_be_bytes(b) as usize
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                self.stream.read_exact(&mut b).expect("len64");
+                u64::from_be_bytes(b) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        self.stream.read_exact(&mut payload).expect("payload");
+        (head[0] & 0x80 != 0, head[0] & 0x0f, payload)
+    }
+}
+
+/// A server Conn from `upgrader` and a raw client connected to it.
+pub fn conn_pair(upgrader: Upgrader, extra: &str) -> (RawClient, Conn<TcpStream>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = thread::spawn(move || {
+        let (stream, _) = listener.accept().expect("accept");
+        upgrader.upgrade(stream, &[]).expect("upgrade")
+    });
+    let client = RawClient::connect(addr, extra);
+    let mut conn = server.join().expect("server thread");
+    conn.set_read_deadline(Some(std::time::Instant::now() + WAIT));
+    (client, conn)
+}
