@@ -16,6 +16,7 @@ pub mod error;
 pub mod pool;
 pub mod prepared;
 pub mod proto;
+pub mod server;
 pub mod upgrade;
 
 pub use conn::{join_messages, Conn};
