@@ -85,16 +85,7 @@ impl Upgrader {
             Err(HeadError::Io(err)) => return Err(Error::Io(err)),
             Err(HeadError::Handshake(err)) => return Err(self.refuse(&mut stream, None, err)),
         };
-        let check_origin = self.check_origin.clone();
-        let origin_fn = check_origin
-            .as_deref()
-            .map(|f| f as &dyn Fn(&Request) -> bool);
-        let options = ServerOptions {
-            subprotocols: &self.subprotocols,
-            enable_compression: self.enable_compression,
-            check_origin: origin_fn,
-        };
-        let accepted = match handshake::validate_request(&request, &options) {
+        let accepted = match self.accept(&request) {
             Ok(accepted) => accepted,
             Err(err) => return Err(self.refuse(&mut stream, Some(&request), err)),
         };
