@@ -110,6 +110,35 @@ impl Upgrader {
         Ok(Conn::new(stream, Role::Server, config, &leftover))
     }
 
+    /// Check a parsed upgrade request against these settings (origin, version, key) and
+    /// agree on subprotocol and compression. The engine calls this too.
+    pub fn accept(&self, request: &Request) -> Result<handshake::Accepted, HandshakeError> {
+        let origin_fn = self
+            .check_origin
+            .as_deref()
+            .map(|f| f as &dyn Fn(&Request) -> bool);
+        let options = ServerOptions {
+            subprotocols: &self.subprotocols,
+            enable_compression: self.enable_compression,
+            check_origin: origin_fn,
+        };
+        handshake::validate_request(request, &options)
+    }
+
+    /// Append the HTTP answer to a refused handshake: the error responder's, or a plain
+    /// one with the status.
+    pub fn write_refusal(
+        &self,
+        request: Option<&Request>,
+        err: &HandshakeError,
+        out: &mut Vec<u8>,
+    ) {
+        match &self.error {
+            Some(responder) => responder(request, err, out),
+            None => handshake::write_error_response(err, out),
+        }
+    }
+
     /// Answer a refused handshake and turn it into the returned error.
     fn refuse<S: Stream>(
         &self,
@@ -118,10 +147,7 @@ impl Upgrader {
         err: HandshakeError,
     ) -> Error {
         let mut response = Vec::with_capacity(256);
-        match &self.error {
-            Some(responder) => responder(request, &err, &mut response),
-            None => handshake::write_error_response(&err, &mut response),
-        }
+        self.write_refusal(request, &err, &mut response);
         // Best effort: the client may already be gone, and the handshake error is what
         // the caller needs to hear about.
         let _ = stream.write_all(&response).and_then(|()| stream.flush());
