@@ -4,6 +4,8 @@
 //! messages: ringcast always asks for (and answers with) no context takeover both ways.
 //! That is also what lets one compressed frame serve every subscriber of a broadcast.
 
+use libdeflater::{CompressionLvl, Compressor, DecompressionError, Decompressor};
+
 use super::error::ProtocolError;
 
 /// permessage-deflate parameters, as offered or agreed (RFC 7692 section 7.1).
@@ -22,8 +24,36 @@ pub struct PerMessageDeflate {
 
 impl PerMessageDeflate {
     /// The header value for this set of parameters.
+    ///
+    /// ```
+    /// use ringcast::proto::deflate::PerMessageDeflate;
+    /// let agreed = PerMessageDeflate {
+    ///     server_no_context_takeover: true,
+    ///     client_no_context_takeover: true,
+    ///     ..PerMessageDeflate::default()
+    /// };
+    /// assert_eq!(
+    ///     agreed.to_header_value(),
+    ///     "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    /// );
+    /// ```
     pub fn to_header_value(&self) -> String {
-        todo!()
+        let mut value = String::from("permessage-deflate");
+        if self.server_no_context_takeover {
+            value.push_str("; server_no_context_takeover");
+        }
+        if self.client_no_context_takeover {
+            value.push_str("; client_no_context_takeover");
+        }
+        if let Some(bits) = self.server_max_window_bits {
+            value.push_str(&format!("; server_max_window_bits={bits}"));
+        }
+        match self.client_max_window_bits {
+            Some(Some(bits)) => value.push_str(&format!("; client_max_window_bits={bits}")),
+            Some(None) => value.push_str("; client_max_window_bits"),
+            None => {}
+        }
+        value
     }
 }
 
@@ -31,35 +61,135 @@ impl PerMessageDeflate {
 pub const CLIENT_OFFER: &str =
     "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
 
+/// Parse one extension's parameters (the text after its name). `None`: malformed.
+fn parse_params<'a>(params: impl Iterator<Item = &'a str>) -> Option<PerMessageDeflate> {
+    let mut out = PerMessageDeflate::default();
+    for param in params {
+        let (name, value) = match param.split_once('=') {
+            Some((name, value)) => (name.trim(), Some(value.trim().trim_matches('"'))),
+            None => (param.trim(), None),
+        };
+        let flag = |seen: &mut bool| -> Option<()> {
+            // RFC 7692 section 7: no value, and at most once.
+            if value.is_some() || *seen {
+                return None;
+            }
+            *seen = true;
+            Some(())
+        };
+        match name.to_ascii_lowercase().as_str() {
+            "server_no_context_takeover" => flag(&mut out.server_no_context_takeover)?,
+            "client_no_context_takeover" => flag(&mut out.client_no_context_takeover)?,
+            "server_max_window_bits" => {
+                if out.server_max_window_bits.is_some() {
+                    return None;
+                }
+                out.server_max_window_bits = Some(window_bits(value?)?);
+            }
+            "client_max_window_bits" => {
+                if out.client_max_window_bits.is_some() {
+                    return None;
+                }
+                out.client_max_window_bits = Some(match value {
+                    Some(v) => Some(window_bits(v)?),
+                    None => None,
+                });
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// A window size: a plain decimal 8..=15 (RFC 7692 section 7.1.2).
+fn window_bits(value: &str) -> Option<u8> {
+    if value.is_empty() || value.len() > 2 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let bits: u8 = value.parse().ok()?;
+    (8..=15).contains(&bits).then_some(bits)
+}
+
+/// Split an extension list into (name, params) per extension.
+fn extensions(value: &str) -> impl Iterator<Item = (&str, std::str::Split<'_, char>)> {
+    value
+        .split(',')
+        .filter(|e| !e.trim().is_empty())
+        .map(|ext| {
+            let mut parts = ext.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            (name, parts)
+        })
+}
+
 /// Parse the `Sec-WebSocket-Extensions` values of a request into permessage-deflate
 /// offers, in order. Other extensions are skipped; an offer with an unknown, malformed
 /// or duplicate parameter is dropped (RFC 7692 section 5: the server declines it).
 pub fn parse_offers<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Vec<PerMessageDeflate> {
-    let _ = values.into_iter();
-    todo!()
+    let mut offers = Vec::new();
+    for value in values {
+        let Ok(value) = std::str::from_utf8(value) else {
+            continue;
+        };
+        for (name, params) in extensions(value) {
+            if name.eq_ignore_ascii_case("permessage-deflate") {
+                offers.extend(parse_params(params));
+            }
+        }
+    }
+    offers
 }
 
 /// The server's answer to a list of offers: the first one ringcast can honour, answered
 /// with `server_no_context_takeover; client_no_context_takeover`. Offers asking the
 /// server for a window under 15 bits are declined (libdeflater always uses 32 KiB).
 pub fn negotiate(offers: &[PerMessageDeflate]) -> Option<PerMessageDeflate> {
-    let _ = offers;
-    todo!()
+    offers
+        .iter()
+        .find(|offer| offer.server_max_window_bits.is_none_or(|bits| bits == 15))
+        .map(|_| PerMessageDeflate {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            server_max_window_bits: None,
+            client_max_window_bits: None,
+        })
 }
 
 /// Parse and check a server's answer to [`CLIENT_OFFER`]: exactly one permessage-deflate
 /// extension with valid, non-duplicate parameters, with server_no_context_takeover,
 /// and no client_max_window_bits (not offered). Errors say what was wrong.
 pub fn parse_answer(value: &[u8]) -> Result<PerMessageDeflate, String> {
-    let _ = value;
-    todo!()
+    let value =
+        std::str::from_utf8(value).map_err(|_| "extension answer is not utf-8".to_string())?;
+    let mut found = None;
+    for (name, params) in extensions(value) {
+        if !name.eq_ignore_ascii_case("permessage-deflate") {
+            return Err(format!(
+                "server answered with extension {name:?}, which was not offered"
+            ));
+        }
+        if found.is_some() {
+            return Err("server answered permessage-deflate twice".into());
+        }
+        let params = parse_params(params)
+            .ok_or_else(|| format!("invalid permessage-deflate answer {value:?}"))?;
+        if params.client_max_window_bits.is_some() {
+            return Err("server answered client_max_window_bits, which was not offered".into());
+        }
+        if !params.server_no_context_takeover {
+            // Whole-message inflation cannot follow a window kept across messages.
+            return Err("server did not accept server_no_context_takeover".into());
+        }
+        found = Some(params);
+    }
+    found.ok_or_else(|| "empty extension answer".into())
 }
 
 /// Compresses whole messages at one level. Holds libdeflater's compressor, created on
 /// first use (it is large: keep one per thread or per worker, not per idle connection).
 pub struct Deflater {
     level: i32,
-    compressor: Option<libdeflater::Compressor>,
+    compressor: Option<Compressor>,
 }
 
 impl std::fmt::Debug for Deflater {
@@ -87,8 +217,14 @@ impl Deflater {
     /// Set the level. Accepts the seed's flate levels -2..=9 (-2 huffman-only maps to 1,
     /// -1 default maps to 6, 0 stores) and libdeflate's 10..=12.
     pub fn set_level(&mut self, level: i32) -> Result<(), String> {
-        let _ = level;
-        todo!()
+        if !(-2..=12).contains(&level) {
+            return Err(format!("compression level {level} outside -2..=12"));
+        }
+        if level != self.level {
+            self.compressor = None;
+        }
+        self.level = level;
+        Ok(())
     }
 
     /// The level as set.
@@ -96,20 +232,67 @@ impl Deflater {
         self.level
     }
 
-    /// Append the RFC 7692 payload for `message` to `out` (a raw DEFLATE stream with the
-    /// trailing `00 00 ff ff` removed, section 7.2.1).
+    /// Append the RFC 7692 payload for `message` to `out`.
+    ///
+    /// libdeflate ends its output with a final block; RFC 7692 section 7.2.1 then has the
+    /// sender append an empty stored block and remove its last four bytes `00 00 ff ff`,
+    /// which leaves a single `00` (section 7.2.3.5, the `Hello` example).
     pub fn compress(&mut self, message: &[u8], out: &mut Vec<u8>) {
-        let _ = (message, out, &mut self.compressor);
-        todo!()
+        let level = self.level;
+        let compressor = self.compressor.get_or_insert_with(|| {
+            let lvl = match level {
+                -2 => 1,
+                -1 => 6,
+                other => other,
+            };
+            let lvl = CompressionLvl::new(lvl).unwrap_or_default();
+            Compressor::new(lvl)
+        });
+        let start = out.len();
+        let bound = compressor.deflate_compress_bound(message.len());
+        out.resize(start + bound, 0);
+        match compressor.deflate_compress(message, &mut out[start..]) {
+            Ok(written) => out.truncate(start + written),
+            // The bound is libdeflate's own worst case; if it ever fails, send the data
+            // as stored blocks, which any inflater accepts.
+            Err(_) => {
+                out.truncate(start);
+                write_stored(message, out);
+            }
+        }
+        out.push(0x00);
     }
 }
+
+/// DEFLATE stored blocks of `data` (the last one final): a fallback that cannot fail.
+fn write_stored(data: &[u8], out: &mut Vec<u8>) {
+    let mut chunks = data.chunks(0xffff).peekable();
+    if chunks.peek().is_none() {
+        out.extend_from_slice(&[0x01, 0x00, 0x00, 0xff, 0xff]);
+        return;
+    }
+    while let Some(chunk) = chunks.next() {
+        let last = chunks.peek().is_none();
+        out.push(u8::from(last));
+        let len = chunk.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+}
+
+/// Appended to a received payload before inflating: the `00 00 ff ff` the sender removed
+/// (RFC 7692 section 7.2.2), then an empty final stored block so that whole-buffer
+/// inflation also ends for streams flushed with sync flushes (browsers, zlib).
+const TAIL: [u8; 9] = [0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff];
 
 /// Inflates whole messages with the output bounded. Allocates nothing until used.
 #[derive(Default)]
 pub struct Inflater {
-    decompressor: Option<Box<libdeflater::Decompressor>>,
+    decompressor: Option<Box<Decompressor>>,
     input: Vec<u8>,
     output: Vec<u8>,
+    len: usize,
 }
 
 impl std::fmt::Debug for Inflater {
@@ -130,19 +313,63 @@ impl Inflater {
     /// bomb costs at most `limit` bytes; a corrupt stream fails with
     /// [`ProtocolError::BadDeflateStream`].
     pub fn inflate(&mut self, payload: &[u8], limit: u64) -> Result<&[u8], ProtocolError> {
-        let _ = (
-            payload,
-            limit,
-            &mut self.decompressor,
-            &mut self.input,
-            &mut self.output,
-        );
-        todo!()
+        self.input.clear();
+        self.input.reserve(payload.len() + TAIL.len());
+        self.input.extend_from_slice(payload);
+        self.input.extend_from_slice(&TAIL);
+        let cap = if limit == 0 {
+            usize::MAX / 2
+        } else {
+            usize::try_from(limit).unwrap_or(usize::MAX / 2)
+        };
+        let decompressor = self
+            .decompressor
+            .get_or_insert_with(|| Box::new(Decompressor::new()));
+        // Start from a guess and double: each try inflates from scratch, so the total
+        // work stays within twice the last try.
+        let mut size = payload
+            .len()
+            .saturating_mul(4)
+            .clamp(1024, 1 << 20)
+            .min(cap);
+        loop {
+            if self.output.len() < size {
+                // Exact, so a bomb never gets more than the limit out of us.
+                self.output.reserve_exact(size - self.output.len());
+                self.output.resize(size, 0);
+            }
+            match decompressor.deflate_decompress(&self.input, &mut self.output[..size]) {
+                Ok(len) => {
+                    self.len = len;
+                    return Ok(&self.output[..len]);
+                }
+                Err(DecompressionError::InsufficientSpace) if size < cap => {
+                    size = size.saturating_mul(2).min(cap);
+                }
+                Err(DecompressionError::InsufficientSpace) => {
+                    self.len = 0;
+                    return Err(ProtocolError::MessageTooBig { limit });
+                }
+                Err(DecompressionError::BadData) => {
+                    self.len = 0;
+                    return Err(ProtocolError::BadDeflateStream);
+                }
+            }
+        }
+    }
+
+    /// The output of the last successful [`inflate`](Self::inflate).
+    pub fn output(&self) -> &[u8] {
+        &self.output[..self.len]
     }
 
     /// Free the buffers (kept between messages for speed).
     pub fn release_memory(&mut self) {
         self.input = Vec::new();
         self.output = Vec::new();
+        self.len = 0;
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,30 +5,41 @@
 //! the already compressed payload with `compressed = true` (see
 //! [`Deflater`](super::deflate::Deflater)).
 
+use super::frame::{FrameHeader, MAX_HEADER_LEN};
+use super::mask::apply_mask;
 use super::{OpCode, Role};
 
 /// Encodes frames for one side of a connection.
 #[derive(Debug, Clone)]
 pub struct Encoder {
-    // Filled in by the implementation (role, mask key generator).
-    _private: (),
+    role: Role,
+    rng: fastrand::Rng,
 }
 
 impl Encoder {
     /// An encoder for `role`; a client one masks with keys from a fast generator
-    /// seeded from the operating system's randomness.
+    /// seeded from the process's random state.
     pub fn new(role: Role) -> Encoder {
-        let _ = role;
-        todo!()
+        Encoder {
+            role,
+            rng: fastrand::Rng::new(),
+        }
     }
 
     /// The side this encoder writes for.
     pub fn role(&self) -> Role {
-        todo!()
+        self.role
     }
 
     /// Append one frame: header, then payload (masked for a client). `compressed` sets
     /// RSV1 (only on the first frame of a data message).
+    ///
+    /// ```
+    /// use ringcast::proto::{Encoder, OpCode, Role};
+    /// let mut out = Vec::new();
+    /// Encoder::new(Role::Server).encode_frame(OpCode::Text, true, false, b"Hello", &mut out);
+    /// assert_eq!(out, b"\x81\x05Hello"); // RFC 6455 section 5.7
+    /// ```
     pub fn encode_frame(
         &mut self,
         opcode: OpCode,
@@ -37,8 +48,13 @@ impl Encoder {
         payload: &[u8],
         out: &mut Vec<u8>,
     ) {
-        let _ = (opcode, fin, compressed, payload, out);
-        todo!()
+        out.reserve(MAX_HEADER_LEN + payload.len());
+        let key = self.encode_header(opcode, fin, compressed, payload.len() as u64, out);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        if let Some(key) = key {
+            apply_mask(&mut out[start..], key);
+        }
     }
 
     /// Append just a frame header for a payload of `payload_len` bytes; returns the
@@ -52,7 +68,53 @@ impl Encoder {
         payload_len: u64,
         out: &mut Vec<u8>,
     ) -> Option<[u8; 4]> {
-        let _ = (opcode, fin, compressed, payload_len, out);
-        todo!()
+        let mask = match self.role {
+            Role::Client => Some(self.rng.u32(..).to_ne_bytes()),
+            Role::Server => None,
+        };
+        let header = FrameHeader {
+            fin,
+            rsv: if compressed { 0b100 } else { 0 },
+            opcode,
+            mask,
+            payload_len,
+        };
+        let mut bytes = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut bytes);
+        out.extend_from_slice(&bytes[..n]);
+        mask
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_frames_are_masked_with_fresh_keys() {
+        let mut encoder = Encoder::new(Role::Client);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        encoder.encode_frame(OpCode::Text, true, false, b"Hello", &mut a);
+        encoder.encode_frame(OpCode::Text, true, false, b"Hello", &mut b);
+        assert_eq!(a[1], 0x80 | 5);
+        assert_ne!(a[2..6], b[2..6], "two frames got the same key");
+        let mut payload = a[6..].to_vec();
+        apply_mask(&mut payload, [a[2], a[3], a[4], a[5]]);
+        assert_eq!(payload, b"Hello");
+    }
+
+    #[test]
+    fn compressed_sets_rsv1() {
+        let mut out = Vec::new();
+        Encoder::new(Role::Server).encode_frame(OpCode::Binary, true, true, b"x", &mut out);
+        assert_eq!(out[0], 0xC2);
+    }
+
+    #[test]
+    fn rfc_256_byte_binary_uses_16_bit_length() {
+        let mut out = Vec::new();
+        Encoder::new(Role::Server).encode_frame(OpCode::Binary, true, false, &[0u8; 256], &mut out);
+        assert_eq!(&out[..4], &[0x82, 0x7e, 0x01, 0x00]);
+        assert_eq!(out.len(), 260);
     }
 }

@@ -32,12 +32,6 @@ pub enum ProtocolError {
         /// The raw 64-bit length field.
         len: u64,
     },
-    /// RFC 6455 section 5.2: the minimal number of bytes must encode the length.
-    #[error("payload length {len} not minimally encoded")]
-    NonMinimalLength {
-        /// The length received.
-        len: u64,
-    },
     /// RFC 6455 section 5.5: control frames carry at most 125 bytes.
     #[error("control frame payload of {len} bytes exceeds 125")]
     ControlFrameTooLong {

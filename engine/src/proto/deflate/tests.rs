@@ -1,0 +1,211 @@
+//! permessage-deflate: negotiation rules, the RFC 7692 example, bounded inflation.
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn offers(value: &str) -> Vec<PerMessageDeflate> {
+    parse_offers([value.as_bytes()])
+}
+
+#[test]
+fn rfc7692_hello_example_round_trips() {
+    // RFC 7692 section 7.2.3.1: "Hello" compressed is f2 48 cd c9 c9 07 00.
+    let mut inflater = Inflater::new();
+    let out = inflater
+        .inflate(&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], 0)
+        .unwrap();
+    assert_eq!(out, b"Hello");
+    // Section 7.2.3.5: a final block followed by one 00 byte also inflates.
+    let out = inflater
+        .inflate(&[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00], 0)
+        .unwrap();
+    assert_eq!(out, b"Hello");
+    let mut compressed = Vec::new();
+    Deflater::new(1)
+        .unwrap()
+        .compress(b"Hello", &mut compressed);
+    assert_eq!(inflater.inflate(&compressed, 0).unwrap(), b"Hello");
+}
+
+#[test]
+fn rfc7692_stored_block_example_inflates() {
+    // Section 7.2.3.3: "Hello" in a stored block, sync flushed.
+    let mut inflater = Inflater::new();
+    let out = inflater
+        .inflate(
+            &[
+                0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+            ],
+            0,
+        )
+        .unwrap();
+    assert_eq!(out, b"Hello");
+}
+
+#[test]
+fn inflates_zlib_sync_flush_stream() {
+    use std::io::Write;
+    let text = b"a message compressed the way browsers do, with a sync flush".repeat(4);
+    let mut encoder =
+        flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(&text).unwrap();
+    encoder.flush().unwrap(); // Z_SYNC_FLUSH: ends with 00 00 ff ff
+    let mut stream = encoder.get_ref().clone();
+    assert!(stream.ends_with(&[0x00, 0x00, 0xff, 0xff]));
+    stream.truncate(stream.len() - 4);
+    assert_eq!(Inflater::new().inflate(&stream, 0).unwrap(), &text[..]);
+}
+
+#[test]
+fn zlib_inflates_what_ringcast_compresses() {
+    use std::io::Read;
+    let text = b"ringcast to zlib ".repeat(30);
+    let mut payload = Vec::new();
+    Deflater::new(6).unwrap().compress(&text, &mut payload);
+    payload.extend_from_slice(&[0x00, 0x00, 0xff, 0xff]);
+    let mut out = Vec::new();
+    let _ = flate2::read::DeflateDecoder::new(&payload[..]).read_to_end(&mut out);
+    assert_eq!(out, text);
+}
+
+#[test]
+fn decompression_bomb_fails_with_message_too_big() {
+    let mut payload = Vec::new();
+    Deflater::new(9)
+        .unwrap()
+        .compress(&vec![0u8; 8 << 20], &mut payload);
+    assert!(payload.len() < 64 * 1024, "{}", payload.len());
+    let mut inflater = Inflater::new();
+    let limit = 64 * 1024;
+    assert_eq!(
+        inflater.inflate(&payload, limit),
+        Err(ProtocolError::MessageTooBig { limit })
+    );
+    assert!(
+        inflater.output.capacity() <= limit as usize + 1024,
+        "{} {}",
+        inflater.output.capacity(),
+        payload.len()
+    );
+}
+
+#[test]
+fn message_one_byte_over_limit_fails() {
+    let mut payload = Vec::new();
+    Deflater::new(1)
+        .unwrap()
+        .compress(&[7u8; 1001], &mut payload);
+    let mut inflater = Inflater::new();
+    assert_eq!(
+        inflater.inflate(&payload, 1000),
+        Err(ProtocolError::MessageTooBig { limit: 1000 })
+    );
+    assert_eq!(inflater.inflate(&payload, 1001).map(<[u8]>::len), Ok(1001));
+}
+
+#[test]
+fn corrupt_stream_is_bad_deflate_stream() {
+    let mut inflater = Inflater::new();
+    assert_eq!(
+        inflater.inflate(&[0xff, 0xff, 0xff, 0xff], 0),
+        Err(ProtocolError::BadDeflateStream)
+    );
+}
+
+#[test]
+fn offer_with_all_four_parameters_parses() {
+    let got = offers("permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=15; client_max_window_bits=\"10\"");
+    assert_eq!(
+        got,
+        vec![PerMessageDeflate {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            server_max_window_bits: Some(15),
+            client_max_window_bits: Some(Some(10)),
+        }]
+    );
+}
+
+#[test]
+fn client_max_window_bits_without_value_parses() {
+    assert_eq!(
+        offers("permessage-deflate; client_max_window_bits")[0].client_max_window_bits,
+        Some(None)
+    );
+}
+
+#[test]
+fn duplicate_deflate_parameter_declines_offer() {
+    assert!(
+        offers("permessage-deflate; server_no_context_takeover; server_no_context_takeover")
+            .is_empty()
+    );
+    assert!(
+        offers("permessage-deflate; client_max_window_bits=9; client_max_window_bits=9").is_empty()
+    );
+}
+
+#[test]
+fn malformed_parameters_decline_offer() {
+    for bad in [
+        "permessage-deflate; server_max_window_bits=7",
+        "permessage-deflate; server_max_window_bits=16",
+        "permessage-deflate; server_max_window_bits",
+        "permessage-deflate; server_max_window_bits=1a",
+        "permessage-deflate; server_no_context_takeover=1",
+        "permessage-deflate; unknown",
+    ] {
+        assert!(offers(bad).is_empty(), "{bad}");
+    }
+}
+
+#[test]
+fn later_valid_offer_is_kept_after_a_malformed_one() {
+    let got = offers("permessage-deflate; bogus, x-webkit-deflate-frame, permessage-deflate");
+    assert_eq!(got.len(), 1);
+    assert!(negotiate(&got).is_some());
+}
+
+#[test]
+fn server_max_window_bits_below_15_is_declined() {
+    let got = offers("permessage-deflate; server_max_window_bits=10, permessage-deflate; server_max_window_bits=15");
+    assert_eq!(got.len(), 2);
+    let agreed = negotiate(&got[..1]);
+    assert_eq!(agreed, None);
+    assert!(negotiate(&got).is_some());
+}
+
+#[test]
+fn answer_always_asks_for_no_context_takeover_both_ways() {
+    let agreed = negotiate(&offers("permessage-deflate")).unwrap();
+    assert_eq!(
+        agreed.to_header_value(),
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    );
+}
+
+#[test]
+fn client_checks_the_server_answer() {
+    assert!(parse_answer(
+        b"permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    )
+    .is_ok());
+    assert!(parse_answer(b"permessage-deflate; client_no_context_takeover").is_err());
+    assert!(parse_answer(
+        b"permessage-deflate; server_no_context_takeover; client_max_window_bits=10"
+    )
+    .is_err());
+    assert!(parse_answer(b"x-other").is_err());
+    assert!(parse_answer(b"permessage-deflate; server_no_context_takeover, permessage-deflate; server_no_context_takeover").is_err());
+}
+
+proptest! {
+    #[test]
+    fn compress_then_inflate_round_trips_at_every_level(data in prop::collection::vec(any::<u8>(), 0..2000), level in -2i32..=12) {
+        let mut payload = Vec::new();
+        Deflater::new(level).unwrap().compress(&data, &mut payload);
+        let mut inflater = Inflater::new();
+        prop_assert_eq!(inflater.inflate(&payload, 0).unwrap(), &data[..]);
+    }
+}

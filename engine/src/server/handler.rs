@@ -1,0 +1,171 @@
+//! [`Handler`]: what an application gives the engine, one instance per worker; and
+//! [`HttpResponse`], the answer to a plain HTTP request.
+//!
+//! One handler per worker means no lock on the hot path: each worker calls its own
+//! instance from its own thread. State shared by all workers goes behind the
+//! application's own `Arc`s, or through [`ServerHandle`](super::ServerHandle).
+
+use bytes::Bytes;
+
+use super::socket::Socket;
+use crate::proto::handshake::{HandshakeError, Request};
+use crate::proto::{CloseCode, MessageType};
+
+/// The application's callbacks. Every method has a default, so a handler implements
+/// only what it needs.
+///
+/// ```
+/// use ringcast::server::{Handler, Socket};
+/// use ringcast::MessageType;
+///
+/// /// Echoes every message back to its sender.
+/// struct Echo;
+///
+/// impl Handler for Echo {
+///     type Data = ();
+///     fn on_message(&mut self, socket: &mut Socket<'_, ()>, kind: MessageType, payload: &[u8]) {
+///         let _ = socket.send(kind, payload);
+///     }
+/// }
+/// ```
+pub trait Handler: 'static {
+    /// Per-connection state of the handler's choosing, created with `Default` when the
+    /// connection opens and reached with [`Socket::data`].
+    type Data: Default + 'static;
+
+    /// Look at an upgrade request before it is accepted: refuse it (the error's status
+    /// is the HTTP answer) or return headers to add to the 101. Default: accept.
+    fn on_upgrade(&mut self, request: &Request) -> Result<Vec<(String, String)>, HandshakeError> {
+        let _ = request;
+        Ok(Vec::new())
+    }
+
+    /// A connection opened; `request` is its upgrade request (path, query, headers).
+    fn on_open(&mut self, socket: &mut Socket<'_, Self::Data>, request: &Request) {
+        let _ = (socket, request);
+    }
+
+    /// A whole data message arrived. The payload is borrowed from the engine's buffer:
+    /// copy it (`to_vec`) to keep it.
+    fn on_message(&mut self, socket: &mut Socket<'_, Self::Data>, message_type: MessageType, payload: &[u8]) {
+        let _ = (socket, message_type, payload);
+    }
+
+    /// The connection is closing: `code` is the peer's close code, or why the engine
+    /// closed it (1006 when the stream dropped, 1008 for a slow consumer, 1001 on
+    /// shutdown...). Sends are refused from here on.
+    fn on_close(&mut self, socket: &mut Socket<'_, Self::Data>, code: CloseCode, reason: &str) {
+        let _ = (socket, code, reason);
+    }
+
+    /// The connection's queue fell back under its cap after being over half of it.
+    fn on_drain(&mut self, socket: &mut Socket<'_, Self::Data>) {
+        let _ = socket;
+    }
+
+    /// A plain HTTP request (not an upgrade) arrived. Default: 426 Upgrade Required.
+    fn on_http(&mut self, request: &Request) -> HttpResponse {
+        let _ = request;
+        HttpResponse::upgrade_required()
+    }
+}
+
+/// The answer to a plain HTTP request. The connection is closed after it is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// Header fields (Content-Length and Connection are added by the engine).
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl HttpResponse {
+    /// A response with `status`, a `Content-Type`, and `body`.
+    ///
+    /// ```
+    /// use ringcast::server::HttpResponse;
+    /// let page = HttpResponse::new(200, "text/html; charset=utf-8", "<h1>hi</h1>");
+    /// assert_eq!(page.status, 200);
+    /// ```
+    pub fn new(status: u16, content_type: &str, body: impl Into<Bytes>) -> HttpResponse {
+        HttpResponse {
+            status,
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body: body.into(),
+        }
+    }
+
+    /// 426 Upgrade Required with `Sec-WebSocket-Version: 13`: this endpoint speaks
+    /// WebSocket only.
+    pub fn upgrade_required() -> HttpResponse {
+        let mut response = HttpResponse::new(426, "text/plain; charset=utf-8", "upgrade required\n");
+        response
+            .headers
+            .push(("Sec-WebSocket-Version".into(), "13".into()));
+        response
+    }
+
+    /// 404 Not Found.
+    pub fn not_found() -> HttpResponse {
+        HttpResponse::new(404, "text/plain; charset=utf-8", "not found\n")
+    }
+
+    /// Append the whole response (head and body) to `out`.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason_phrase(self.status));
+        for (name, value) in &self.headers {
+            // Never let a header smuggle a line break into the response.
+            if name.bytes().chain(value.bytes()).any(|b| b == b'\r' || b == b'\n') {
+                continue;
+            }
+            let _ = write!(out, "{name}: {value}\r\n");
+        }
+        let _ = write!(out, "Content-Length: {}\r\nConnection: close\r\n\r\n", self.body.len());
+        out.extend_from_slice(&self.body);
+    }
+}
+
+/// The reason phrase of the common statuses.
+pub(crate) fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_has_length_and_close_and_drops_injected_headers() {
+        let mut response = HttpResponse::new(200, "text/plain", "hi");
+        response.headers.push(("X-Evil".into(), "a\r\nSet-Cookie: x".into()));
+        let mut out = Vec::new();
+        response.write_to(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(text.contains("Content-Length: 2\r\n"));
+        assert!(text.contains("Connection: close\r\n"));
+        assert!(!text.contains("Set-Cookie"));
+        assert!(text.ends_with("\r\n\r\nhi"));
+    }
+}
