@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use super::deflate::PerMessageDeflate;
+use super::deflate::{self, PerMessageDeflate};
 
 /// The GUID of RFC 6455 section 1.3, appended to the key before hashing.
 pub const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -153,21 +153,42 @@ pub fn parse_request(
     buf: &[u8],
     limits: &Limits,
 ) -> Result<Option<(Request, usize)>, HandshakeError> {
-    let _ = (buf, limits);
-    todo!()
+    let Some(head_len) = head_end(buf, limits)? else {
+        return Ok(None);
+    };
+    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(&buf[..head_len]) {
+        Ok(httparse::Status::Complete(used)) => Ok(Some((
+            Request {
+                method: parsed.method.unwrap_or_default().to_owned(),
+                target: parsed.path.unwrap_or_default().to_owned(),
+                version: parsed.version.unwrap_or(0),
+                headers: own_headers(parsed.headers),
+            },
+            used,
+        ))),
+        Ok(httparse::Status::Partial) => Err(HandshakeError::new(400, "malformed request head")),
+        Err(err) => Err(parse_error(err)),
+    }
 }
 
 /// Whether the request asks to upgrade to WebSocket: a `Connection` token list with
 /// `upgrade` and an `Upgrade` list with `websocket` (case-insensitive).
 pub fn is_websocket_upgrade(request: &Request) -> bool {
-    let _ = request;
-    todo!()
+    has_token(&request.headers, "Connection", "upgrade")
+        && has_token(&request.headers, "Upgrade", "websocket")
 }
 
 /// The subprotocols the client asked for in `Sec-WebSocket-Protocol`, in its order.
 pub fn subprotocols(request: &Request) -> Vec<String> {
-    let _ = request;
-    todo!()
+    header_values(&request.headers, "Sec-WebSocket-Protocol")
+        .filter_map(|value| std::str::from_utf8(value).ok())
+        .flat_map(|value| value.split(','))
+        .map(|token| token.trim_matches(|c| c == ' ' || c == '\t'))
+        .filter(|token| !token.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key`: base64(sha1(key + GUID)).
@@ -177,15 +198,33 @@ pub fn subprotocols(request: &Request) -> Vec<String> {
 /// assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
 /// ```
 pub fn accept_key(key: &[u8]) -> String {
-    let _ = key;
-    todo!()
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let mut sha = sha1::Sha1::new();
+    sha.update(key);
+    sha.update(WEBSOCKET_GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
 /// The safe default origin check of the seed: pass when `Origin` is absent, or when its
 /// host equals the `Host` header (case-insensitive).
 pub fn check_same_origin(request: &Request) -> bool {
-    let _ = request;
-    todo!()
+    let Some(origin) = request.header("Origin") else {
+        return true;
+    };
+    let Some(host) = request.header("Host") else {
+        return false;
+    };
+    // As the seed: the origin URL's host (and port, if written) must equal Host.
+    let Ok(origin) = std::str::from_utf8(origin) else {
+        return false;
+    };
+    let Some((_, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority.rsplit('@').next().unwrap_or("");
+    authority.as_bytes().eq_ignore_ascii_case(host.trim_ascii())
 }
 
 /// What the server side accepts.
@@ -216,27 +255,123 @@ pub fn validate_request(
     request: &Request,
     options: &ServerOptions<'_>,
 ) -> Result<Accepted, HandshakeError> {
-    let _ = (request, options);
-    todo!()
+    if request.method != "GET" {
+        return Err(HandshakeError::new(405, "request method is not GET"));
+    }
+    if request.version != 1 {
+        return Err(HandshakeError::new(400, "request is not HTTP/1.1"));
+    }
+    if !has_token(&request.headers, "Connection", "upgrade") {
+        return Err(HandshakeError::new(
+            400,
+            "'upgrade' token not found in 'Connection' header",
+        ));
+    }
+    if !has_token(&request.headers, "Upgrade", "websocket") {
+        return Err(HandshakeError::new(
+            400,
+            "'websocket' token not found in 'Upgrade' header",
+        ));
+    }
+    if request
+        .header("Sec-WebSocket-Version")
+        .map(<[u8]>::trim_ascii)
+        != Some(b"13")
+    {
+        return Err(HandshakeError::new(
+            426,
+            "unsupported websocket version, 13 is supported",
+        ));
+    }
+    let key = request
+        .header("Sec-WebSocket-Key")
+        .map(<[u8]>::trim_ascii)
+        .unwrap_or_default();
+    if !is_valid_key(key) {
+        return Err(HandshakeError::new(
+            400,
+            "Sec-WebSocket-Key is not base64 of 16 bytes",
+        ));
+    }
+    let origin_ok = match options.check_origin {
+        Some(check) => check(request),
+        None => check_same_origin(request),
+    };
+    if !origin_ok {
+        return Err(HandshakeError::new(403, "origin not allowed"));
+    }
+    let offered = subprotocols(request);
+    let subprotocol = options
+        .subprotocols
+        .iter()
+        .find(|ours| offered.iter().any(|theirs| theirs == *ours))
+        .cloned();
+    let compression = if options.enable_compression {
+        deflate::negotiate(&deflate::parse_offers(header_values(
+            &request.headers,
+            "Sec-WebSocket-Extensions",
+        )))
+    } else {
+        None
+    };
+    Ok(Accepted {
+        accept: accept_key(key),
+        subprotocol,
+        compression,
+    })
 }
 
 /// Append the `101 Switching Protocols` response, with `extra_headers` (for example
 /// `Set-Cookie`) after the WebSocket ones.
 pub fn write_response(accepted: &Accepted, extra_headers: &[(String, String)], out: &mut Vec<u8>) {
-    let _ = (accepted, extra_headers, out);
-    todo!()
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    out.extend_from_slice(accepted.accept.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if let Some(protocol) = &accepted.subprotocol {
+        write_header(out, "Sec-WebSocket-Protocol", protocol);
+    }
+    if let Some(compression) = &accepted.compression {
+        write_header(
+            out,
+            "Sec-WebSocket-Extensions",
+            &compression.to_header_value(),
+        );
+    }
+    for (name, value) in extra_headers {
+        write_header(out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Append a complete error response for `error`: its status, a plain-text body with its
 /// message, `Connection: close`, and `Sec-WebSocket-Version: 13` on a 426.
 pub fn write_error_response(error: &HandshakeError, out: &mut Vec<u8>) {
-    let _ = (error, out);
-    todo!()
+    use std::io::Write as _;
+    let body = format!("{}\n", error.message());
+    let status = if (400..=599).contains(&error.status()) {
+        error.status()
+    } else {
+        400
+    };
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
+        reason_phrase(status),
+        body.len()
+    );
+    if status == 426 {
+        out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
 }
 
 /// A fresh `Sec-WebSocket-Key`: base64 of 16 random bytes.
 pub fn generate_key() -> String {
-    todo!()
+    use base64::Engine as _;
+    let mut key = [0u8; 16];
+    fastrand::fill(&mut key);
+    base64::engine::general_purpose::STANDARD.encode(key)
 }
 
 /// What the client asks for.
@@ -257,8 +392,26 @@ pub struct ClientRequest<'a> {
 
 /// Append the upgrade request head.
 pub fn write_request(request: &ClientRequest<'_>, out: &mut Vec<u8>) {
-    let _ = (request, out);
-    todo!()
+    use std::io::Write as _;
+    let _ = write!(
+        out,
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n",
+        request.target, request.host, request.key
+    );
+    if !request.subprotocols.is_empty() {
+        write_header(
+            out,
+            "Sec-WebSocket-Protocol",
+            &request.subprotocols.join(", "),
+        );
+    }
+    if request.enable_compression {
+        write_header(out, "Sec-WebSocket-Extensions", deflate::CLIENT_OFFER);
+    }
+    for (name, value) in request.extra_headers {
+        write_header(out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Parse a response head from the start of `buf`, as [`parse_request`] does.
@@ -266,8 +419,24 @@ pub fn parse_response(
     buf: &[u8],
     limits: &Limits,
 ) -> Result<Option<(Response, usize)>, HandshakeError> {
-    let _ = (buf, limits);
-    todo!()
+    let Some(head_len) = head_end(buf, limits)? else {
+        return Ok(None);
+    };
+    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut parsed = httparse::Response::new(&mut headers);
+    match parsed.parse(&buf[..head_len]) {
+        Ok(httparse::Status::Complete(used)) => Ok(Some((
+            Response {
+                status: parsed.code.unwrap_or(0),
+                reason: parsed.reason.unwrap_or_default().to_owned(),
+                headers: own_headers(parsed.headers),
+                body: Vec::new(),
+            },
+            used,
+        ))),
+        Ok(httparse::Status::Partial) => Err(HandshakeError::new(400, "malformed response head")),
+        Err(err) => Err(parse_error(err)),
+    }
 }
 
 /// What the client got.
@@ -287,6 +456,159 @@ pub fn validate_response(
     response: &Response,
     request: &ClientRequest<'_>,
 ) -> Result<Agreed, HandshakeError> {
-    let _ = (response, request);
-    todo!()
+    let bad = |message: String| HandshakeError::with_response(message, response.clone());
+    if response.status != 101 {
+        return Err(bad(format!(
+            "server answered {} {}",
+            response.status, response.reason
+        )));
+    }
+    if !has_token(&response.headers, "Upgrade", "websocket") {
+        return Err(bad("'websocket' token not found in 'Upgrade' header".into()));
+    }
+    if !has_token(&response.headers, "Connection", "upgrade") {
+        return Err(bad(
+            "'upgrade' token not found in 'Connection' header".into()
+        ));
+    }
+    let expected = accept_key(request.key.as_bytes());
+    if response
+        .header("Sec-WebSocket-Accept")
+        .map(<[u8]>::trim_ascii)
+        != Some(expected.as_bytes())
+    {
+        return Err(bad("wrong Sec-WebSocket-Accept".into()));
+    }
+    let subprotocol = match response.header("Sec-WebSocket-Protocol") {
+        None => None,
+        Some(value) => {
+            let value = std::str::from_utf8(value).unwrap_or("").trim();
+            if !request.subprotocols.iter().any(|p| p == value) {
+                return Err(bad(format!(
+                    "server chose subprotocol {value:?}, which was not offered"
+                )));
+            }
+            Some(value.to_owned())
+        }
+    };
+    let mut compression = None;
+    for value in header_values(&response.headers, "Sec-WebSocket-Extensions") {
+        if !request.enable_compression || compression.is_some() {
+            return Err(bad(
+                "server answered an extension that was not offered".into()
+            ));
+        }
+        compression = Some(deflate::parse_answer(value).map_err(bad)?);
+    }
+    Ok(Agreed {
+        subprotocol,
+        compression,
+    })
 }
+
+/// Where the head ends (just past the blank line), once it has; 431 when it is, or
+/// would be, larger than the limit.
+fn head_end(buf: &[u8], limits: &Limits) -> Result<Option<usize>, HandshakeError> {
+    let scan = &buf[..buf.len().min(limits.max_head_bytes)];
+    let mut start = 0;
+    while let Some(i) = scan[start..].iter().position(|&b| b == b'\n') {
+        let nl = start + i;
+        // A blank line: "\n\n" or "\n\r\n" (httparse accepts both line endings).
+        match scan.get(nl + 1) {
+            Some(b'\n') => return Ok(Some(nl + 2)),
+            Some(b'\r') if scan.get(nl + 2) == Some(&b'\n') => return Ok(Some(nl + 3)),
+            _ => start = nl + 1,
+        }
+    }
+    if buf.len() >= limits.max_head_bytes {
+        return Err(HandshakeError::new(
+            431,
+            format!("request head larger than {} bytes", limits.max_head_bytes),
+        ));
+    }
+    Ok(None)
+}
+
+fn parse_error(err: httparse::Error) -> HandshakeError {
+    match err {
+        httparse::Error::TooManyHeaders => HandshakeError::new(431, "too many header fields"),
+        other => HandshakeError::new(400, format!("malformed head: {other}")),
+    }
+}
+
+fn own_headers(headers: &[httparse::Header<'_>]) -> Vec<Header> {
+    headers
+        .iter()
+        .map(|h| Header {
+            name: h.name.to_owned(),
+            value: h.value.to_vec(),
+        })
+        .collect()
+}
+
+fn header_values<'h>(headers: &'h [Header], name: &'h str) -> impl Iterator<Item = &'h [u8]> + 'h {
+    headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_slice())
+}
+
+/// Whether any `name` header holds `token` in its comma-separated list (case-insensitive).
+fn has_token(headers: &[Header], name: &str, token: &str) -> bool {
+    header_values(headers, name).any(|value| {
+        value
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// RFC 6455 section 4.1: the key is base64 of 16 bytes (24 characters).
+fn is_valid_key(key: &[u8]) -> bool {
+    use base64::Engine as _;
+    key.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .is_ok_and(|bytes| bytes.len() == 16)
+}
+
+fn write_header(out: &mut Vec<u8>, name: &str, value: &str) {
+    // Never let a header smuggle a line break into the head.
+    if name
+        .bytes()
+        .chain(value.bytes())
+        .any(|b| b == b'\r' || b == b'\n')
+    {
+        return;
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The reason phrase of the statuses ringcast answers with.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+#[cfg(test)]
+mod tests;

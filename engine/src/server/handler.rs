@@ -8,7 +8,7 @@
 use bytes::Bytes;
 
 use super::socket::Socket;
-use crate::proto::handshake::{HandshakeError, Request};
+use crate::proto::handshake::{reason_phrase, HandshakeError, Request};
 use crate::proto::{CloseCode, MessageType};
 
 /// The application's callbacks. Every method has a default, so a handler implements
@@ -125,29 +125,6 @@ impl HttpResponse {
         }
         let _ = write!(out, "Content-Length: {}\r\nConnection: close\r\n\r\n", self.body.len());
         out.extend_from_slice(&self.body);
-    }
-}
-
-/// The reason phrase of the common statuses.
-pub(crate) fn reason_phrase(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        204 => "No Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        408 => "Request Timeout",
-        426 => "Upgrade Required",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        _ => "Status",
     }
 }
 
