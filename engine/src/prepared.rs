@@ -12,7 +12,7 @@ use std::sync::{Mutex, OnceLock};
 use bytes::Bytes;
 
 use crate::error::Error;
-use crate::proto::deflate::Deflater;
+use crate::proto::deflate::{DeflateSettings, Deflater};
 use crate::proto::{Encoder, MessageType, Role};
 
 /// A message ready to be sent to many connections (the seed's `PreparedMessage`).
@@ -32,8 +32,8 @@ pub struct PreparedMessage {
     payload: Bytes,
     server_plain: OnceLock<Bytes>,
     client_plain: OnceLock<Bytes>,
-    /// Compressed forms by (role, level); few entries, so a short list beats a map.
-    compressed: Mutex<Vec<(Role, i32, Bytes)>>,
+    /// Compressed forms by (role, settings); few entries, so a short list beats a map.
+    compressed: Mutex<Vec<(Role, DeflateSettings, Bytes)>>,
     compressions: AtomicUsize,
 }
 
@@ -80,13 +80,15 @@ impl PreparedMessage {
         &self.payload
     }
 
-    /// The whole frame for a connection of side `role`, compressed at `level` when
-    /// `compression` is `Some(level)` (ignored for control messages). Built on the first
-    /// call for that form, then shared: the returned `Bytes` points at the same memory.
-    /// A client form is masked with one key chosen when it is built.
-    pub fn frame(&self, role: Role, compression: Option<i32>) -> Bytes {
+    /// The whole frame for a connection of side `role`, compressed with `compression`
+    /// when it is `Some` (ignored for control messages). Built on the first call for
+    /// that form, then shared: the returned `Bytes` points at the same memory. A client
+    /// form is masked with one key chosen when it is built.
+    pub fn frame(&self, role: Role, compression: Option<DeflateSettings>) -> Bytes {
         match compression {
-            Some(level) if !self.message_type.is_control() => self.compressed_frame(role, level),
+            Some(settings) if !self.message_type.is_control() => {
+                self.compressed_frame(role, settings)
+            }
             _ => {
                 let cell = match role {
                     Role::Server => &self.server_plain,
@@ -98,25 +100,25 @@ impl PreparedMessage {
         }
     }
 
-    /// How many times the payload was compressed (once per level and side used).
+    /// How many times the payload was compressed (once per side and settings used).
     pub fn compressions(&self) -> usize {
         self.compressions.load(Ordering::Relaxed)
     }
 
-    fn compressed_frame(&self, role: Role, level: i32) -> Bytes {
+    fn compressed_frame(&self, role: Role, settings: DeflateSettings) -> Bytes {
         // A poisoned lock only means another thread panicked mid-insert; the list itself
         // is always whole, so keep using it.
         let mut forms = self.compressed.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, _, frame)) = forms.iter().find(|(r, l, _)| *r == role && *l == level) {
+        if let Some((_, _, frame)) = forms.iter().find(|(r, s, _)| *r == role && *s == settings) {
             return frame.clone();
         }
         let mut compressed = Vec::with_capacity(self.payload.len() / 2 + 64);
-        with_deflater(level, |deflater| {
+        with_deflater(settings, |deflater| {
             deflater.compress(&self.payload, &mut compressed)
         });
         self.compressions.fetch_add(1, Ordering::Relaxed);
         let frame = self.encode(role, &compressed, true);
-        forms.push((role, level, frame.clone()));
+        forms.push((role, settings, frame.clone()));
         frame
     }
 
@@ -134,22 +136,22 @@ impl PreparedMessage {
 }
 
 thread_local! {
-    /// libdeflate compressors are large and costly to set up: keep one per level per
-    /// thread instead of one per message.
+    /// Compressors are large and costly to set up: keep one per settings per thread
+    /// instead of one per message or per connection.
     static DEFLATERS: RefCell<Vec<Deflater>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Run `f` with this thread's deflater for `level` (an invalid level falls back to the
-/// default, as `Conn::set_compression_level` already refused it).
-pub(crate) fn with_deflater<R>(level: i32, f: impl FnOnce(&mut Deflater) -> R) -> R {
+/// Run `f` with this thread's deflater for `settings` (settings already checked by the
+/// caller; invalid ones fall back to the defaults rather than fail a send).
+pub(crate) fn with_deflater<R>(settings: DeflateSettings, f: impl FnOnce(&mut Deflater) -> R) -> R {
     DEFLATERS.with(|cell| {
         let mut deflaters = cell.borrow_mut();
-        let index = match deflaters.iter().position(|d| d.level() == level) {
+        let index = match deflaters.iter().position(|d| d.settings() == settings) {
             Some(index) => index,
             None => {
-                let deflater = Deflater::new(level).unwrap_or_else(|_| {
-                    Deflater::new(crate::proto::deflate::DEFAULT_COMPRESSION_LEVEL)
-                        .expect("the default compression level is valid")
+                let deflater = Deflater::with_settings(settings).unwrap_or_else(|_| {
+                    Deflater::with_settings(DeflateSettings::default())
+                        .expect("the default deflate settings are valid")
                 });
                 deflaters.push(deflater);
                 deflaters.len() - 1
@@ -172,9 +174,9 @@ mod tests {
     #[test]
     fn thousand_compressed_sends_compress_once() {
         let message = PreparedMessage::new(MessageType::Text, "x".repeat(1000)).unwrap();
-        let first = message.frame(Role::Server, Some(1));
+        let first = message.frame(Role::Server, Some(DeflateSettings::default()));
         for _ in 0..1000 {
-            let frame = message.frame(Role::Server, Some(1));
+            let frame = message.frame(Role::Server, Some(DeflateSettings::default()));
             assert_eq!(frame.as_ptr(), first.as_ptr());
         }
         assert_eq!(message.compressions(), 1);

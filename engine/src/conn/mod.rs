@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use crate::error::Error;
 use crate::pool::BufferPool;
-use crate::proto::deflate::PerMessageDeflate;
+use crate::proto::deflate::{DeflateSettings, PerMessageDeflate};
 use crate::proto::{CloseCode, MessageType, Role};
 
 pub use control::{CloseHandler, Control, PingHandler, PongHandler};
@@ -83,9 +83,19 @@ impl<S: Stream> Conn<S> {
         reader
             .decoder_mut()
             .set_compression(config.compression.is_some());
+        // The window this side compresses with is the one the peer asked it to keep to.
+        let deflate = config.compression.map(|agreed| DeflateSettings {
+            window_bits: match role {
+                Role::Server => agreed.server_max_window_bits,
+                Role::Client => agreed.client_max_window_bits.flatten(),
+            }
+            .unwrap_or(15)
+            .max(9),
+            ..DeflateSettings::default()
+        });
         let state = WriteState::new(
             role,
-            config.compression.is_some(),
+            deflate,
             nonzero(config.write_buffer_size),
             config.write_buffer_pool,
         );
@@ -282,7 +292,7 @@ impl<S: Stream> Conn<S> {
     }
 
     /// The compression level for later messages: the seed's flate levels -2..=9 (default
-    /// 1), and libdeflate's 10..=12.
+    /// 1).
     pub fn set_compression_level(&mut self, level: i32) -> Result<(), Error> {
         self.side.state.set_compression_level(level)
     }

@@ -12,7 +12,7 @@ use super::read::ReadIo;
 use super::Stream;
 use crate::error::Error;
 use crate::pool::BufferPool;
-use crate::proto::deflate::DEFAULT_COMPRESSION_LEVEL;
+use crate::proto::deflate::DeflateSettings;
 use crate::proto::{Encoder, MessageType, OpCode, Role};
 
 /// How long control frames wait to be written when no deadline is given: long enough for
@@ -24,7 +24,7 @@ pub(crate) struct WriteState {
     encoder: Encoder,
     pub(crate) compression_negotiated: bool,
     pub(crate) compress: bool,
-    pub(crate) level: i32,
+    pub(crate) deflate: DeflateSettings,
     pub(crate) buf: Option<Vec<u8>>,
     pub(crate) buffer_size: usize,
     pool: Option<Arc<dyn BufferPool>>,
@@ -43,16 +43,16 @@ pub(crate) struct WriteSide<S> {
 impl WriteState {
     pub(crate) fn new(
         role: Role,
-        compression_negotiated: bool,
+        compression: Option<DeflateSettings>,
         buffer_size: usize,
         pool: Option<Arc<dyn BufferPool>>,
     ) -> WriteState {
         WriteState {
             role,
             encoder: Encoder::new(role),
-            compression_negotiated,
-            compress: compression_negotiated,
-            level: DEFAULT_COMPRESSION_LEVEL,
+            compression_negotiated: compression.is_some(),
+            compress: compression.is_some(),
+            deflate: compression.unwrap_or_default(),
             buf: if pool.is_some() {
                 None
             } else {
@@ -68,12 +68,12 @@ impl WriteState {
     }
 
     pub(crate) fn set_compression_level(&mut self, level: i32) -> Result<(), Error> {
-        if !(-2..=12).contains(&level) {
+        if !(-2..=9).contains(&level) {
             return Err(Error::InvalidArgument(format!(
-                "compression level {level} outside -2..=12"
+                "compression level {level} outside -2..=9"
             )));
         }
-        self.level = level;
+        self.deflate.level = level;
         Ok(())
     }
 
@@ -156,7 +156,7 @@ impl<S: Stream> WriteSide<S> {
         if s.compress && may_compress && fin {
             // One compressor per thread and level (they are large), not per connection.
             let mut compressed = Vec::with_capacity(data.len() / 2 + 64);
-            crate::prepared::with_deflater(s.level, |d| d.compress(data, &mut compressed));
+            crate::prepared::with_deflater(s.deflate, |d| d.compress(data, &mut compressed));
             s.encode(opcode, true, true, &compressed, out);
         } else {
             s.encode(opcode, fin, false, data, out);
@@ -166,7 +166,7 @@ impl<S: Stream> WriteSide<S> {
     /// Write a prepared message's shared frame for this side and compression setting.
     pub(crate) fn write_prepared(&mut self, message: &crate::PreparedMessage) -> Result<(), Error> {
         self.check()?;
-        let compression = self.state.compress.then_some(self.state.level);
+        let compression = self.state.compress.then_some(self.state.deflate);
         let frame = message.frame(self.state.role, compression);
         if message.message_type() == MessageType::Close {
             self.state.close_sent = true;

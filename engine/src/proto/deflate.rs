@@ -4,7 +4,8 @@
 //! messages: ringcast always asks for (and answers with) no context takeover both ways.
 //! That is also what lets one compressed frame serve every subscriber of a broadcast.
 
-use libdeflater::{CompressionLvl, Compressor, DecompressionError, Decompressor};
+use flate2::{Compress, Compression, FlushCompress};
+use libdeflater::{DecompressionError, Decompressor};
 
 use super::error::ProtocolError;
 
@@ -141,16 +142,17 @@ pub fn parse_offers<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Vec<PerMe
 }
 
 /// The server's answer to a list of offers: the first one ringcast can honour, answered
-/// with `server_no_context_takeover; client_no_context_takeover`. Offers asking the
-/// server for a window under 15 bits are declined (libdeflater always uses 32 KiB).
+/// with `server_no_context_takeover; client_no_context_takeover`, and the window the
+/// client asked the server to keep to. An 8-bit server window is declined: zlib's raw
+/// deflate cannot compress within 256 bytes (it would use 512).
 pub fn negotiate(offers: &[PerMessageDeflate]) -> Option<PerMessageDeflate> {
     offers
         .iter()
-        .find(|offer| offer.server_max_window_bits.is_none_or(|bits| bits == 15))
-        .map(|_| PerMessageDeflate {
+        .find(|offer| offer.server_max_window_bits.is_none_or(|bits| bits >= 9))
+        .map(|offer| PerMessageDeflate {
             server_no_context_takeover: true,
             client_no_context_takeover: true,
-            server_max_window_bits: None,
+            server_max_window_bits: offer.server_max_window_bits,
             client_max_window_bits: None,
         })
 }
@@ -185,11 +187,22 @@ pub fn parse_answer(value: &[u8]) -> Result<PerMessageDeflate, String> {
     found.ok_or_else(|| "empty extension answer".into())
 }
 
-/// Compresses whole messages at one level. Holds libdeflater's compressor, created on
-/// first use (it is large: keep one per thread or per worker, not per idle connection).
+/// Compresses whole messages at one level, each on its own (no context takeover), the
+/// way zlib-based peers do: non-final blocks ended by a sync flush, whose `00 00 ff ff`
+/// is then removed (RFC 7692 section 7.2.1).
+///
+/// Why not libdeflate here: it always ends with a final (BFINAL) block. RFC 7692
+/// section 7.2.3.5 allows that, but inflaters that keep feeding input after the end of
+/// the stream (seen in the Autobahn suite's own client) stall on it, while sync-flushed
+/// output is what browsers and every library produce and expect. Inflation keeps
+/// libdeflate, whose whole-buffer, bounded API suits it.
+///
+/// Holds a compressor, created on first use: keep one per thread or per worker, not per
+/// idle connection.
 pub struct Deflater {
     level: i32,
-    compressor: Option<Compressor>,
+    window_bits: u8,
+    compressor: Option<Compress>,
 }
 
 impl std::fmt::Debug for Deflater {
@@ -203,22 +216,67 @@ impl std::fmt::Debug for Deflater {
 /// The compression level used unless set: 1, as in the seed (fast, most of the gain).
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 1;
 
+/// How one side compresses: level and window. Connections with equal settings can share
+/// compressed frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DeflateSettings {
+    /// The seed's flate level, -2..=9.
+    pub level: i32,
+    /// The window, 9..=15 bits (15 unless the peer asked for less).
+    pub window_bits: u8,
+}
+
+impl Default for DeflateSettings {
+    fn default() -> Self {
+        DeflateSettings {
+            level: DEFAULT_COMPRESSION_LEVEL,
+            window_bits: 15,
+        }
+    }
+}
+
+/// The sync-flush marker a sender removes (RFC 7692 section 7.2.1).
+const SYNC_MARKER: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
 impl Deflater {
-    /// A deflater at `level` (see [`Deflater::set_level`]).
+    /// A deflater at `level` (see [`Deflater::set_level`]) with a 32 KiB window.
     pub fn new(level: i32) -> Result<Deflater, String> {
+        Deflater::with_settings(DeflateSettings {
+            level,
+            window_bits: 15,
+        })
+    }
+
+    /// A deflater with `settings` (window 9..=15 bits, as agreed with the peer).
+    pub fn with_settings(settings: DeflateSettings) -> Result<Deflater, String> {
+        if !(9..=15).contains(&settings.window_bits) {
+            return Err(format!(
+                "window of {} bits outside 9..=15",
+                settings.window_bits
+            ));
+        }
         let mut d = Deflater {
             level: DEFAULT_COMPRESSION_LEVEL,
+            window_bits: settings.window_bits,
             compressor: None,
         };
-        d.set_level(level)?;
+        d.set_level(settings.level)?;
         Ok(d)
     }
 
-    /// Set the level. Accepts the seed's flate levels -2..=9 (-2 huffman-only maps to 1,
-    /// -1 default maps to 6, 0 stores) and libdeflate's 10..=12.
+    /// The settings this deflater compresses with.
+    pub fn settings(&self) -> DeflateSettings {
+        DeflateSettings {
+            level: self.level,
+            window_bits: self.window_bits,
+        }
+    }
+
+    /// Set the level: the seed's flate levels -2..=9 (-2, huffman-only, maps to 1; -1,
+    /// the default, to 6; 0 stores).
     pub fn set_level(&mut self, level: i32) -> Result<(), String> {
-        if !(-2..=12).contains(&level) {
-            return Err(format!("compression level {level} outside -2..=12"));
+        if !(-2..=9).contains(&level) {
+            return Err(format!("compression level {level} outside -2..=9"));
         }
         if level != self.level {
             self.compressor = None;
@@ -234,50 +292,42 @@ impl Deflater {
 
     /// Append the RFC 7692 payload for `message` to `out`.
     ///
-    /// libdeflate ends its output with a final block; RFC 7692 section 7.2.1 then has the
-    /// sender append an empty stored block and remove its last four bytes `00 00 ff ff`,
-    /// which leaves a single `00` (section 7.2.3.5, the `Hello` example).
+    /// ```
+    /// use ringcast::proto::deflate::Deflater;
+    /// let mut out = Vec::new();
+    /// Deflater::new(1)?.compress(b"Hello", &mut out);
+    /// assert_eq!(out, [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]); // RFC 7692 section 7.2.3.1
+    /// # Ok::<(), String>(())
+    /// ```
     pub fn compress(&mut self, message: &[u8], out: &mut Vec<u8>) {
-        let level = self.level;
+        let level = match self.level {
+            -2 => 1,
+            -1 => 6,
+            other => other.unsigned_abs(),
+        };
+        let window_bits = self.window_bits;
         let compressor = self.compressor.get_or_insert_with(|| {
-            let lvl = match level {
-                -2 => 1,
-                -1 => 6,
-                other => other,
-            };
-            let lvl = CompressionLvl::new(lvl).unwrap_or_default();
-            Compressor::new(lvl)
+            Compress::new_with_window_bits(Compression::new(level), false, window_bits)
         });
+        compressor.reset();
         let start = out.len();
-        let bound = compressor.deflate_compress_bound(message.len());
-        out.resize(start + bound, 0);
-        match compressor.deflate_compress(message, &mut out[start..]) {
-            Ok(written) => out.truncate(start + written),
-            // The bound is libdeflate's own worst case; if it ever fails, send the data
-            // as stored blocks, which any inflater accepts.
-            Err(_) => {
-                out.truncate(start);
-                write_stored(message, out);
+        let base_in = compressor.total_in();
+        out.reserve(message.len() / 2 + 64);
+        loop {
+            let consumed = (compressor.total_in() - base_in) as usize;
+            if out.len() == out.capacity() {
+                out.reserve(out.capacity().max(64));
+            }
+            let status = compressor.compress_vec(&message[consumed..], out, FlushCompress::Sync);
+            let done = (compressor.total_in() - base_in) as usize == message.len();
+            // A sync flush is complete once all input is in and output room is left over.
+            if status.is_err() || (done && out.len() < out.capacity()) {
+                break;
             }
         }
-        out.push(0x00);
-    }
-}
-
-/// DEFLATE stored blocks of `data` (the last one final): a fallback that cannot fail.
-fn write_stored(data: &[u8], out: &mut Vec<u8>) {
-    let mut chunks = data.chunks(0xffff).peekable();
-    if chunks.peek().is_none() {
-        out.extend_from_slice(&[0x01, 0x00, 0x00, 0xff, 0xff]);
-        return;
-    }
-    while let Some(chunk) = chunks.next() {
-        let last = chunks.peek().is_none();
-        out.push(u8::from(last));
-        let len = chunk.len() as u16;
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&(!len).to_le_bytes());
-        out.extend_from_slice(chunk);
+        if out[start..].ends_with(&SYNC_MARKER) {
+            out.truncate(out.len() - SYNC_MARKER.len());
+        }
     }
 }
 

@@ -105,6 +105,28 @@ fn message_one_byte_over_limit_fails() {
 }
 
 #[test]
+fn compressed_output_is_sync_flushed_not_final() {
+    // The first block header's BFINAL bit is clear: peers that inflate with a kept-open
+    // stream never see an end of stream they do not expect.
+    for text in [&b"x"[..], &b"Hello"[..], &[0u8; 100_000][..]] {
+        let mut out = Vec::new();
+        Deflater::new(6).unwrap().compress(text, &mut out);
+        assert_eq!(
+            out[0] & 1,
+            0,
+            "BFINAL set for a {}-byte message",
+            text.len()
+        );
+    }
+}
+
+#[test]
+fn level_outside_seed_range_is_refused() {
+    assert!(Deflater::new(10).is_err());
+    assert!(Deflater::new(-3).is_err());
+}
+
+#[test]
 fn corrupt_stream_is_bad_deflate_stream() {
     let mut inflater = Inflater::new();
     assert_eq!(
@@ -168,12 +190,51 @@ fn later_valid_offer_is_kept_after_a_malformed_one() {
 }
 
 #[test]
-fn server_max_window_bits_below_15_is_declined() {
-    let got = offers("permessage-deflate; server_max_window_bits=10, permessage-deflate; server_max_window_bits=15");
+fn server_max_window_bits_of_8_is_declined() {
+    let got = offers("permessage-deflate; server_max_window_bits=8, permessage-deflate; server_max_window_bits=15");
     assert_eq!(got.len(), 2);
-    let agreed = negotiate(&got[..1]);
-    assert_eq!(agreed, None);
-    assert!(negotiate(&got).is_some());
+    assert_eq!(negotiate(&got[..1]), None);
+    assert_eq!(
+        negotiate(&got).and_then(|a| a.server_max_window_bits),
+        Some(15)
+    );
+}
+
+#[test]
+fn server_max_window_bits_is_honoured_and_answered() {
+    let agreed = negotiate(&offers("permessage-deflate; server_max_window_bits=9")).unwrap();
+    assert_eq!(agreed.server_max_window_bits, Some(9));
+    assert!(agreed
+        .to_header_value()
+        .contains("server_max_window_bits=9"));
+    // A 9-bit compressor never reaches further back than 512 bytes: a repeat 600 bytes
+    // back cannot be used, so this input compresses worse than with a 15-bit window.
+    let mut text = Vec::new();
+    for i in 0..2000u32 {
+        text.extend_from_slice(format!("{:03}", (i * 7919) % 1000).as_bytes());
+    }
+    let block: Vec<u8> = text[..600].to_vec();
+    let input = [block.clone(), block].concat();
+    let (mut small, mut large) = (Vec::new(), Vec::new());
+    Deflater::with_settings(DeflateSettings {
+        level: 9,
+        window_bits: 9,
+    })
+    .unwrap()
+    .compress(&input, &mut small);
+    Deflater::with_settings(DeflateSettings {
+        level: 9,
+        window_bits: 15,
+    })
+    .unwrap()
+    .compress(&input, &mut large);
+    assert!(
+        small.len() > large.len(),
+        "{} vs {}",
+        small.len(),
+        large.len()
+    );
+    assert_eq!(Inflater::new().inflate(&small, 0).unwrap(), &input[..]);
 }
 
 #[test]
@@ -202,7 +263,7 @@ fn client_checks_the_server_answer() {
 
 proptest! {
     #[test]
-    fn compress_then_inflate_round_trips_at_every_level(data in prop::collection::vec(any::<u8>(), 0..2000), level in -2i32..=12) {
+    fn compress_then_inflate_round_trips_at_every_level(data in prop::collection::vec(any::<u8>(), 0..2000), level in -2i32..=9) {
         let mut payload = Vec::new();
         Deflater::new(level).unwrap().compress(&data, &mut payload);
         let mut inflater = Inflater::new();
