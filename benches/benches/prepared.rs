@@ -29,7 +29,7 @@ fn prepared(c: &mut Criterion) {
     });
     group.finish();
     let mut group = c.benchmark_group("prepared_fetch_per_connection");
-    for n in [1000usize] {
+    for n in [100usize, 1000] {
         let message = PreparedMessage::new(MessageType::Text, payload.clone()).expect("text");
         group.bench_function(BenchmarkId::from_parameter(n), |b| {
             b.iter(|| {
