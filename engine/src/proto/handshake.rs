@@ -359,8 +359,11 @@ pub fn write_error_response(error: &HandshakeError, out: &mut Vec<u8>) {
         reason_phrase(status),
         body.len()
     );
-    if status == 426 {
-        out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\n");
+    match status {
+        426 => out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\n"),
+        // RFC 9110 section 15.5.6: a 405 lists the methods that are allowed.
+        405 => out.extend_from_slice(b"Allow: GET\r\n"),
+        _ => {}
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body.as_bytes());
@@ -393,10 +396,14 @@ pub struct ClientRequest<'a> {
 /// Append the upgrade request head.
 pub fn write_request(request: &ClientRequest<'_>, out: &mut Vec<u8>) {
     use std::io::Write as _;
+    // A target or host with a space or a control byte would break the request line or
+    // smuggle headers: percent-encode those bytes (a URL parser already did for real URLs).
+    let target = escape_request_bytes(request.target);
+    let host = escape_request_bytes(request.host);
     let _ = write!(
         out,
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n",
-        request.target, request.host, request.key
+        target, host, request.key
     );
     if !request.subprotocols.is_empty() {
         write_header(
@@ -569,6 +576,21 @@ fn is_valid_key(key: &[u8]) -> bool {
         && base64::engine::general_purpose::STANDARD
             .decode(key)
             .is_ok_and(|bytes| bytes.len() == 16)
+}
+
+fn escape_request_bytes(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c <= ' ' || c == '\x7f' {
+            out.push_str(&format!("%{:02X}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 fn write_header(out: &mut Vec<u8>, name: &str, value: &str) {

@@ -380,3 +380,27 @@ fn non_101_keeps_status_headers_and_body() {
         (Some(&b"nope"[..]), &b"nope"[..])
     );
 }
+
+#[test]
+fn method_not_allowed_lists_get() {
+    let mut out = Vec::new();
+    write_error_response(
+        &HandshakeError::new(405, "request method is not GET"),
+        &mut out,
+    );
+    assert!(String::from_utf8(out).unwrap().contains("Allow: GET\r\n"));
+}
+
+#[test]
+fn request_line_cannot_be_broken_by_the_target() {
+    let mut out = Vec::new();
+    let mut request = client_request("dGhlIHNhbXBsZSBub25jZQ==", &[], false);
+    request.target = "/a b\r\nInjected: yes";
+    write_request(&request, &mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.starts_with("GET /a%20b%0D%0AInjected:%20yes HTTP/1.1\r\n"),
+        "{text}"
+    );
+    assert!(!text.contains("\r\nInjected"));
+}
