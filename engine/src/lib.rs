@@ -44,7 +44,8 @@
 //! let mut wire = Vec::new();
 //! Encoder::new(Role::Client).encode_frame(OpCode::Text, true, false, b"hi", &mut wire);
 //! let mut server = Decoder::new(Role::Server);
-//! let (_, event) = server.decode(&mut wire, &mut Inflater::new())?;
+//! let mut inflater = Inflater::new(); // only used by compressed messages
+//! let (_, event) = server.decode(&mut wire, &mut inflater)?;
 //! assert_eq!(event, Some(Event::Message(MessageType::Text, b"hi")));
 //! # Ok::<(), ringcast::proto::ProtocolError>(())
 //! ```
