@@ -2,7 +2,7 @@
 //!
 //! Rules of the room: nothing here touches a socket, a thread, a clock or `unsafe`.
 //! Every other part of ringcast (the blocking [`Conn`](crate::Conn), the
-//! [`Dialer`](crate::Dialer), the engine) is a thin driver around these types, and
+//! `Dialer`, the engine) is a thin driver around these types, and
 //! this is where the fuzz targets point.
 //!
 //! - [`frame`]: the 2..14-byte frame header.
