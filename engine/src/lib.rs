@@ -52,6 +52,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod conn;
 pub mod error;
 pub mod pool;
@@ -60,6 +61,7 @@ pub mod proto;
 pub mod server;
 pub mod upgrade;
 
+pub use client::Dialer;
 pub use conn::{join_messages, Conn};
 pub use error::{
     format_close_message, is_close_error, is_unexpected_close_error, CloseError, Error,

@@ -162,20 +162,34 @@ pub(crate) enum HeadError {
     Handshake(HandshakeError),
 }
 
-/// Read an HTTP head (bounded by `limits`) and return it with any bytes read past it.
+/// Read an HTTP request head (bounded by `limits`) and return it with any bytes read
+/// past it.
 pub(crate) fn read_head<S: Read>(
     stream: &mut S,
     limits: &Limits,
 ) -> Result<(Request, Vec<u8>), HeadError> {
+    read_head_with(stream, limits, handshake::parse_request)
+}
+
+/// Read an HTTP head of either kind with `parse`, bounded by `limits`: never more than
+/// the head may hold (plus one read past it), whatever the peer sends.
+pub(crate) fn read_head_with<S, T, P>(
+    stream: &mut S,
+    limits: &Limits,
+    parse: P,
+) -> Result<(T, Vec<u8>), HeadError>
+where
+    S: Read,
+    P: Fn(&[u8], &Limits) -> Result<Option<(T, usize)>, HandshakeError>,
+{
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 2048];
     loop {
-        match handshake::parse_request(&buf, limits) {
-            Ok(Some((request, used))) => return Ok((request, buf.split_off(used))),
+        match parse(&buf, limits) {
+            Ok(Some((head, used))) => return Ok((head, buf.split_off(used))),
             Ok(None) => {}
             Err(err) => return Err(HeadError::Handshake(err)),
         }
-        // Never read more than the head may hold (plus what a pipelined frame brings).
         let room = (limits.max_head_bytes + chunk.len())
             .saturating_sub(buf.len())
             .min(chunk.len());

@@ -298,6 +298,16 @@ impl<S: Stream> Conn<S> {
     }
 }
 
+impl<S: Stream> std::fmt::Debug for Conn<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("role", &self.side.state.role)
+            .field("subprotocol", &self.subprotocol)
+            .field("compression", &self.side.state.compression_negotiated)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<S: SplitStream> Conn<S> {
     /// Split into a reader and a writer for two threads. Both can hand out
     /// [`ControlHandle`]s to close or write control frames from any thread.

@@ -1,0 +1,185 @@
+//! HTTP CONNECT tunnelling through a proxy, and the proxy choice from the environment
+//! (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`, as Go's `ProxyFromEnvironment`).
+
+use std::io::Write;
+use std::net::TcpStream;
+
+use base64::Engine as _;
+use url::Url;
+
+use crate::error::Error;
+use crate::proto::handshake::{self, HandshakeError, Limits};
+use crate::upgrade::{read_head_with, HeadError};
+
+/// The proxy for `target` (a ws:// or wss:// URL) from the environment: `HTTPS_PROXY` for
+/// wss, `HTTP_PROXY` for ws (upper or lower case), unless `NO_PROXY` matches the host.
+/// As in Go, requests to localhost and loopback addresses are never proxied.
+pub fn from_environment(target: &Url) -> Option<Url> {
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .or_else(|| std::env::var(name.to_lowercase()).ok())
+            .filter(|v| !v.is_empty())
+    };
+    let host = target
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    if host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    {
+        return None;
+    }
+    if let Some(no_proxy) = var("NO_PROXY") {
+        if no_proxy_matches(&no_proxy, &host, target.port_or_known_default()) {
+            return None;
+        }
+    }
+    let raw = if target.scheme() == "wss" {
+        var("HTTPS_PROXY")
+    } else {
+        var("HTTP_PROXY")
+    }?;
+    // Go accepts "host:port" without a scheme and means http.
+    Url::parse(&raw)
+        .ok()
+        .filter(|u| u.has_host())
+        .or_else(|| Url::parse(&format!("http://{raw}")).ok())
+}
+
+/// Whether `NO_PROXY` (comma-separated: `*`, hosts, `.domain` suffixes, optional `:port`)
+/// covers `host`.
+pub(crate) fn no_proxy_matches(no_proxy: &str, host: &str, port: Option<u16>) -> bool {
+    no_proxy
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .any(|entry| {
+            if entry == "*" {
+                return true;
+            }
+            let (name, entry_port) = match entry.rsplit_once(':') {
+                Some((name, p)) if !name.contains(':') || name.ends_with(']') => {
+                    (name, p.parse::<u16>().ok())
+                }
+                _ => (entry, None),
+            };
+            if entry_port.is_some() && entry_port != port {
+                return false;
+            }
+            let name = name
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase();
+            let name = name
+                .strip_prefix("*.")
+                .map(|n| format!(".{n}"))
+                .unwrap_or(name);
+            if let Some(suffix) = name.strip_prefix('.') {
+                host == suffix || host.ends_with(&format!(".{suffix}"))
+            } else {
+                host == name || host.ends_with(&format!(".{name}"))
+            }
+        })
+}
+
+/// Ask the proxy on `stream` for a tunnel to `authority` (host:port), with Basic auth
+/// from the proxy URL's user info. Anything but a 2xx answer is a bad handshake that
+/// carries the proxy's response.
+pub(crate) fn connect(
+    stream: &mut TcpStream,
+    proxy: &Url,
+    authority: &str,
+    limits: &Limits,
+) -> Result<(), Error> {
+    let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if !proxy.username().is_empty() {
+        let user = percent_decode(proxy.username());
+        let password = percent_decode(proxy.password().unwrap_or(""));
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        request.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    let (response, leftover) = match read_head_with(stream, limits, handshake::parse_response) {
+        Ok(parsed) => parsed,
+        Err(HeadError::Io(err)) => return Err(Error::Io(err)),
+        Err(HeadError::Handshake(err)) => return Err(Error::Handshake(err)),
+    };
+    if !(200..300).contains(&response.status) {
+        let message = format!("proxy answered {} {}", response.status, response.reason);
+        return Err(Error::Handshake(HandshakeError::with_response(
+            message, response,
+        )));
+    }
+    if !leftover.is_empty() {
+        // A proxy that talks before the tunnel's far end does is broken.
+        return Err(Error::Handshake(HandshakeError::with_response(
+            "proxy sent bytes after its 200",
+            response,
+        )));
+    }
+    Ok(())
+}
+
+fn percent_decode(text: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if let (b'%', Some(&hi), Some(&lo)) = (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            if let (Some(hi), Some(lo)) = (hex(hi), hex(lo)) {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_proxy_matches_hosts_suffixes_ports_and_star() {
+        assert!(no_proxy_matches("*", "any.example", Some(80)));
+        assert!(no_proxy_matches("example.com", "example.com", Some(80)));
+        assert!(no_proxy_matches("example.com", "www.example.com", Some(80)));
+        assert!(no_proxy_matches(
+            ".example.com",
+            "www.example.com",
+            Some(80)
+        ));
+        assert!(!no_proxy_matches(".example.com", "example.org", Some(80)));
+        assert!(no_proxy_matches(
+            "example.com:8080",
+            "example.com",
+            Some(8080)
+        ));
+        assert!(!no_proxy_matches(
+            "example.com:8080",
+            "example.com",
+            Some(80)
+        ));
+        assert!(!no_proxy_matches(
+            "other.com, foo.org",
+            "example.com",
+            Some(80)
+        ));
+    }
+
+    #[test]
+    fn user_info_is_percent_decoded() {
+        assert_eq!(percent_decode("us%40er"), "us@er");
+        assert_eq!(percent_decode("plain"), "plain");
+        assert_eq!(percent_decode("bad%zz"), "bad%zz");
+    }
+}
