@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use url::Url;
 
 use crate::conn::{Conn, ConnConfig};
 use crate::error::Error;
