@@ -89,8 +89,7 @@ impl<S: Stream> Conn<S> {
                 Role::Server => agreed.server_max_window_bits,
                 Role::Client => agreed.client_max_window_bits.flatten(),
             }
-            .unwrap_or(15)
-            .max(9),
+            .unwrap_or(15),
             ..DeflateSettings::default()
         });
         let state = WriteState::new(

@@ -58,9 +58,11 @@ impl PerMessageDeflate {
     }
 }
 
-/// The client's offer, as the seed's library makes it.
+/// The client's offer: the seed's (no context takeover both ways), plus
+/// `client_max_window_bits` so a server may ask for a smaller client window, which
+/// ringcast can keep to (RFC 7692 section 7.1.2.2).
 pub const CLIENT_OFFER: &str =
-    "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+    "permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits";
 
 /// Parse one extension's parameters (the text after its name). `None`: malformed.
 fn parse_params<'a>(params: impl Iterator<Item = &'a str>) -> Option<PerMessageDeflate> {
@@ -141,25 +143,21 @@ pub fn parse_offers<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Vec<PerMe
     offers
 }
 
-/// The server's answer to a list of offers: the first one ringcast can honour, answered
-/// with `server_no_context_takeover; client_no_context_takeover`, and the window the
-/// client asked the server to keep to. An 8-bit server window is declined: zlib's raw
-/// deflate cannot compress within 256 bytes (it would use 512).
+/// The server's answer to a list of offers: the first one, answered with
+/// `server_no_context_takeover; client_no_context_takeover` and the window the client
+/// asked the server to keep to (any of 8..=15: see [`Deflater::with_settings`]).
 pub fn negotiate(offers: &[PerMessageDeflate]) -> Option<PerMessageDeflate> {
-    offers
-        .iter()
-        .find(|offer| offer.server_max_window_bits.is_none_or(|bits| bits >= 9))
-        .map(|offer| PerMessageDeflate {
-            server_no_context_takeover: true,
-            client_no_context_takeover: true,
-            server_max_window_bits: offer.server_max_window_bits,
-            client_max_window_bits: None,
-        })
+    offers.first().map(|offer| PerMessageDeflate {
+        server_no_context_takeover: true,
+        client_no_context_takeover: true,
+        server_max_window_bits: offer.server_max_window_bits,
+        client_max_window_bits: None,
+    })
 }
 
 /// Parse and check a server's answer to [`CLIENT_OFFER`]: exactly one permessage-deflate
-/// extension with valid, non-duplicate parameters, with server_no_context_takeover,
-/// and no client_max_window_bits (not offered). Errors say what was wrong.
+/// extension with valid, non-duplicate parameters, with server_no_context_takeover.
+/// A `client_max_window_bits` answer must carry a value. Errors say what was wrong.
 pub fn parse_answer(value: &[u8]) -> Result<PerMessageDeflate, String> {
     let value =
         std::str::from_utf8(value).map_err(|_| "extension answer is not utf-8".to_string())?;
@@ -175,8 +173,8 @@ pub fn parse_answer(value: &[u8]) -> Result<PerMessageDeflate, String> {
         }
         let params = parse_params(params)
             .ok_or_else(|| format!("invalid permessage-deflate answer {value:?}"))?;
-        if params.client_max_window_bits.is_some() {
-            return Err("server answered client_max_window_bits, which was not offered".into());
+        if params.client_max_window_bits == Some(None) {
+            return Err("server answered client_max_window_bits without a value".into());
         }
         if !params.server_no_context_takeover {
             // Whole-message inflation cannot follow a window kept across messages.
@@ -222,7 +220,7 @@ pub const DEFAULT_COMPRESSION_LEVEL: i32 = 1;
 pub struct DeflateSettings {
     /// The seed's flate level, -2..=9.
     pub level: i32,
-    /// The window, 9..=15 bits (15 unless the peer asked for less).
+    /// The window, 8..=15 bits (15 unless the peer asked for less).
     pub window_bits: u8,
 }
 
@@ -247,11 +245,13 @@ impl Deflater {
         })
     }
 
-    /// A deflater with `settings` (window 9..=15 bits, as agreed with the peer).
+    /// A deflater with `settings` (window 8..=15 bits, as agreed with the peer). zlib
+    /// cannot keep raw deflate within 8 bits (256 bytes), so with an 8-bit window the
+    /// message goes out as stored blocks, which refer back to nothing and so fit any window.
     pub fn with_settings(settings: DeflateSettings) -> Result<Deflater, String> {
-        if !(9..=15).contains(&settings.window_bits) {
+        if !(8..=15).contains(&settings.window_bits) {
             return Err(format!(
-                "window of {} bits outside 9..=15",
+                "window of {} bits outside 8..=15",
                 settings.window_bits
             ));
         }
@@ -300,12 +300,13 @@ impl Deflater {
     /// # Ok::<(), String>(())
     /// ```
     pub fn compress(&mut self, message: &[u8], out: &mut Vec<u8>) {
-        let level = match self.level {
-            -2 => 1,
-            -1 => 6,
-            other => other.unsigned_abs(),
+        let level = match (self.window_bits, self.level) {
+            (8, _) => 0,
+            (_, -2) => 1,
+            (_, -1) => 6,
+            (_, other) => other.unsigned_abs(),
         };
-        let window_bits = self.window_bits;
+        let window_bits = self.window_bits.max(9);
         let compressor = self.compressor.get_or_insert_with(|| {
             Compress::new_with_window_bits(Compression::new(level), false, window_bits)
         });

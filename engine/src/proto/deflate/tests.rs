@@ -190,14 +190,21 @@ fn later_valid_offer_is_kept_after_a_malformed_one() {
 }
 
 #[test]
-fn server_max_window_bits_of_8_is_declined() {
-    let got = offers("permessage-deflate; server_max_window_bits=8, permessage-deflate; server_max_window_bits=15");
-    assert_eq!(got.len(), 2);
-    assert_eq!(negotiate(&got[..1]), None);
-    assert_eq!(
-        negotiate(&got).and_then(|a| a.server_max_window_bits),
-        Some(15)
-    );
+fn window_of_8_bits_is_kept_with_stored_blocks() {
+    let agreed = negotiate(&offers("permessage-deflate; server_max_window_bits=8")).unwrap();
+    assert_eq!(agreed.server_max_window_bits, Some(8));
+    let input = b"abcabcabcabcabcabcabcabc".repeat(40);
+    let mut out = Vec::new();
+    let settings = DeflateSettings {
+        level: 9,
+        window_bits: 8,
+    };
+    Deflater::with_settings(settings)
+        .unwrap()
+        .compress(&input, &mut out);
+    // Stored: no back-references at all, so the output is a little larger than the input.
+    assert!(out.len() > input.len());
+    assert_eq!(Inflater::new().inflate(&out, 0).unwrap(), &input[..]);
 }
 
 #[test]
@@ -253,10 +260,12 @@ fn client_checks_the_server_answer() {
     )
     .is_ok());
     assert!(parse_answer(b"permessage-deflate; client_no_context_takeover").is_err());
-    assert!(parse_answer(
-        b"permessage-deflate; server_no_context_takeover; client_max_window_bits=10"
-    )
-    .is_err());
+    let answer =
+        parse_answer(b"permessage-deflate; server_no_context_takeover; client_max_window_bits=10");
+    assert_eq!(answer.unwrap().client_max_window_bits, Some(Some(10)));
+    let bare =
+        parse_answer(b"permessage-deflate; server_no_context_takeover; client_max_window_bits");
+    assert!(bare.is_err());
     assert!(parse_answer(b"x-other").is_err());
     assert!(parse_answer(b"permessage-deflate; server_no_context_takeover, permessage-deflate; server_no_context_takeover").is_err());
 }
