@@ -1,0 +1,290 @@
+//! Interop with real peers: Python `websockets` and Node `ws`, each once as the server
+//! and once as the client of ringcast. Text, binary, fragmented and compressed messages,
+//! ping/pong, and the close codes both sides see.
+//!
+//! The peers come from `scripts/test-all` (a venv and `npm ci`): it sets
+//! `RINGCAST_PYTHON`, `RINGCAST_NODE_PATH` and `RINGCAST_REQUIRE_PEERS`. Run alone
+//! without them, a test whose peer is missing says so and passes vacuously only when
+//! `RINGCAST_REQUIRE_PEERS` is unset.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ringcast::client::Proxy;
+use ringcast::conn::Control;
+use ringcast::{CloseCode, Dialer, Error, MessageType, Upgrader};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn peers_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
+}
+
+/// The command for a peer, or `None` (after saying why) when it is not installed.
+fn peer(kind: &str) -> Option<Command> {
+    let found = match kind {
+        "python" => {
+            let python = std::env::var("RINGCAST_PYTHON").unwrap_or_else(|_| "python3".into());
+            let ok = Command::new(&python)
+                .args(["-c", "import websockets"])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            ok.then(|| Command::new(python))
+        }
+        _ => {
+            let node_path = std::env::var("RINGCAST_NODE_PATH").ok();
+            let mut probe = Command::new("node");
+            probe.args(["-e", "require('ws')"]).stderr(Stdio::null());
+            if let Some(path) = &node_path {
+                probe.env("NODE_PATH", path);
+            }
+            probe.status().is_ok_and(|s| s.success()).then(|| {
+                let mut node = Command::new("node");
+                if let Some(path) = node_path {
+                    node.env("NODE_PATH", path);
+                }
+                node
+            })
+        }
+    };
+    if found.is_none() {
+        assert!(
+            std::env::var_os("RINGCAST_REQUIRE_PEERS").is_none(),
+            "{kind} peer required but not installed (run scripts/test-all)"
+        );
+        eprintln!("SKIPPED: {kind} peer not installed (scripts/test-all installs it)");
+    }
+    found
+}
+
+/// A child process killed and reaped when the test ends, whatever happens.
+struct Peer {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Peer {
+    fn spawn(mut command: Command) -> Peer {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn peer");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Peer { child, lines }
+    }
+
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(WAIT)
+            .expect("a line from the peer in time")
+    }
+
+    /// Wait for the line that starts with `prefix`, returning the rest.
+    fn wait_for(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no {prefix:?} line from the peer"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_owned();
+            }
+        }
+    }
+
+    fn wait_exit(&mut self) -> bool {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "peer did not exit in time");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// ringcast's Dialer against a peer's echo server: every kind of message, then the
+/// server closes with 4001 on request.
+fn ringcast_client_against(url: &str) {
+    let dialer = Dialer {
+        proxy: Proxy::None,
+        enable_compression: true,
+        write_buffer_size: 16,
+        handshake_timeout: Some(WAIT),
+        ..Dialer::default()
+    };
+    let (mut conn, _) = dialer.dial(url, &[]).expect("dial the peer");
+    conn.set_read_deadline(Some(Instant::now() + WAIT));
+    assert!(
+        conn.compression_negotiated(),
+        "permessage-deflate negotiated"
+    );
+
+    conn.write_message(MessageType::Text, "héllo peer".as_bytes())
+        .unwrap();
+    assert_eq!(
+        conn.read_message().unwrap(),
+        (MessageType::Text, "héllo peer".as_bytes().to_vec())
+    );
+
+    conn.write_message(MessageType::Binary, &[0, 1, 2, 254, 255])
+        .unwrap();
+    assert_eq!(
+        conn.read_message().unwrap(),
+        (MessageType::Binary, vec![0, 1, 2, 254, 255])
+    );
+
+    // Fragmented: uncompressed, so the 16-byte write buffer cuts it into frames.
+    conn.enable_write_compression(false);
+    let mut writer = conn.next_writer(MessageType::Text).unwrap();
+    for part in ["fragments ", "of one ", "message ", "from ringcast"] {
+        writer.write_all(part.as_bytes()).unwrap();
+    }
+    writer.close().unwrap();
+    assert_eq!(
+        conn.read_message().unwrap().1,
+        b"fragments of one message from ringcast"
+    );
+    conn.enable_write_compression(true);
+
+    let big = "compress me please ".repeat(5000);
+    conn.write_message(MessageType::Text, big.as_bytes())
+        .unwrap();
+    assert_eq!(conn.read_message().unwrap().1, big.as_bytes());
+
+    let (tx, rx) = mpsc::channel();
+    let tx = std::sync::Mutex::new(tx);
+    conn.set_pong_handler(Some(Arc::new(move |data: &[u8], _: &mut Control<'_>| {
+        let _ = tx.lock().map(|tx| tx.send(data.to_vec()));
+        Ok(())
+    })));
+    conn.write_control(MessageType::Ping, b"rc-ping", None)
+        .unwrap();
+    conn.write_message(MessageType::Text, b"after ping")
+        .unwrap();
+    assert_eq!(conn.read_message().unwrap().1, b"after ping");
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), b"rc-ping");
+
+    conn.write_message(MessageType::Text, b"close:4001:bye")
+        .unwrap();
+    match conn.read_message() {
+        Err(Error::Closed(close)) => assert_eq!(
+            (close.code, close.reason.as_str()),
+            (CloseCode(4001), "bye")
+        ),
+        other => panic!("expected the peer's close 4001, got {other:?}"),
+    }
+}
+
+/// A ringcast echo server for one peer client; returns its URL and the close code it
+/// received.
+fn ringcast_server() -> (String, mpsc::Receiver<Option<CloseCode>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let upgrader = Upgrader {
+            enable_compression: true,
+            ..Upgrader::default()
+        };
+        let mut conn = upgrader.upgrade(stream, &[]).expect("peer's upgrade");
+        conn.set_read_deadline(Some(Instant::now() + WAIT));
+        let code = loop {
+            match conn.read_message() {
+                Ok((kind, payload)) => {
+                    if conn.write_message(kind, &payload).is_err() {
+                        break None;
+                    }
+                }
+                Err(Error::Closed(close)) => break Some(close.code),
+                Err(_) => break None,
+            }
+        };
+        let _ = tx.send(code);
+    });
+    (url, rx)
+}
+
+fn peer_client(mut command: Command, script: &str, expect_close: u16) {
+    let (url, closed) = ringcast_server();
+    command.arg(peers_dir().join(script)).arg(&url);
+    let mut client = Peer::spawn(command);
+    for check in [
+        "compression negotiated",
+        "text ok",
+        "binary ok",
+        "fragmented ok",
+        "compressed ok",
+        "ping ok",
+    ] {
+        assert_eq!(client.line(), check);
+    }
+    assert!(client.wait_exit(), "peer client failed");
+    assert_eq!(
+        closed.recv_timeout(WAIT).unwrap(),
+        Some(CloseCode(expect_close))
+    );
+}
+
+fn peer_server(mut command: Command, script: &str) {
+    command.arg(peers_dir().join(script)).arg("30");
+    let server = Peer::spawn(command);
+    let port = server.wait_for("port ");
+    ringcast_client_against(&format!("ws://127.0.0.1:{port}/"));
+    assert_eq!(server.wait_for("closed"), "4001");
+}
+
+#[test]
+fn ringcast_client_talks_to_python_websockets_server() {
+    if let Some(python) = peer("python") {
+        peer_server(python, "py_server.py");
+    }
+}
+
+#[test]
+fn python_websockets_client_talks_to_ringcast_server() {
+    if let Some(python) = peer("python") {
+        peer_client(python, "py_client.py", 4002);
+    }
+}
+
+#[test]
+fn ringcast_client_talks_to_node_ws_server() {
+    if let Some(node) = peer("node") {
+        peer_server(node, "node_server.js");
+    }
+}
+
+#[test]
+fn node_ws_client_talks_to_ringcast_server() {
+    if let Some(node) = peer("node") {
+        peer_client(node, "node_client.js", 4003);
+    }
+}
