@@ -194,3 +194,88 @@ fn pooled_conn_holds_no_write_buffer_between_messages() {
     assert_eq!(pool.idle(), 1);
     assert_eq!(read_frame(&mut client).1, b"one");
 }
+
+/// A stream that reads nothing and keeps what is written: a Conn with no socket.
+struct MemStream {
+    written: Vec<u8>,
+}
+
+impl std::io::Read for MemStream {
+    fn read(&mut self, _buf: &mut [u8]) -> std::io::Result<usize> {
+        Ok(0)
+    }
+}
+
+impl std::io::Write for MemStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.written.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Stream for MemStream {
+    fn set_read_timeout(&self, _: Option<Duration>) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn set_write_timeout(&self, _: Option<Duration>) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        Ok(([127, 0, 0, 1], 1).into())
+    }
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        Ok(([127, 0, 0, 1], 2).into())
+    }
+    fn shutdown(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn prepared_message_to_1000_compressing_conns_compresses_once() {
+    let compression = crate::proto::deflate::negotiate(&crate::proto::deflate::parse_offers([
+        &b"permessage-deflate"[..],
+    ]));
+    let config = ConnConfig {
+        compression,
+        ..ConnConfig::default()
+    };
+    let mut conns: Vec<Conn<MemStream>> = (0..1000)
+        .map(|_| {
+            Conn::new(
+                MemStream {
+                    written: Vec::new(),
+                },
+                Role::Server,
+                config.clone(),
+                &[],
+            )
+        })
+        .collect();
+    let text = "the same news for a thousand subscribers ".repeat(20);
+    let message = crate::PreparedMessage::new(MessageType::Text, text.clone()).unwrap();
+    for conn in &mut conns {
+        assert!(conn.compression_negotiated());
+        conn.write_prepared_message(&message).unwrap();
+    }
+    assert_eq!(message.compressions(), 1);
+    // Every connection got the same compressed frame, which decodes to the text.
+    let first = conns[0].underlying_conn().written.clone();
+    assert!(conns.iter().all(|c| c.underlying_conn().written == first));
+    assert_eq!(first[0], 0xC1, "RSV1: compressed");
+    let mut decoder = crate::proto::Decoder::new(Role::Client);
+    decoder.set_compression(true);
+    let mut inflater = crate::proto::deflate::Inflater::new();
+    let mut wire = first;
+    let (_, event) = decoder.decode(&mut wire, &mut inflater).unwrap();
+    assert_eq!(
+        event,
+        Some(crate::proto::Event::Message(
+            MessageType::Text,
+            text.as_bytes()
+        ))
+    );
+}
