@@ -80,4 +80,6 @@ mod guides {
     struct Readme;
     #[doc = include_str!("../../docs/getting-started.md")]
     struct GettingStarted;
+    #[doc = include_str!("../../docs/client.md")]
+    struct Client;
 }
