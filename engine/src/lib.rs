@@ -59,6 +59,7 @@ pub mod pool;
 pub mod prepared;
 pub mod proto;
 pub mod server;
+pub mod sys;
 pub mod upgrade;
 
 pub use client::Dialer;
