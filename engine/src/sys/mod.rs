@@ -1,8 +1,9 @@
-//! The kernel boundary, and the only home of `unsafe` in ringcast: io_uring and epoll
-//! drivers that turn socket operations into [`Completion`]s, and socket set-up.
+//! The kernel boundary, and the only home of `unsafe` in ringcast: the choice of
+//! backend (io_uring or epoll) and socket set-up. The engine issue adds the io_uring and
+//! epoll drivers here.
 //!
-//! It knows tokens, file descriptors and buffers, never WebSocket frames. Every
-//! `unsafe` block says which invariant makes it sound and who keeps it.
+//! It knows file descriptors and buffers, never WebSocket frames. Every `unsafe` block
+//! says which invariant makes it sound and who keeps it.
 
 pub mod socket;
 
