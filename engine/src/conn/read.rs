@@ -162,10 +162,6 @@ impl ReadState {
         if self.current.is_none() {
             return Ok(0);
         }
-        let from_pending = self.take_pending(&mut dst);
-        if from_pending > 0 {
-            return Ok(from_pending);
-        }
         loop {
             if self.pending_pos < self.pending.len() {
                 // Never decode past bytes still waiting: they come first.
