@@ -317,7 +317,7 @@ fn cancelled_dial_returns_promptly() {
         .expect("the dial returned well before its 30 s timeout");
     let err = dial.join().unwrap().unwrap_err();
     assert!(
-        matches!(&err, Error::Io(e) if e.kind() == std::io::ErrorKind::Interrupted),
+        matches!(&err, Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionAborted),
         "{err:?}"
     );
 }
@@ -547,4 +547,19 @@ fn real_tinyproxy_tunnels_the_connection() {
         .unwrap();
     assert_eq!(conn.read_message().unwrap().1, b"via tinyproxy");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn host_header_given_by_the_caller_replaces_the_urls() {
+    let (addr, requests) = echo_server(Upgrader::default(), 1);
+    let headers = [("Host".to_string(), "chat.example".to_string())];
+    let (_conn, _) = dialer().dial(&format!("ws://{addr}/"), &headers).unwrap();
+    let seen = requests.recv_timeout(WAIT).unwrap();
+    assert_eq!(header(&seen, "Host"), Some("chat.example"));
+    assert_eq!(
+        seen.iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+            .count(),
+        1
+    );
 }

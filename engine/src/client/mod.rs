@@ -113,7 +113,12 @@ impl CancelToken {
 }
 
 fn cancelled() -> Error {
-    Error::Io(io::Error::new(io::ErrorKind::Interrupted, "dial cancelled"))
+    // Not `Interrupted`: std's read and write loops retry on that, and callers read it as
+    // "try again".
+    Error::Io(io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "dial cancelled",
+    ))
 }
 
 /// Settings for connecting to WebSocket servers: the seed's `Dialer`. `Dialer::default()`
@@ -187,8 +192,8 @@ pub fn default_dialer() -> Dialer {
 }
 
 /// Header names the handshake writes itself; a caller may not set them.
-const OWNED_HEADERS: [&str; 6] = [
-    "host",
+/// (`Host` may be given: it replaces the URL's host in the header, as in the seed.)
+const OWNED_HEADERS: [&str; 5] = [
     "upgrade",
     "connection",
     "sec-websocket-key",
@@ -269,6 +274,10 @@ impl Dialer {
             (None, None) => None,
         };
         let (extra, offered) = self.request_headers(&url, headers)?;
+        let host_header = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+            .map(|(_, value)| value.clone());
 
         if cancel.is_some_and(CancelToken::is_cancelled) {
             return Err(cancelled());
@@ -317,7 +326,7 @@ impl Dialer {
             None => url.path().to_owned(),
         };
         let request = ClientRequest {
-            host: &authority,
+            host: host_header.as_deref().unwrap_or(&authority),
             target: &target,
             key: &key,
             subprotocols: &offered,
@@ -373,6 +382,10 @@ impl Dialer {
                 return Err(Error::InvalidArgument(format!(
                     "duplicate header not allowed: {name}"
                 )));
+            }
+            if lower == "host" {
+                // Written as the Host header by the request itself.
+                continue;
             }
             if lower == "sec-websocket-protocol" {
                 // The seed lets subprotocols come this way too.
