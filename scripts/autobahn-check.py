@@ -2,9 +2,11 @@
 """Check a kosoku (Autobahn TestSuite) report directory.
 
 Reads REPORT_DIR/index.json ({agent: {case: {behavior, behaviorClose, ...}}}), prints one
-summary line, lists every failing case, and exits 1 when a case failed: behavior FAILED,
-or behaviorClose FAILED / WRONG CODE / UNCLEAN. With --require-implemented, UNIMPLEMENTED
-counts as a failure too (a run with compression enabled must implement every case).
+summary line, lists every failing case, and exits 1 when a case failed: a behavior other
+than OK, NON-STRICT, INFORMATIONAL or UNIMPLEMENTED (so FAILED, and ERROR for a case that
+could not run), or a close behavior other than OK or INFORMATIONAL (FAILED, WRONG CODE,
+UNCLEAN, FAILED BY CLIENT). With --require-implemented, UNIMPLEMENTED counts as a failure
+too (a run with compression enabled must implement every case). Exit 2: no report.
 Cases listed in the expected file ({"case id": "reason"}) are accepted with their reason;
 a listed case that now passes is reported so the list can shrink.
 """
@@ -15,8 +17,9 @@ import pathlib
 import sys
 from collections import Counter
 
-BAD_BEHAVIOR = {"FAILED"}
-BAD_CLOSE = {"FAILED", "WRONG CODE", "UNCLEAN"}
+# What passes; anything else fails, so a verdict kosoku adds later cannot slip through.
+GOOD_BEHAVIOR = {"OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED"}
+GOOD_CLOSE = {"OK", "INFORMATIONAL"}
 
 
 def case_key(case_id):
@@ -37,7 +40,7 @@ def main():
     index_path = report_dir / "index.json"
     if not index_path.exists():
         print(f"autobahn {name}: no report at {index_path}")
-        return 1
+        return 2
     index = json.loads(index_path.read_text())
     expected = {}
     if args.expected and pathlib.Path(args.expected).exists():
@@ -56,7 +59,7 @@ def main():
         behavior = result.get("behavior", "MISSING")
         close = result.get("behaviorClose", "MISSING")
         counts[behavior] += 1
-        bad = behavior in BAD_BEHAVIOR or close in BAD_CLOSE
+        bad = behavior not in GOOD_BEHAVIOR or close not in GOOD_CLOSE
         if args.require_implemented and behavior == "UNIMPLEMENTED":
             bad = True
         if bad and case_id in expected:
