@@ -1,7 +1,9 @@
 //! [`Encoder`]: messages to frame bytes, appended to a buffer the caller owns.
 //!
-//! A client encoder masks every frame with a fresh random key (RFC 6455 section 5.3);
-//! a server encoder never masks. Compression is the caller's choice per message: pass
+//! A client encoder masks every frame with a fresh key from the operating system's
+//! random source (RFC 6455 sections 5.3 and 10.3: keys must not be predictable from
+//! earlier ones, so a fast non-cryptographic generator will not do); a server encoder
+//! never masks. Compression is the caller's choice per message: pass
 //! the already compressed payload with `compressed = true` (see
 //! [`Deflater`](super::deflate::Deflater)).
 
@@ -13,16 +15,72 @@ use super::{OpCode, Role};
 #[derive(Debug, Clone)]
 pub struct Encoder {
     role: Role,
-    rng: fastrand::Rng,
+    /// Client only (servers never mask), boxed so a server's encoder stays small.
+    keys: Option<Box<KeySource>>,
+}
+
+/// Masking keys from the OS random source, drawn 64 bytes (16 keys) per call.
+#[derive(Clone)]
+struct KeySource {
+    batch: [u8; 64],
+    used: usize,
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print keys still to be used.
+        f.write_str("KeySource")
+    }
+}
+
+impl KeySource {
+    fn new() -> KeySource {
+        let mut source = KeySource {
+            batch: [0; 64],
+            used: 0,
+        };
+        source.refill();
+        source
+    }
+
+    fn refill(&mut self) {
+        fill_random(&mut self.batch);
+        self.used = 0;
+    }
+
+    fn next(&mut self) -> [u8; 4] {
+        if self.used + 4 > self.batch.len() {
+            self.refill();
+        }
+        let key = [
+            self.batch[self.used],
+            self.batch[self.used + 1],
+            self.batch[self.used + 2],
+            self.batch[self.used + 3],
+        ];
+        self.used += 4;
+        key
+    }
+}
+
+/// Fill `buf` from the OS random source (getrandom(2)). Should that ever fail (Linux
+/// does not, once booted), fall back to a seeded fast generator rather than send frames
+/// with a fixed key.
+pub(crate) fn fill_random(buf: &mut [u8]) {
+    if getrandom::fill(buf).is_err() {
+        fastrand::fill(buf);
+    }
 }
 
 impl Encoder {
-    /// An encoder for `role`; a client one masks with keys from a fast generator
-    /// seeded from the process's random state.
+    /// An encoder for `role`; a client one masks with keys from the OS random source.
     pub fn new(role: Role) -> Encoder {
         Encoder {
             role,
-            rng: fastrand::Rng::new(),
+            keys: match role {
+                Role::Client => Some(Box::new(KeySource::new())),
+                Role::Server => None,
+            },
         }
     }
 
@@ -68,10 +126,7 @@ impl Encoder {
         payload_len: u64,
         out: &mut Vec<u8>,
     ) -> Option<[u8; 4]> {
-        let mask = match self.role {
-            Role::Client => Some(self.rng.u32(..).to_ne_bytes()),
-            Role::Server => None,
-        };
+        let mask = self.keys.as_mut().map(|keys| keys.next());
         let header = FrameHeader {
             fin,
             rsv: if compressed { 0b100 } else { 0 },
@@ -101,6 +156,20 @@ mod tests {
         let mut payload = a[6..].to_vec();
         apply_mask(&mut payload, [a[2], a[3], a[4], a[5]]);
         assert_eq!(payload, b"Hello");
+    }
+
+    #[test]
+    fn keys_keep_coming_past_a_batch_and_differ() {
+        let mut encoder = Encoder::new(Role::Client);
+        let mut keys = std::collections::HashSet::new();
+        for _ in 0..100 {
+            let mut out = Vec::new();
+            let key = encoder.encode_header(OpCode::Binary, true, false, 0, &mut out);
+            keys.insert(key.expect("a client masks"));
+        }
+        // 100 random 32-bit keys collide with probability about 1e-6.
+        assert!(keys.len() >= 99);
+        assert!(std::mem::size_of::<Encoder>() <= 16);
     }
 
     #[test]

@@ -373,7 +373,7 @@ pub fn write_error_response(error: &HandshakeError, out: &mut Vec<u8>) {
 pub fn generate_key() -> String {
     use base64::Engine as _;
     let mut key = [0u8; 16];
-    fastrand::fill(&mut key);
+    super::encoder::fill_random(&mut key);
     base64::engine::general_purpose::STANDARD.encode(key)
 }
 
