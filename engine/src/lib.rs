@@ -9,6 +9,9 @@
 //!   handshake, permessage-deflate). Bytes in, events and bytes out.
 //! - [`Upgrader`] and [`Conn`]: the seed's blocking API over any [`conn::Stream`].
 //! - [`PreparedMessage`]: one message, each wire form built once, sent to many.
+//! - [`sys`]: the kernel boundary under the engine (io_uring with an epoll fallback),
+//!   and the only module with `unsafe`. Public for the load generator and for users who
+//!   build their own loop; it knows nothing of WebSocket.
 //!
 //! ## Quick start
 //!

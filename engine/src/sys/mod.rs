@@ -1,36 +1,90 @@
-//! The kernel boundary, and the only home of `unsafe` in ringcast: the choice of
-//! backend (io_uring or epoll) and socket set-up. The engine issue adds the io_uring and
-//! epoll drivers here.
+//! The kernel boundary, and the only home of `unsafe` in ringcast.
 //!
-//! It knows file descriptors and buffers, never WebSocket frames. Every `unsafe` block
-//! says which invariant makes it sound and who keeps it.
+//! `sys` turns kernel operations into [`Completion`]s. It knows file descriptors, tokens and
+//! buffers, never frames, connections or WebSocket: nothing else in the crate is imported
+//! here.
+//!
+//! - [`Driver`]: one API over two backends, io_uring ([`Backend::Uring`]) and epoll
+//!   ([`Backend::Epoll`]), used by one worker thread. Operations are started with
+//!   [`accept`](Driver::accept), [`recv`](Driver::recv), [`send`](Driver::send),
+//!   [`connect`](Driver::connect), [`cancel`](Driver::cancel) and [`close`](Driver::close);
+//!   [`submit_and_wait`](Driver::submit_and_wait) hands them to the kernel and waits, and
+//!   [`next_completion`](Driver::next_completion) hands the results out one at a time, so the
+//!   worker may start new operations while it handles each one.
+//! - [`Token`]: what the worker packs into each operation (kind, slab key, generation) and
+//!   gets back in its completion.
+//! - [`RecvBuf`]: received bytes, lent by the driver; dropping it gives the buffer back.
+//! - [`Waker`]: wakes a worker blocked in `submit_and_wait` from any thread.
+//! - [`arena::Arena`]: write buffers in reused fixed-size chunks.
+//! - [`socket`]: listeners, socket options, fd limit, CPU pinning.
+//!
+//! # Contract shared by both backends
+//!
+//! - Every operation ends with exactly one completion whose [`more`](Completion::more) is
+//!   `false`. Multishot operations (accept, recv) produce any number of completions with
+//!   `more == true` before it. A worker that wants to keep accepting or receiving starts the
+//!   operation again after a final completion (see [`Completion::more`]).
+//! - Stale completions are rejected by the generation in the [`Token`], not by the driver:
+//!   after [`Driver::cancel`] or [`Driver::close`] each operation still open on that fd ends
+//!   with one last completion (usually `-ECANCELED`, sometimes its real result when it raced
+//!   the cancel). The worker compares the token's generation with its slab entry and drops
+//!   completions of a connection that is gone.
+//! - A `Driver` is `!Send`: it is made on the thread that uses it (io_uring's
+//!   `SINGLE_ISSUER` requires this).
+//!
+//! # A worker's turn
+//!
+//! ```
+//! use std::time::Duration;
+//! use ringcast::sys::{Backend, Driver, DriverConfig, OpKind};
+//!
+//! let backend = Backend::from_env().unwrap_or(Backend::Uring);
+//! let (mut driver, fell_back) = Driver::new_or_fallback(backend, &DriverConfig::default())?;
+//! if let Some(why) = fell_back {
+//!     eprintln!("io_uring unavailable ({why}), running on epoll");
+//! }
+//! driver.waker().wake(); // as another thread would after publishing
+//! let mut woken = false;
+//! while !woken {
+//!     driver.submit_and_wait(Some(Duration::from_secs(5)))?;
+//!     while let Some(completion) = driver.next_completion() {
+//!         match completion.token.kind() {
+//!             OpKind::Wake => woken = true,
+//!             // Accept, Recv, Send...: look up the slab entry by key, drop the completion
+//!             // if the generation differs, else handle it (and start new operations).
+//!             _ => {}
+//!         }
+//!     }
+//! }
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
-pub mod socket;
-
+use std::cell::Cell;
+use std::fmt;
 use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Turn a libc call's `-1` into the `io::Error` of `errno`.
-macro_rules! syscall {
-    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
-        // SAFETY: the caller passes arguments valid for this libc function; each call
-        // site states why below.
-        let res = unsafe { libc::$fn($($arg),*) };
-        if res == -1 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(res)
-        }
-    }};
-}
-pub(crate) use syscall;
+use bytes::Bytes;
 
-/// Which kernel interface a worker drives its sockets with.
+pub mod arena;
+pub mod bufring;
+pub mod epoll;
+pub mod socket;
+pub mod uring;
+
+use socket::syscall;
+
+/// Which kernel interface a [`Driver`] runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
-    /// io_uring: multishot accept and recv into a provided-buffer ring, batched submits.
+    /// io_uring: multishot accept and recv, provided-buffer ring, vectored sendmsg.
     Uring,
-    /// epoll: readiness, then plain syscalls. The fallback where io_uring is disabled or
-    /// blocked (a sysctl, a container's seccomp profile, an old kernel).
+    /// epoll, level-triggered: readiness turned into the same completions.
     Epoll,
 }
 
@@ -38,33 +92,555 @@ impl Backend {
     /// Every backend, for tests that run once per backend.
     pub const ALL: [Backend; 2] = [Backend::Uring, Backend::Epoll];
 
-    /// The backend forced by `RINGCAST_BACKEND` (`uring` or `epoll`), if any.
+    /// The backend named by `RINGCAST_BACKEND` (`uring` or `epoll`), if set to one of them.
     pub fn from_env() -> Option<Backend> {
-        Backend::parse(&std::env::var("RINGCAST_BACKEND").ok()?)
+        std::env::var("RINGCAST_BACKEND")
+            .ok()
+            .and_then(|v| v.parse().ok())
     }
 
-    /// `uring` or `epoll` (case-insensitive).
-    pub fn parse(name: &str) -> Option<Backend> {
-        match name.trim().to_ascii_lowercase().as_str() {
-            "uring" | "io_uring" | "io-uring" => Some(Backend::Uring),
-            "epoll" => Some(Backend::Epoll),
-            _ => None,
+    /// The lowercase name, as `RINGCAST_BACKEND` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Uring => "uring",
+            Backend::Epoll => "epoll",
         }
-    }
-
-    /// Whether io_uring can be set up here; the error says why not (EPERM from a
-    /// seccomp profile or the `io_uring_disabled` sysctl, ENOSYS from an old kernel).
-    pub fn probe_uring() -> io::Result<()> {
-        io_uring::IoUring::new(2).map(drop)
     }
 }
 
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Backend::Uring => "uring",
-            Backend::Epoll => "epoll",
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = io::Error;
+    fn from_str(s: &str) -> io::Result<Backend> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "uring" | "io_uring" | "io-uring" => Ok(Backend::Uring),
+            "epoll" => Ok(Backend::Epoll),
+            other => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unknown backend {other:?}, expected uring or epoll"),
+            )),
+        }
+    }
+}
+
+/// What an operation was, as carried in its [`Token`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum OpKind {
+    /// Multishot accept on a listener; `result` is the new fd.
+    Accept = 1,
+    /// Multishot receive; `result` is a byte count, with a [`RecvBuf`].
+    Recv = 2,
+    /// Vectored send; `result` is the byte count written.
+    Send = 3,
+    /// Outgoing connect; `result` is 0 on success.
+    Connect = 4,
+    /// Close of an fd; `result` is 0 on success.
+    Close = 5,
+    /// A [`Waker`] fired. The driver re-arms it itself.
+    Wake = 6,
+    /// Free for the engine's own use (for example a timer); never produced by the driver.
+    User = 7,
+}
+
+impl OpKind {
+    fn from_u8(v: u8) -> Option<OpKind> {
+        Some(match v {
+            1 => OpKind::Accept,
+            2 => OpKind::Recv,
+            3 => OpKind::Send,
+            4 => OpKind::Connect,
+            5 => OpKind::Close,
+            6 => OpKind::Wake,
+            7 => OpKind::User,
+            _ => return None,
         })
+    }
+}
+
+/// An operation's identity, packed into io_uring's 64-bit `user_data`:
+/// bits 56..64 the [`OpKind`], bits 32..56 a 24-bit generation (or any small sequence),
+/// bits 0..32 the slab key.
+///
+/// Kinds with the top bit set are the driver's own and never reach the worker.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Token(u64);
+
+impl Token {
+    /// The largest generation a token can carry; larger values wrap.
+    pub const MAX_GENERATION: u32 = (1 << 24) - 1;
+
+    /// The token of [`OpKind::Wake`] completions.
+    pub const WAKE: Token = Token((OpKind::Wake as u64) << 56);
+
+    /// Packs a kind, a slab key and a generation (taken modulo 2^24).
+    pub const fn new(kind: OpKind, key: u32, generation: u32) -> Token {
+        Token(
+            ((kind as u64) << 56)
+                | (((generation & Self::MAX_GENERATION) as u64) << 32)
+                | key as u64,
+        )
+    }
+
+    /// The operation kind.
+    pub fn kind(self) -> OpKind {
+        OpKind::from_u8((self.0 >> 56) as u8).unwrap_or(OpKind::User)
+    }
+
+    /// The slab key.
+    pub const fn key(self) -> u32 {
+        self.0 as u32
+    }
+
+    /// The generation (24 bits).
+    pub const fn generation(self) -> u32 {
+        ((self.0 >> 32) as u32) & Self::MAX_GENERATION
+    }
+
+    /// The packed form, as the kernel carries it.
+    pub const fn to_u64(self) -> u64 {
+        self.0
+    }
+
+    /// Unpacks a value made by [`Token::to_u64`].
+    pub const fn from_u64(v: u64) -> Token {
+        Token(v)
+    }
+
+    const fn internal(tag: u8, slot: u32) -> u64 {
+        ((tag as u64) << 56) | slot as u64
+    }
+
+    fn internal_tag(raw: u64) -> Option<u8> {
+        let tag = (raw >> 56) as u8;
+        (tag & 0x80 != 0).then_some(tag)
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Token({:?}, key {}, gen {})",
+            self.kind(),
+            self.key(),
+            self.generation()
+        )
+    }
+}
+
+/// Driver-owned user_data tags (top bit set).
+mod tag {
+    /// A send whose buffers sit in the in-flight table; low 32 bits: the slot.
+    pub const SEND: u8 = 0x80;
+    /// A connect whose address sits in the in-flight table; low 32 bits: the slot.
+    pub const CONNECT: u8 = 0x81;
+    /// The eventfd read of the waker.
+    pub const WAKE: u8 = 0x82;
+    /// A cancel request; its own completion is not reported.
+    pub const CANCEL: u8 = 0x83;
+    /// A close without a token; its completion is not reported.
+    pub const CLOSE_QUIET: u8 = 0x84;
+}
+
+/// The result of one operation, or one shot of a multishot operation.
+#[derive(Debug)]
+pub struct Completion {
+    /// The token the operation was started with ([`Token::WAKE`] for wake-ups).
+    pub token: Token,
+    /// Bytes transferred, the accepted fd, or 0 on success; `-errno` on failure
+    /// (`-libc::ECANCELED` after a cancel, `-libc::ENOBUFS` when the receive buffers ran out).
+    pub result: i32,
+    /// `true` when the operation goes on and more completions will come; `false` on its last
+    /// completion. For [`OpKind::Recv`] and [`OpKind::Accept`]: after a final completion,
+    /// start it again to keep going, unless `result` is 0 (end of stream) or an error to act on
+    /// (`-ENOBUFS` on recv means "buffers ran out, re-arm"; `-EMFILE`/`-ENFILE` on accept
+    /// means "back off, then re-arm").
+    pub more: bool,
+    /// The received bytes of an [`OpKind::Recv`] completion with `result > 0`.
+    pub buffer: Option<RecvBuf>,
+}
+
+impl Completion {
+    /// The `errno` of a failed operation.
+    pub fn error(&self) -> Option<io::Error> {
+        (self.result < 0).then(|| io::Error::from_raw_os_error(-self.result))
+    }
+}
+
+/// Received bytes lent by the driver: a slot of the provided-buffer ring (io_uring) or the
+/// worker's scratch buffer (epoll). Read them, then drop (or [`recycle`](RecvBuf::recycle))
+/// the handle: that gives the memory back for the next receive. Holding many of them starves
+/// the receive path (io_uring completes receives with `-ENOBUFS`).
+pub struct RecvBuf {
+    inner: RecvBufInner,
+}
+
+enum RecvBufInner {
+    Ring {
+        ring: Rc<bufring::BufRing>,
+        bid: u16,
+        len: usize,
+    },
+    Scratch {
+        home: Rc<Scratch>,
+        buf: Option<Box<[u8]>>,
+        len: usize,
+    },
+}
+
+impl RecvBuf {
+    /// The received bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.inner {
+            // SAFETY: this handle holds the lease on `bid`: the kernel reported it for this
+            // completion only, and it goes back to the ring only in our `Drop`.
+            RecvBufInner::Ring { ring, bid, len } => unsafe { &ring.buffer(*bid)[..*len] },
+            RecvBufInner::Scratch { buf, len, .. } => match buf {
+                Some(b) => &b[..*len],
+                None => &[],
+            },
+        }
+    }
+
+    /// The received bytes, writable (for unmasking in place).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        match &mut self.inner {
+            RecvBufInner::Ring { ring, bid, len } => {
+                let len = *len;
+                // SAFETY: as in `as_slice`; `&mut self` makes this the only reference.
+                unsafe { &mut ring.buffer_mut(*bid)[..len] }
+            }
+            RecvBufInner::Scratch { buf, len, .. } => match buf {
+                Some(b) => &mut b[..*len],
+                None => &mut [],
+            },
+        }
+    }
+
+    /// Number of bytes received.
+    pub fn len(&self) -> usize {
+        match &self.inner {
+            RecvBufInner::Ring { len, .. } | RecvBufInner::Scratch { len, .. } => *len,
+        }
+    }
+
+    /// `true` when no bytes were received.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Gives the buffer back now (the same as dropping it).
+    pub fn recycle(self) {}
+}
+
+impl Drop for RecvBuf {
+    fn drop(&mut self) {
+        match &mut self.inner {
+            RecvBufInner::Ring { ring, bid, .. } => ring.recycle(*bid),
+            RecvBufInner::Scratch { home, buf, .. } => {
+                if let Some(b) = buf.take() {
+                    home.put(b);
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for RecvBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvBuf").field("len", &self.len()).finish()
+    }
+}
+
+/// The epoll backend's receive buffer: one per worker, lent out in a [`RecvBuf`] and put
+/// back on drop. If the worker keeps one, the next receive allocates a replacement.
+pub(crate) struct Scratch {
+    spare: Cell<Option<Box<[u8]>>>,
+    size: usize,
+}
+
+impl Scratch {
+    fn new(size: usize) -> Scratch {
+        Scratch {
+            spare: Cell::new(Some(vec![0; size].into_boxed_slice())),
+            size,
+        }
+    }
+
+    fn take(&self) -> Box<[u8]> {
+        self.spare
+            .take()
+            .unwrap_or_else(|| vec![0; self.size].into_boxed_slice())
+    }
+
+    fn put(&self, buf: Box<[u8]>) {
+        self.spare.set(Some(buf));
+    }
+}
+
+/// Wakes a worker blocked in [`Driver::submit_and_wait`] from any thread. Wake-ups coalesce:
+/// a burst of `wake` calls before the worker runs costs one eventfd write.
+#[derive(Clone)]
+pub struct Waker {
+    inner: Arc<WakerInner>,
+}
+
+struct WakerInner {
+    fd: std::os::fd::OwnedFd,
+    /// Set by the first `wake` after the worker last consumed a wake-up.
+    pending: AtomicBool,
+}
+
+impl Waker {
+    fn new() -> io::Result<Waker> {
+        // SAFETY: plain syscall with constant flags.
+        let fd = unsafe { syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)) }?;
+        // SAFETY: `eventfd` just returned this fd and nothing else owns it.
+        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        Ok(Waker {
+            inner: Arc::new(WakerInner {
+                fd,
+                pending: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Wakes the worker. Whatever the caller published before this call (for example into a
+    /// channel) is visible to the worker when it handles the [`OpKind::Wake`] completion.
+    pub fn wake(&self) {
+        if self.inner.pending.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let one: u64 = 1;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.inner.fd);
+        // SAFETY: `one` is 8 readable bytes on this stack frame; the eventfd is owned by
+        // `self.inner` and open while it lives. EAGAIN (counter saturated) already means
+        // "a wake-up is pending", so the result is ignored.
+        let _ = unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.inner.fd)
+    }
+
+    /// Called by the driver when it has consumed the eventfd: the next `wake` writes again.
+    fn rearm(&self) {
+        // A swap, not a store: reading the `true` of every `wake` since the last re-arm makes
+        // what those callers published before waking visible to this thread.
+        self.inner.pending.swap(false, Ordering::SeqCst);
+    }
+}
+
+impl fmt::Debug for Waker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Waker").field("fd", &self.raw_fd()).finish()
+    }
+}
+
+/// Sizes of one driver. Defaults suit a worker with thousands of connections.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Submission queue entries (io_uring). Default 1024: one turn may start a send on
+    /// hundreds of connections; the queue is flushed early when it fills.
+    pub ring_entries: u32,
+    /// Completion queue entries (io_uring), at least `ring_entries`. Default 8192: multishot
+    /// receives can post many completions per submission.
+    pub cq_entries: u32,
+    /// Buffers in the provided-buffer ring (io_uring), a power of two up to 32768.
+    /// Default 256.
+    pub recv_buffers: u16,
+    /// Size of each provided buffer, and of the epoll scratch buffer. Default 4 KiB for
+    /// io_uring: most WebSocket messages are small, and a large one arrives in several.
+    pub recv_buffer_size: u32,
+    /// Size of the epoll backend's single receive buffer. Default 64 KiB: one read per
+    /// readable socket per turn, so larger reads cost fewer syscalls.
+    pub epoll_scratch_size: usize,
+    /// Readiness events fetched per `epoll_wait`. Default 256.
+    pub epoll_events: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            ring_entries: 1024,
+            cq_entries: 8192,
+            recv_buffers: 256,
+            recv_buffer_size: 4096,
+            epoll_scratch_size: 64 * 1024,
+            epoll_events: 256,
+        }
+    }
+}
+
+/// Most frames one [`Driver::send`] takes; the rest wait for the next send.
+pub const MAX_SEND_FRAMES: usize = 64;
+
+/// Counters of one driver, for tests and stats.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Sends whose buffers the kernel may still read (the in-flight table).
+    pub sends_in_flight: usize,
+    /// Operations submitted whose final completion has not come back yet (io_uring), or
+    /// registrations waiting for readiness (epoll).
+    pub ops_in_flight: usize,
+    /// Receive completions that found the buffer ring empty (`-ENOBUFS`).
+    pub enobufs: u64,
+}
+
+/// One worker's kernel interface. See the [module docs](self) for the contract.
+pub struct Driver {
+    inner: Inner,
+}
+
+enum Inner {
+    // Boxed: the ring is large and the enum is moved around at set-up.
+    Uring(Box<uring::Uring>),
+    Epoll(epoll::Epoll),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $d:ident => $e:expr) => {
+        match &mut $self.inner {
+            Inner::Uring($d) => $e,
+            Inner::Epoll($d) => $e,
+        }
+    };
+}
+
+impl Driver {
+    /// A driver on `backend`. An io_uring set-up failure (kernel too old, `io_uring_disabled`
+    /// sysctl, seccomp returning `EPERM`/`ENOSYS`) is returned as is; see
+    /// [`Driver::new_or_fallback`].
+    pub fn new(backend: Backend, config: &DriverConfig) -> io::Result<Driver> {
+        let inner = match backend {
+            Backend::Uring => Inner::Uring(Box::new(uring::Uring::new(config)?)),
+            Backend::Epoll => Inner::Epoll(epoll::Epoll::new(config)?),
+        };
+        Ok(Driver { inner })
+    }
+
+    /// A driver on `backend`, or on epoll if io_uring cannot be set up. The second value is
+    /// the reason for the fallback, for the caller to log once.
+    pub fn new_or_fallback(
+        backend: Backend,
+        config: &DriverConfig,
+    ) -> io::Result<(Driver, Option<io::Error>)> {
+        match Driver::new(backend, config) {
+            Ok(d) => Ok((d, None)),
+            Err(e) if backend == Backend::Uring => {
+                Ok((Driver::new(Backend::Epoll, config)?, Some(e)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The backend this driver runs on.
+    pub fn backend(&self) -> Backend {
+        match &self.inner {
+            Inner::Uring(_) => Backend::Uring,
+            Inner::Epoll(_) => Backend::Epoll,
+        }
+    }
+
+    /// One line describing the backend and the kernel features in use, to log once.
+    pub fn features(&self) -> String {
+        match &self.inner {
+            Inner::Uring(u) => u.features(),
+            Inner::Epoll(e) => e.features(),
+        }
+    }
+
+    /// A handle that wakes this driver from another thread.
+    pub fn waker(&self) -> Waker {
+        match &self.inner {
+            Inner::Uring(u) => u.waker(),
+            Inner::Epoll(e) => e.waker(),
+        }
+    }
+
+    /// Counters: in-flight sends and operations, `ENOBUFS` seen.
+    pub fn stats(&self) -> DriverStats {
+        match &self.inner {
+            Inner::Uring(u) => u.stats(),
+            Inner::Epoll(e) => e.stats(),
+        }
+    }
+
+    /// Starts accepting on `listener` (multishot). Each accepted connection is one
+    /// completion whose `result` is the new fd (non-blocking, close-on-exec, `TCP_NODELAY`
+    /// set), owned by the caller from then on. An error (`-EMFILE`, `-ENFILE`, ...) ends the operation
+    /// (`more == false`) so it cannot spin: back off, then call `accept` again.
+    pub fn accept(&mut self, listener: RawFd, token: Token) {
+        dispatch!(self, d => d.accept(listener, token))
+    }
+
+    /// Starts receiving on `fd` (multishot). Each completion with `result > 0` carries a
+    /// [`RecvBuf`]; `result == 0` is end of stream.
+    pub fn recv(&mut self, fd: RawFd, token: Token) {
+        dispatch!(self, d => d.recv(fd, token))
+    }
+
+    /// Sends the concatenation of `frames` on `fd` in one vectored `sendmsg` (`MSG_NOSIGNAL`).
+    /// Takes at most [`MAX_SEND_FRAMES`] frames and returns how many it took. The driver
+    /// keeps the frames alive until the completion, whose `result` is the number of bytes
+    /// written: fewer than offered means the caller advances its queue and sends the rest.
+    /// Have at most one send in flight per connection, so bytes stay in order.
+    pub fn send<I>(&mut self, fd: RawFd, token: Token, frames: I) -> usize
+    where
+        I: IntoIterator<Item = Bytes>,
+    {
+        dispatch!(self, d => d.send(fd, token, frames))
+    }
+
+    /// Connects `fd` (from [`socket::tcp_socket`]) to `addr`; the completion's `result` is 0
+    /// once connected or `-errno`.
+    pub fn connect(&mut self, fd: RawFd, addr: SocketAddr, token: Token) {
+        dispatch!(self, d => d.connect(fd, addr, token))
+    }
+
+    /// Cancels every operation open on `fd`. Each ends with one final completion (see the
+    /// module docs); the worker rejects them by generation.
+    pub fn cancel(&mut self, fd: RawFd) {
+        dispatch!(self, d => d.cancel(fd))
+    }
+
+    /// Cancels every operation on `fd`, then closes it. With a token, the close itself is
+    /// reported as an [`OpKind::Close`] completion. Buffers of a send still in flight stay in
+    /// the driver's in-flight table until the kernel lets go of them.
+    pub fn close(&mut self, fd: RawFd, token: Option<Token>) {
+        dispatch!(self, d => d.close(fd, token))
+    }
+
+    /// Hands started operations to the kernel and waits until at least one completion is
+    /// ready, the timeout passes, or a [`Waker`] fires. Returns at once when completions are
+    /// already waiting. `None` waits without a deadline.
+    pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        dispatch!(self, d => d.submit_and_wait(timeout))
+    }
+
+    /// Hands started operations to the kernel without waiting.
+    pub fn submit(&mut self) -> io::Result<()> {
+        dispatch!(self, d => d.submit())
+    }
+
+    /// The next ready completion, if any. The driver may be used (new operations started)
+    /// between calls.
+    pub fn next_completion(&mut self) -> Option<Completion> {
+        dispatch!(self, d => d.next_completion())
+    }
+}
+
+impl fmt::Debug for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver")
+            .field("backend", &self.backend())
+            .finish()
     }
 }
 
@@ -73,18 +649,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backend_names_parse() {
-        assert_eq!(Backend::parse("URING"), Some(Backend::Uring));
-        assert_eq!(Backend::parse(" epoll "), Some(Backend::Epoll));
-        assert_eq!(Backend::parse("kqueue"), None);
+    fn token_packs_kind_key_and_generation() {
+        let t = Token::new(OpKind::Send, u32::MAX, 0x12_3456);
+        assert_eq!(t.kind(), OpKind::Send);
+        assert_eq!(t.key(), u32::MAX);
+        assert_eq!(t.generation(), 0x12_3456);
+        assert_eq!(Token::from_u64(t.to_u64()), t);
+        assert!(Token::internal_tag(t.to_u64()).is_none());
     }
 
     #[test]
-    fn uring_probe_answers_without_panicking() {
-        // On this project's machines io_uring is on; elsewhere the error must be clean.
-        match Backend::probe_uring() {
-            Ok(()) => {}
-            Err(err) => assert!(err.raw_os_error().is_some(), "{err}"),
+    fn token_generation_wraps_at_24_bits() {
+        let t = Token::new(OpKind::Recv, 7, Token::MAX_GENERATION + 2);
+        assert_eq!(t.generation(), 1);
+        assert_eq!(t.kind(), OpKind::Recv);
+    }
+
+    #[test]
+    fn internal_tags_have_the_top_bit() {
+        let raw = Token::internal(tag::SEND, 42);
+        assert_eq!(Token::internal_tag(raw), Some(tag::SEND));
+        assert_eq!(raw as u32, 42);
+    }
+
+    #[test]
+    fn backend_parses_its_names() {
+        assert_eq!("uring".parse::<Backend>().ok(), Some(Backend::Uring));
+        assert_eq!("EPOLL".parse::<Backend>().ok(), Some(Backend::Epoll));
+        assert!("kqueue".parse::<Backend>().is_err());
+        for b in Backend::ALL {
+            assert_eq!(b.name().parse::<Backend>().ok(), Some(b));
         }
     }
 }

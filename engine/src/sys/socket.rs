@@ -1,131 +1,366 @@
-//! Sockets: listeners that share a port across workers (SO_REUSEPORT), socket options,
-//! the open-file limit, CPU pinning.
+//! Sockets and process limits: listeners with `SO_REUSEPORT`, socket options, address
+//! conversion, `RLIMIT_NOFILE`, CPU pinning, and the `syscall!` helper
+//! every raw call in `sys/` goes through.
+//!
+//! File descriptors cross the driver API as [`RawFd`]: the engine's slab owns them and hands
+//! them back to [`Driver::close`](super::Driver::close). Fresh sockets made here come out as
+//! [`OwnedFd`] so that a caller that drops one closes it.
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::mem;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::syscall;
+/// Calls a libc function and turns a `-1` return into the thread's `errno` as an
+/// [`io::Error`]. Expands to an `unsafe` call: the call site states its `// SAFETY:`.
+macro_rules! syscall {
+    ($fn:ident ( $($arg:expr),* $(,)? )) => {{
+        let res = libc::$fn($($arg),*);
+        if res == -1 {
+            Err(::std::io::Error::last_os_error())
+        } else {
+            Ok(res)
+        }
+    }};
+}
+pub(crate) use syscall;
 
-/// A non-blocking listener on `addr` with SO_REUSEPORT, so each worker can own one on
-/// the same port and the kernel spreads connections across them. Bind the first to
-/// port 0 and the others to the port it got.
-pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
-    let domain = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    let fd = syscall!(socket(
-        domain,
-        libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        0
-    ))?;
-    // SAFETY: `fd` was just returned by socket(2) and is owned by nothing else.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    set_int_option(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-    set_int_option(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
-    let (storage, len) = sockaddr(addr);
-    // SAFETY: `storage` holds a sockaddr of `len` bytes for the address family of `fd`.
-    syscall!(bind(
-        fd,
-        (&storage as *const libc::sockaddr_storage).cast(),
-        len
-    ))?;
-    syscall!(listen(fd, backlog))?;
-    Ok(TcpListener::from(owned))
+/// A socket address in the kernel's layout, as `connect(2)` and `bind(2)` take it.
+#[derive(Clone, Copy)]
+pub struct SockAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
 }
 
-/// Set an integer socket option.
-pub fn set_int_option(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
-    // SAFETY: the option value is a live i32 of the size given.
-    syscall!(setsockopt(
-        fd,
-        level,
-        name,
-        (&value as *const i32).cast(),
-        std::mem::size_of::<i32>() as libc::socklen_t
-    ))?;
-    Ok(())
+impl SockAddr {
+    /// The kernel form of `addr`.
+    pub fn from_std(addr: &SocketAddr) -> SockAddr {
+        // SAFETY: `sockaddr_storage` is plain old data; all-zero is a valid (AF_UNSPEC) value.
+        let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(a.ip().octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: `sockaddr_storage` is larger than and aligned for every sockaddr
+                // type, `sin` is a valid value, and the two do not overlap.
+                unsafe {
+                    std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin)
+                };
+                mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: a.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
+                    sin6_scope_id: a.scope_id(),
+                };
+                // SAFETY: as above, for `sockaddr_in6`.
+                unsafe {
+                    std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6)
+                };
+                mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        SockAddr {
+            storage,
+            len: len as libc::socklen_t,
+        }
+    }
+
+    /// The std form, or `None` for a family other than IPv4/IPv6.
+    pub fn to_std(&self) -> Option<SocketAddr> {
+        match i32::from(self.storage.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: the family says the storage holds a `sockaddr_in`; the storage is
+                // aligned for it and large enough.
+                let sin: libc::sockaddr_in = unsafe {
+                    std::ptr::read((&self.storage as *const libc::sockaddr_storage).cast())
+                };
+                let ip = Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes());
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    ip,
+                    u16::from_be(sin.sin_port),
+                )))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the family says the storage holds a `sockaddr_in6`.
+                let sin6: libc::sockaddr_in6 = unsafe {
+                    std::ptr::read((&self.storage as *const libc::sockaddr_storage).cast())
+                };
+                let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                Some(SocketAddr::V6(SocketAddrV6::new(
+                    ip,
+                    u16::from_be(sin6.sin6_port),
+                    sin6.sin6_flowinfo,
+                    sin6.sin6_scope_id,
+                )))
+            }
+            _ => None,
+        }
+    }
+
+    /// Pointer to the kernel form, valid while `self` is neither moved nor dropped.
+    pub(crate) fn as_ptr(&self) -> *const libc::sockaddr {
+        (&self.storage as *const libc::sockaddr_storage).cast()
+    }
+
+    /// Length of the kernel form in bytes.
+    pub(crate) fn len(&self) -> libc::socklen_t {
+        self.len
+    }
+
+    fn empty() -> SockAddr {
+        SockAddr {
+            // SAFETY: plain old data, all-zero is valid.
+            storage: unsafe { mem::zeroed() },
+            len: mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        }
+    }
 }
 
-/// Turn off Nagle's algorithm: frames are written whole, so waiting only adds latency.
+impl std::fmt::Debug for SockAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.to_std() {
+            Some(a) => write!(f, "SockAddr({a})"),
+            None => write!(f, "SockAddr(family {})", self.storage.ss_family),
+        }
+    }
+}
+
+fn domain(addr: &SocketAddr) -> libc::c_int {
+    match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    }
+}
+
+/// A new non-blocking, close-on-exec TCP socket of `addr`'s family, for
+/// [`Driver::connect`](super::Driver::connect) or a listener.
+pub fn tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with constant arguments.
+    let fd = unsafe {
+        syscall!(socket(
+            domain(addr),
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0
+        ))
+    }?;
+    // SAFETY: `socket` just returned this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn set_opt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: T) -> io::Result<()> {
+    // SAFETY: `value` lives on this stack frame for the call, and its size is passed with it.
+    unsafe {
+        syscall!(setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const T).cast(),
+            mem::size_of::<T>() as libc::socklen_t
+        ))
+    }
+    .map(drop)
+}
+
+fn get_opt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes and `len` holds the size of `value`.
+    unsafe {
+        syscall!(getsockopt(
+            fd,
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len
+        ))
+    }?;
+    Ok(value)
+}
+
+/// A listening socket on `addr` with `SO_REUSEADDR` and `SO_REUSEPORT`, non-blocking and
+/// close-on-exec. Several of them on one port share the incoming connections (the kernel
+/// hashes each connection to one listener).
+pub fn listen_reuseport(addr: &SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
+    let fd = tcp_socket(addr)?;
+    let raw = fd.as_raw_fd();
+    set_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1 as libc::c_int)?;
+    set_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1 as libc::c_int)?;
+    let sa = SockAddr::from_std(addr);
+    // SAFETY: `sa` outlives the call and `len` is its length.
+    unsafe { syscall!(bind(raw, sa.as_ptr(), sa.len())) }?;
+    // SAFETY: plain syscall on an fd we own.
+    unsafe { syscall!(listen(raw, backlog)) }?;
+    Ok(fd)
+}
+
+/// `count` listeners on one address, one per worker. With port 0 the first one picks a free
+/// port and the others bind that same port.
+pub fn listeners(addr: &SocketAddr, count: usize, backlog: i32) -> io::Result<Vec<OwnedFd>> {
+    let mut out = Vec::with_capacity(count);
+    let mut addr = *addr;
+    for _ in 0..count {
+        let fd = listen_reuseport(&addr, backlog)?;
+        if addr.port() == 0 {
+            addr = local_addr(fd.as_raw_fd())?;
+        }
+        out.push(fd);
+    }
+    Ok(out)
+}
+
+/// Turns Nagle's algorithm off: frames are batched by the engine already.
 pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
-    set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)
+    set_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1 as libc::c_int)
 }
 
-fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain old data; all zeroes is a valid value.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        SocketAddr::V4(v4) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        SocketAddr::V6(v6) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: v6.port().to_be(),
-                sin6_flowinfo: v6.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: v6.ip().octets(),
-                },
-                sin6_scope_id: v6.scope_id(),
-            };
-            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
-            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
+/// Sets or clears `O_NONBLOCK`.
+pub fn set_nonblocking(fd: RawFd, nonblocking: bool) -> io::Result<()> {
+    // SAFETY: plain fcntl on a caller-supplied fd; a bad fd is an EBADF error.
+    let flags = unsafe { syscall!(fcntl(fd, libc::F_GETFL)) }?;
+    let flags = if nonblocking {
+        flags | libc::O_NONBLOCK
+    } else {
+        flags & !libc::O_NONBLOCK
     };
-    (storage, len as libc::socklen_t)
+    // SAFETY: as above.
+    unsafe { syscall!(fcntl(fd, libc::F_SETFL, flags)) }.map(drop)
 }
 
-/// Raise the soft open-file limit to the hard limit; returns the new soft limit. A
-/// server holding many connections needs it (the default soft limit is often 1024).
-pub fn raise_fd_limit() -> io::Result<u64> {
-    let mut limit = libc::rlimit {
+/// Sets `SO_SNDBUF` (the kernel doubles the value and applies its minimum).
+pub fn set_send_buffer_size(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    set_opt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, v)
+}
+
+/// Sets `SO_RCVBUF` (the kernel doubles the value and applies its minimum).
+pub fn set_recv_buffer_size(fd: RawFd, bytes: usize) -> io::Result<()> {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    set_opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, v)
+}
+
+/// The pending error of a socket (`SO_ERROR`), cleared by reading it; 0 if none.
+pub fn take_error(fd: RawFd) -> io::Result<i32> {
+    get_opt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)
+}
+
+/// The local address of a socket.
+pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    let mut sa = SockAddr::empty();
+    // SAFETY: `sa.storage` is valid for `sa.len` bytes of writes; `len` is updated in place.
+    unsafe {
+        syscall!(getsockname(
+            fd,
+            (&mut sa.storage as *mut libc::sockaddr_storage).cast(),
+            &mut sa.len
+        ))
+    }?;
+    sa.to_std()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// The peer address of a connected socket.
+pub fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    let mut sa = SockAddr::empty();
+    // SAFETY: as in `local_addr`.
+    unsafe {
+        syscall!(getpeername(
+            fd,
+            (&mut sa.storage as *mut libc::sockaddr_storage).cast(),
+            &mut sa.len
+        ))
+    }?;
+    sa.to_std()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// The soft and hard `RLIMIT_NOFILE`.
+pub fn fd_limit() -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: `limit` is a live rlimit for getrlimit to fill.
-    syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut limit))?;
-    if limit.rlim_cur < limit.rlim_max {
-        limit.rlim_cur = limit.rlim_max;
-        // SAFETY: `limit` is a valid rlimit with cur <= max.
-        syscall!(setrlimit(libc::RLIMIT_NOFILE, &limit))?;
-    }
-    Ok(limit.rlim_cur)
+    // SAFETY: `lim` is valid for writes.
+    unsafe { syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim)) }?;
+    // `rlim_t` is u64 on the Linux targets we build for, but not in every libc.
+    #[allow(clippy::unnecessary_cast)]
+    Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
 }
 
-/// Pin the calling thread to CPU `cpu` (modulo the CPUs there are).
+/// Sets the soft `RLIMIT_NOFILE` (at most the hard limit). Returns the new soft limit.
+pub fn set_fd_limit(soft: u64) -> io::Result<u64> {
+    let (_, hard) = fd_limit()?;
+    let soft = soft.min(hard);
+    let lim = libc::rlimit {
+        rlim_cur: soft as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
+    // SAFETY: `lim` is a valid rlimit read by the call.
+    unsafe { syscall!(setrlimit(libc::RLIMIT_NOFILE, &lim)) }?;
+    Ok(soft)
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit: one fd per connection adds up fast.
+/// Returns the new soft limit.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let (_, hard) = fd_limit()?;
+    set_fd_limit(hard)
+}
+
+/// Pins the calling thread to one CPU (`sched_setaffinity`).
 pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    // SAFETY: cpu_set_t is plain old data; all zeroes is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the index is below CPU_SETSIZE for any machine with fewer than 1024 CPUs,
-    // which `cpus` bounds.
-    unsafe { libc::CPU_SET(cpu % cpus.min(libc::CPU_SETSIZE as usize), &mut set) };
-    // SAFETY: `set` is a live cpu_set_t of the size given; 0 means the calling thread.
-    syscall!(sched_setaffinity(
-        0,
-        std::mem::size_of::<libc::cpu_set_t>(),
-        &set
-    ))?;
-    Ok(())
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: `cpu_set_t` is plain old data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
+    // SAFETY: `cpu < CPU_SETSIZE` was checked above, so the bit is inside `set`.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu set and its size is passed with it; pid 0 is this thread.
+    unsafe {
+        syscall!(sched_setaffinity(
+            0,
+            mem::size_of::<libc::cpu_set_t>(),
+            &set
+        ))
+    }
+    .map(drop)
 }
 
-/// The raw descriptor of a listener, for the drivers.
-pub fn raw(listener: &TcpListener) -> RawFd {
-    listener.as_raw_fd()
+/// The CPUs this thread may run on, in order.
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: plain old data.
+    let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
+    // SAFETY: `set` is valid for writes of its size.
+    unsafe {
+        syscall!(sched_getaffinity(
+            0,
+            mem::size_of::<libc::cpu_set_t>(),
+            &mut set
+        ))
+    }?;
+    Ok((0..libc::CPU_SETSIZE as usize)
+        // SAFETY: `c < CPU_SETSIZE`, so the bit is inside `set`.
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect())
+}
+
+/// Closes an fd synchronously. For fds the driver may have operations on, use
+/// [`Driver::close`](super::Driver::close) instead, which cancels them first.
+pub(crate) fn close_fd(fd: RawFd) -> io::Result<()> {
+    // SAFETY: the caller (inside sys/) owns `fd` and does not use it afterwards.
+    unsafe { syscall!(close(fd)) }.map(drop)
 }
 
 #[cfg(test)]
@@ -133,30 +368,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn two_reuseport_listeners_share_a_port() {
-        let first = reuseport_listener("127.0.0.1:0".parse().unwrap(), 128).unwrap();
-        let addr = first.local_addr().unwrap();
-        let second = reuseport_listener(addr, 128).unwrap();
-        assert_eq!(second.local_addr().unwrap(), addr);
+    fn listeners_on_port_zero_share_the_first_port() {
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+        let ls = listeners(&addr, 3, 16).expect("listeners");
+        let ports: Vec<u16> = ls
+            .iter()
+            .map(|l| local_addr(l.as_raw_fd()).expect("addr").port())
+            .collect();
+        assert_ne!(ports[0], 0);
+        assert!(ports.iter().all(|&p| p == ports[0]), "{ports:?}");
     }
 
     #[test]
-    fn ipv6_loopback_listener_binds() {
-        // Some sandboxes have no IPv6 loopback; then binding fails cleanly.
-        if let Ok(listener) = reuseport_listener("[::1]:0".parse().unwrap(), 16) {
-            assert!(listener.local_addr().unwrap().is_ipv6());
+    fn sockaddr_round_trips_both_families() {
+        for s in ["10.1.2.3:8080", "[::1]:443", "[fe80::1%2]:9"] {
+            let a: SocketAddr = s.parse().expect("literal");
+            assert_eq!(SockAddr::from_std(&a).to_std(), Some(a));
         }
     }
 
     #[test]
-    fn fd_limit_is_raised_to_the_hard_limit() {
-        let soft = raise_fd_limit().unwrap();
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: `limit` is a live rlimit for getrlimit to fill.
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-        assert_eq!(soft, limit.rlim_max);
+    fn raising_the_fd_limit_never_lowers_it() {
+        let (soft, hard) = fd_limit().expect("getrlimit");
+        let raised = raise_fd_limit().expect("setrlimit");
+        assert!(raised >= soft && raised == hard);
+    }
+
+    #[test]
+    fn pinning_to_an_allowed_cpu_works() {
+        let cpus = allowed_cpus().expect("affinity");
+        assert!(!cpus.is_empty());
+        // Pin a scratch thread, not the test harness's.
+        let cpu = cpus[0];
+        std::thread::spawn(move || pin_to_cpu(cpu))
+            .join()
+            .expect("thread")
+            .expect("pin");
     }
 }

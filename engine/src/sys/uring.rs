@@ -1,0 +1,607 @@
+//! The io_uring backend: ring set-up with probed flags, SQE building, submit and wait, and the
+//! in-flight table that owns every buffer the kernel may still read.
+//!
+//! Set-up tries `SINGLE_ISSUER | DEFER_TASKRUN | COOP_TASKRUN | SUBMIT_ALL` and falls back a
+//! step at a time to no flags; it requires kernel 6.0 (multishot receive) and the opcodes it
+//! uses (checked with a probe). Operations:
+//!
+//! - accept: `IORING_OP_ACCEPT` multishot (5.19), accepted sockets non-blocking;
+//! - recv: `IORING_OP_RECV` multishot (6.0) with buffers from the [`BufRing`] (5.19);
+//! - send: `IORING_OP_SENDMSG` with one iovec per frame and `MSG_NOSIGNAL`;
+//! - connect: `IORING_OP_CONNECT`; close: `IORING_OP_CLOSE` hard-linked after an
+//!   `IORING_OP_ASYNC_CANCEL` of every request on the fd (5.19);
+//! - waker: a one-shot `IORING_OP_POLL_ADD` on the waker's eventfd, re-armed after each
+//!   wake-up (the eventfd itself is read with `read(2)`);
+//! - timeouts: `io_uring_enter` with `EXT_ARG` and a timespec (5.11).
+//!
+//! Memory rule: a send's frames, iovecs and `msghdr`, and a connect's address, sit in
+//! `slots` from the push of their SQE until their final CQE. `Drop` cancels everything still
+//! in the kernel and waits (with a deadline) until every final CQE has come back; if the
+//! deadline passes, it leaks that memory rather than free what the kernel may still touch.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
+use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
+use slab::Slab;
+
+use super::bufring::BufRing;
+use super::socket::SockAddr;
+use super::{
+    tag, Completion, DriverConfig, DriverStats, OpKind, RecvBuf, RecvBufInner, Token, Waker,
+    MAX_SEND_FRAMES,
+};
+
+/// The buffer group id of the receive ring (one ring per driver).
+const RECV_GROUP: u16 = 0;
+
+/// How long `Drop` waits for the kernel to give back cancelled operations.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
+
+/// A vectored send in flight: everything the kernel reads, kept at stable addresses.
+struct SendOp {
+    token: Token,
+    frames: Vec<Bytes>,
+    iov: Vec<libc::iovec>,
+    msg: Box<libc::msghdr>,
+}
+
+impl SendOp {
+    fn new() -> SendOp {
+        SendOp {
+            token: Token::from_u64(0),
+            frames: Vec::with_capacity(MAX_SEND_FRAMES),
+            iov: Vec::with_capacity(MAX_SEND_FRAMES),
+            // SAFETY: `msghdr` is plain old data; all-zero is a valid empty header.
+            msg: Box::new(unsafe { std::mem::zeroed() }),
+        }
+    }
+}
+
+enum Slot {
+    Send(SendOp),
+    Connect { token: Token, _addr: Box<SockAddr> },
+}
+
+/// Kernel facts found at set-up, for [`Uring::features`].
+struct Setup {
+    kernel: (u32, u32),
+    flags: &'static str,
+    sq: u32,
+    cq: u32,
+    send_zc: bool,
+    bundles: bool,
+    msg_ring: bool,
+}
+
+pub(crate) struct Uring {
+    // Declared first so the ring closes before the memory below is released.
+    ring: IoUring,
+    bufs: Rc<BufRing>,
+    waker: Waker,
+    slots: Slab<Slot>,
+    spare_sends: Vec<SendOp>,
+    /// SQEs that did not fit in a full submission queue; pushed at the next submit.
+    backlog: VecDeque<squeue::Entry>,
+    cqes: Vec<cqueue::Entry>,
+    cursor: usize,
+    /// SQEs pushed whose final CQE has not come back.
+    in_kernel: usize,
+    sends_in_flight: usize,
+    enobufs: u64,
+    closing: bool,
+    setup: Setup,
+}
+
+fn kernel_version() -> (u32, u32) {
+    // SAFETY: `utsname` is plain old data; `uname` fills it.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `uts` is valid for writes.
+    if unsafe { libc::uname(&mut uts) } != 0 {
+        return (0, 0);
+    }
+    let release: Vec<u8> = uts
+        .release
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    let release = String::from_utf8_lossy(&release);
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+fn build_ring(config: &DriverConfig) -> io::Result<(IoUring, &'static str)> {
+    let cq = config.cq_entries.max(config.ring_entries);
+    type Step = (&'static str, fn(&mut io_uring::Builder));
+    let steps: [Step; 5] = [
+        ("SINGLE_ISSUER|DEFER_TASKRUN|COOP_TASKRUN|SUBMIT_ALL", |b| {
+            b.setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_coop_taskrun()
+                .setup_submit_all();
+        }),
+        ("SINGLE_ISSUER|DEFER_TASKRUN|SUBMIT_ALL", |b| {
+            b.setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_submit_all();
+        }),
+        ("SINGLE_ISSUER|COOP_TASKRUN|SUBMIT_ALL", |b| {
+            b.setup_single_issuer()
+                .setup_coop_taskrun()
+                .setup_submit_all();
+        }),
+        ("COOP_TASKRUN", |b| {
+            b.setup_coop_taskrun();
+        }),
+        ("none", |_| {}),
+    ];
+    let mut last = io::Error::from(io::ErrorKind::Unsupported);
+    for (name, apply) in steps {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(cq).setup_clamp();
+        apply(&mut b);
+        match b.build(config.ring_entries) {
+            Ok(ring) => return Ok((ring, name)),
+            // EINVAL: a flag this kernel does not know; try fewer. Anything else (EPERM from
+            // seccomp or the sysctl, ENOSYS, ENOMEM) will not get better with fewer flags.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
+impl Uring {
+    pub(crate) fn new(config: &DriverConfig) -> io::Result<Uring> {
+        let kernel = kernel_version();
+        if kernel < (6, 0) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "kernel {}.{} lacks multishot receive (needs 6.0)",
+                    kernel.0, kernel.1
+                ),
+            ));
+        }
+        let (ring, flags) = build_ring(config)?;
+        if !ring.params().is_feature_ext_arg() {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "io_uring lacks EXT_ARG timeouts",
+            ));
+        }
+        let mut probe = Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        let needed = [
+            ("accept", opcode::AcceptMulti::CODE),
+            ("recv", opcode::RecvMulti::CODE),
+            ("sendmsg", opcode::SendMsg::CODE),
+            ("connect", opcode::Connect::CODE),
+            ("close", opcode::Close::CODE),
+            ("async_cancel", opcode::AsyncCancel2::CODE),
+            ("poll_add", opcode::PollAdd::CODE),
+        ];
+        for (name, code) in needed {
+            if !probe.is_supported(code) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("io_uring opcode {name} not supported"),
+                ));
+            }
+        }
+        let bufs = Rc::new(BufRing::new(
+            &ring.submitter(),
+            config.recv_buffers,
+            config.recv_buffer_size,
+            RECV_GROUP,
+        )?);
+        let setup = Setup {
+            kernel,
+            flags,
+            sq: ring.params().sq_entries(),
+            cq: ring.params().cq_entries(),
+            send_zc: probe.is_supported(opcode::SendZc::CODE),
+            bundles: ring.params().is_feature_recvsend_bundle(),
+            msg_ring: probe.is_supported(opcode::MsgRingData::CODE),
+        };
+        let mut this = Uring {
+            ring,
+            bufs,
+            waker: Waker::new()?,
+            slots: Slab::new(),
+            spare_sends: Vec::new(),
+            backlog: VecDeque::new(),
+            cqes: Vec::with_capacity(setup.cq as usize),
+            cursor: 0,
+            in_kernel: 0,
+            sends_in_flight: 0,
+            enobufs: 0,
+            closing: false,
+            setup,
+        };
+        this.arm_waker();
+        Ok(this)
+    }
+
+    pub(crate) fn features(&self) -> String {
+        let s = &self.setup;
+        let mut unused = Vec::new();
+        if s.kernel >= (6, 12) {
+            unused.push("incremental buffer consumption");
+        }
+        if s.send_zc {
+            unused.push("send_zc (pays off only above ~3 KB per send)");
+        }
+        if s.bundles {
+            unused.push("recv/send bundles");
+        }
+        if s.msg_ring {
+            unused.push("msg_ring (eventfd waker instead)");
+        }
+        format!(
+            "io_uring on kernel {}.{}: setup {}, sq {} cq {}; using multishot accept, multishot recv \
+             with a provided-buffer ring of {} x {} B, sendmsg, connect, cancel by fd, poll waker, \
+             EXT_ARG timeouts; available but unused: {}",
+            s.kernel.0,
+            s.kernel.1,
+            s.flags,
+            s.sq,
+            s.cq,
+            self.bufs.count(),
+            self.bufs.buffer_size(),
+            unused.join(", ")
+        )
+    }
+
+    pub(crate) fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    pub(crate) fn stats(&self) -> DriverStats {
+        DriverStats {
+            sends_in_flight: self.sends_in_flight,
+            ops_in_flight: self.in_kernel,
+            enobufs: self.enobufs,
+        }
+    }
+
+    /// Queues one SQE. Every SQE pushed here gets one final CQE, counted in `in_kernel`.
+    ///
+    /// # Safety
+    ///
+    /// Every buffer the entry points to stays valid and unmoved until the entry's final
+    /// completion has been reaped (the caller keeps it in `slots`, or it is `'static`).
+    unsafe fn push(&mut self, entry: squeue::Entry) {
+        self.in_kernel += 1;
+        if self.backlog.is_empty() {
+            // SAFETY: the caller keeps the entry's buffers alive until its completion.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+            // Full: hand what is queued to the kernel, then try once more.
+            let _ = self.ring.submit();
+            // SAFETY: as above.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+        }
+        self.backlog.push_back(entry);
+    }
+
+    fn flush_backlog(&mut self) {
+        while let Some(entry) = self.backlog.front() {
+            // SAFETY: entries in the backlog were pushed by `push`, whose caller keeps their
+            // buffers alive until completion.
+            if unsafe { self.ring.submission().push(entry) }.is_err() {
+                break;
+            }
+            self.backlog.pop_front();
+        }
+    }
+
+    fn arm_waker(&mut self) {
+        let entry = opcode::PollAdd::new(Fd(self.waker.raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(Token::internal(tag::WAKE, 0));
+        // SAFETY: a poll reads no user memory; the eventfd lives in `self.waker`, and the
+        // ring is drained before the `Waker` clone in `self` drops.
+        unsafe { self.push(entry) };
+    }
+
+    pub(crate) fn accept(&mut self, listener: RawFd, token: Token) {
+        let entry = opcode::AcceptMulti::new(Fd(listener))
+            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(token.to_u64());
+        // SAFETY: multishot accept is given no address buffer; it reads no user memory.
+        unsafe { self.push(entry) };
+    }
+
+    pub(crate) fn recv(&mut self, fd: RawFd, token: Token) {
+        let entry = opcode::RecvMulti::new(Fd(fd), self.bufs.group())
+            .build()
+            .user_data(token.to_u64());
+        // SAFETY: the receive writes only into ring buffers, which `self.bufs` keeps mapped
+        // (and `Drop` drains or leaks them).
+        unsafe { self.push(entry) };
+    }
+
+    pub(crate) fn send<I>(&mut self, fd: RawFd, token: Token, frames: I) -> usize
+    where
+        I: IntoIterator<Item = Bytes>,
+    {
+        let mut op = self.spare_sends.pop().unwrap_or_else(SendOp::new);
+        op.token = token;
+        op.frames.clear();
+        op.iov.clear();
+        op.frames.extend(frames.into_iter().take(MAX_SEND_FRAMES));
+        let taken = op.frames.len();
+        for f in &op.frames {
+            op.iov.push(libc::iovec {
+                iov_base: f.as_ptr() as *mut libc::c_void,
+                iov_len: f.len(),
+            });
+        }
+        op.msg.msg_name = std::ptr::null_mut();
+        op.msg.msg_namelen = 0;
+        op.msg.msg_iov = op.iov.as_mut_ptr();
+        op.msg.msg_iovlen = op.iov.len();
+        op.msg.msg_control = std::ptr::null_mut();
+        op.msg.msg_controllen = 0;
+        op.msg.msg_flags = 0;
+        let msg: *const libc::msghdr = &*op.msg;
+        let slot = self.slots.insert(Slot::Send(op));
+        self.sends_in_flight += 1;
+        let entry = opcode::SendMsg::new(Fd(fd), msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(Token::internal(tag::SEND, slot as u32));
+        // SAFETY: the msghdr (boxed), the iovec array (a Vec's heap buffer) and the frames'
+        // bytes (refcounted `Bytes`) all live in `self.slots[slot]`, which moving the slab
+        // does not move, until the final CQE removes the slot in `complete`.
+        unsafe { self.push(entry) };
+        taken
+    }
+
+    pub(crate) fn connect(&mut self, fd: RawFd, addr: SocketAddr, token: Token) {
+        let addr = Box::new(SockAddr::from_std(&addr));
+        let (ptr, len) = (addr.as_ptr(), addr.len());
+        let slot = self.slots.insert(Slot::Connect { token, _addr: addr });
+        let entry = opcode::Connect::new(Fd(fd), ptr, len)
+            .build()
+            .user_data(Token::internal(tag::CONNECT, slot as u32));
+        // SAFETY: the boxed address lives in `self.slots[slot]` until the final CQE.
+        unsafe { self.push(entry) };
+    }
+
+    fn cancel_entry(fd: RawFd) -> squeue::Entry {
+        opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all())
+            .build()
+            .user_data(Token::internal(tag::CANCEL, 0))
+    }
+
+    pub(crate) fn cancel(&mut self, fd: RawFd) {
+        // SAFETY: a cancel reads no user memory.
+        unsafe { self.push(Self::cancel_entry(fd)) };
+    }
+
+    pub(crate) fn close(&mut self, fd: RawFd, token: Option<Token>) {
+        // Hard link: the close waits for the cancel whatever the cancel's result (-ENOENT
+        // when nothing was open), so the cancel still finds the fd.
+        let cancel = Self::cancel_entry(fd).flags(squeue::Flags::IO_HARDLINK);
+        let user_data = token.map_or(Token::internal(tag::CLOSE_QUIET, 0), Token::to_u64);
+        let close = opcode::Close::new(Fd(fd)).build().user_data(user_data);
+        // Keep the linked pair in one submission: a link cut at the queue's end is lost.
+        if self.backlog.is_empty() {
+            let free = {
+                let sq = self.ring.submission();
+                sq.capacity() - sq.len()
+            };
+            if free < 2 {
+                let _ = self.ring.submit();
+            }
+        }
+        // SAFETY: neither entry reads user memory. Both are pushed back to back; if the
+        // queue fills between them, `push` keeps the order through the backlog.
+        unsafe {
+            self.push(cancel);
+            self.push(close);
+        }
+    }
+
+    fn submit_inner(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
+        self.flush_backlog();
+        let res = match timeout {
+            Some(d) if want > 0 => {
+                let ts = Timespec::from(d);
+                let args = SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(want, &args)
+            }
+            _ => self.ring.submitter().submit_and_wait(want),
+        };
+        if !self.backlog.is_empty() {
+            // The queue was full: it is empty now, so hand over what waited.
+            self.flush_backlog();
+            let _ = self.ring.submit();
+        }
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) => match e.raw_os_error() {
+                // Timer expired, signal, or completions must be reaped first.
+                Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN) => {
+                    Ok(())
+                }
+                _ => Err(e),
+            },
+        }
+    }
+
+    pub(crate) fn submit(&mut self) -> io::Result<()> {
+        self.submit_inner(0, None)
+    }
+
+    pub(crate) fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let ready = self.cursor < self.cqes.len() || !self.ring.completion().is_empty();
+        if ready || timeout == Some(Duration::ZERO) {
+            // Zero timeout still enters with GETEVENTS so deferred task work runs.
+            return self.submit_inner(usize::from(!ready), Some(Duration::ZERO));
+        }
+        self.submit_inner(1, timeout)
+    }
+
+    fn reap(&mut self) {
+        if self.cursor < self.cqes.len() {
+            return;
+        }
+        self.cqes.clear();
+        self.cursor = 0;
+        self.cqes.extend(self.ring.completion());
+    }
+
+    pub(crate) fn next_completion(&mut self) -> Option<Completion> {
+        loop {
+            self.reap();
+            let cqe = self.cqes.get(self.cursor)?.clone();
+            self.cursor += 1;
+            if let Some(c) = self.complete(&cqe) {
+                return Some(c);
+            }
+        }
+    }
+
+    /// Turns one CQE into a completion for the worker, or handles it here (`None`).
+    fn complete(&mut self, cqe: &cqueue::Entry) -> Option<Completion> {
+        let raw = cqe.user_data();
+        let result = cqe.result();
+        let more = cqueue::more(cqe.flags());
+        if !more {
+            self.in_kernel = self.in_kernel.saturating_sub(1);
+        }
+        let Some(tag) = Token::internal_tag(raw) else {
+            let token = Token::from_u64(raw);
+            let mut buffer = None;
+            if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
+                let buf = RecvBuf {
+                    inner: RecvBufInner::Ring {
+                        ring: Rc::clone(&self.bufs),
+                        bid,
+                        len: usize::try_from(result).unwrap_or(0),
+                    },
+                };
+                // A buffer with no bytes goes straight back (its drop recycles it).
+                if result > 0 {
+                    buffer = Some(buf);
+                }
+            }
+            match token.kind() {
+                OpKind::Recv if result == -libc::ENOBUFS => self.enobufs += 1,
+                // Frames are batched by the engine; Nagle would only add latency. A socket
+                // that is not TCP refuses the option, which is fine.
+                OpKind::Accept if result >= 0 => {
+                    let _ = super::socket::set_nodelay(result);
+                }
+                _ => {}
+            }
+            return Some(Completion {
+                token,
+                result,
+                more,
+                buffer,
+            });
+        };
+        let slot = raw as u32 as usize;
+        match tag {
+            tag::SEND | tag::CONNECT => {
+                if more {
+                    // Plain sendmsg and connect post a single CQE; nothing else to do.
+                    return None;
+                }
+                let token = match self.slots.try_remove(slot)? {
+                    Slot::Send(mut op) => {
+                        self.sends_in_flight -= 1;
+                        op.frames.clear();
+                        let token = op.token;
+                        if self.spare_sends.len() < 64 {
+                            self.spare_sends.push(op);
+                        }
+                        token
+                    }
+                    Slot::Connect { token, .. } => token,
+                };
+                Some(Completion {
+                    token,
+                    result,
+                    more: false,
+                    buffer: None,
+                })
+            }
+            tag::WAKE => {
+                let mut counter = 0u64;
+                // SAFETY: `counter` is 8 writable bytes; the eventfd is non-blocking, so a
+                // read with nothing pending returns EAGAIN at once.
+                let _ = unsafe {
+                    libc::read(self.waker.raw_fd(), (&mut counter as *mut u64).cast(), 8)
+                };
+                self.waker.rearm();
+                if self.closing || result < 0 && result != -libc::EINTR {
+                    return None;
+                }
+                self.arm_waker();
+                Some(Completion {
+                    token: Token::WAKE,
+                    result: 0,
+                    more: true,
+                    buffer: None,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Uring {
+    fn drop(&mut self) {
+        self.closing = true;
+        // Give back buffers of completions the worker never took.
+        self.cursor = self.cqes.len();
+        if self.in_kernel > 0 {
+            let entry = opcode::AsyncCancel2::new(CancelBuilder::any())
+                .build()
+                .user_data(Token::internal(tag::CANCEL, 0));
+            // SAFETY: a cancel reads no user memory.
+            unsafe { self.push(entry) };
+        }
+        let deadline = Instant::now() + DRAIN_DEADLINE;
+        while self.in_kernel > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            if self.submit_inner(1, Some(deadline - now)).is_err() {
+                break;
+            }
+            while let Some(c) = self.next_completion() {
+                drop(c);
+            }
+        }
+        if self.in_kernel > 0 {
+            // The kernel may still read or write this memory: leak it rather than free it.
+            tracing::warn!(
+                ops = self.in_kernel,
+                "io_uring operations did not drain; leaking their buffers"
+            );
+            std::mem::forget(std::mem::take(&mut self.slots));
+            std::mem::forget(Rc::clone(&self.bufs));
+        }
+    }
+}

@@ -1,0 +1,550 @@
+//! The kernel boundary over real loopback sockets, once per backend: accept, multishot
+//! receive, vectored and partial sends, buffer-ring exhaustion, the cross-thread waker, the
+//! in-flight table on close and drop, and `EMFILE` on accept (in a child process).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringcast::sys::{socket, Backend, Completion, Driver, DriverConfig, OpKind, Token};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("literal address")
+}
+
+fn driver(backend: Backend, config: &DriverConfig) -> Driver {
+    Driver::new(backend, config).unwrap_or_else(|e| panic!("{backend} driver: {e}"))
+}
+
+/// Runs the driver until `f` says done, or panics at the deadline.
+fn run_until(d: &mut Driver, what: &str, mut f: impl FnMut(&mut Driver, Completion) -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let now = Instant::now();
+        assert!(now < deadline, "deadline passed waiting for {what}");
+        d.submit_and_wait(Some((deadline - now).min(Duration::from_millis(500))))
+            .expect("submit_and_wait");
+        while let Some(c) = d.next_completion() {
+            if f(d, c) {
+                return;
+            }
+        }
+    }
+}
+
+/// A listener on port 0 and a std client connected to it; returns (listener, accepted fd,
+/// client).
+fn accepted_pair(d: &mut Driver) -> (std::os::fd::OwnedFd, RawFd, TcpStream) {
+    let listener = socket::listeners(&loopback(), 1, 128)
+        .expect("listener")
+        .pop()
+        .expect("one listener");
+    let addr = socket::local_addr(listener.as_raw_fd()).expect("local addr");
+    d.accept(listener.as_raw_fd(), Token::new(OpKind::Accept, 0, 0));
+    let client = TcpStream::connect(addr).expect("connect");
+    client
+        .set_read_timeout(Some(DEADLINE))
+        .expect("read timeout");
+    let mut fd = -1;
+    run_until(d, "accept", |_, c| {
+        assert_eq!(c.token.kind(), OpKind::Accept, "{c:?}");
+        assert!(c.result >= 0, "accept failed: {c:?}");
+        fd = c.result;
+        true
+    });
+    (listener, fd, client)
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn echo_over_loopback_with_multishot_recv_and_vectored_send() {
+    for backend in Backend::ALL {
+        let mut d = driver(backend, &DriverConfig::default());
+        let (_listener, fd, mut client) = accepted_pair(&mut d);
+        let recv_token = Token::new(OpKind::Recv, 1, 7);
+        d.recv(fd, recv_token);
+        client.write_all(b"hello, vectored world").expect("write");
+
+        let mut got = Vec::new();
+        run_until(&mut d, "recv", |_, c| {
+            assert_eq!(c.token, recv_token);
+            assert!(c.result > 0, "{backend}: {c:?}");
+            assert!(c.more, "{backend}: multishot recv ended early: {c:?}");
+            let buf = c.buffer.expect("recv completion carries a buffer");
+            assert_eq!(buf.len(), c.result as usize);
+            got.extend_from_slice(buf.as_slice());
+            got.len() >= 21
+        });
+        assert_eq!(got, b"hello, vectored world");
+
+        // Echo it back as three frames in one vectored send.
+        let frames = vec![
+            Bytes::copy_from_slice(&got[..5]),
+            Bytes::copy_from_slice(&got[5..14]),
+            Bytes::copy_from_slice(&got[14..]),
+        ];
+        let send_token = Token::new(OpKind::Send, 1, 7);
+        assert_eq!(d.send(fd, send_token, frames), 3);
+        run_until(&mut d, "send", |_, c| {
+            assert_eq!(c.token, send_token, "{backend}: {c:?}");
+            assert_eq!(c.result, 21, "{backend}: {c:?}");
+            true
+        });
+        let mut echoed = [0u8; 21];
+        client.read_exact(&mut echoed).expect("read echo");
+        assert_eq!(&echoed, b"hello, vectored world");
+        assert_eq!(d.stats().sends_in_flight, 0);
+
+        // The peer closes: end of stream ends the multishot receive.
+        drop(client);
+        run_until(&mut d, "end of stream", |_, c| {
+            assert_eq!(c.token, recv_token);
+            if c.more {
+                return false;
+            }
+            assert_eq!(c.result, 0, "{backend}: {c:?}");
+            true
+        });
+        let close_token = Token::new(OpKind::Close, 1, 7);
+        d.close(fd, Some(close_token));
+        run_until(&mut d, "close", |_, c| {
+            if c.token != close_token {
+                return false;
+            }
+            assert_eq!(c.result, 0, "{backend}: {c:?}");
+            true
+        });
+    }
+}
+
+#[test]
+fn connect_then_send_to_a_std_listener() {
+    for backend in Backend::ALL {
+        let mut d = driver(backend, &DriverConfig::default());
+        let listener = TcpListener::bind(loopback()).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let fd = socket::tcp_socket(&addr).expect("socket").into_raw_fd();
+        let token = Token::new(OpKind::Connect, 3, 1);
+        d.connect(fd, addr, token);
+        run_until(&mut d, "connect", |_, c| {
+            assert_eq!(c.token, token);
+            assert_eq!(c.result, 0, "{backend}: {c:?}");
+            true
+        });
+        let (mut peer, _) = listener.accept().expect("accept");
+        peer.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        let send = Token::new(OpKind::Send, 3, 1);
+        d.send(fd, send, [Bytes::from_static(b"ping")]);
+        run_until(&mut d, "send", |_, c| {
+            assert_eq!((c.token, c.result), (send, 4), "{backend}");
+            true
+        });
+        let mut buf = [0u8; 4];
+        peer.read_exact(&mut buf).expect("read");
+        assert_eq!(&buf, b"ping");
+        assert_eq!(socket::peer_addr(fd).expect("peer addr"), addr, "{backend}");
+        d.close(fd, None);
+        d.submit().expect("submit");
+    }
+}
+
+#[test]
+fn partial_send_is_reported_and_resumed() {
+    const TOTAL: usize = 4 << 20;
+    for backend in Backend::ALL {
+        let mut d = driver(backend, &DriverConfig::default());
+        let (_listener, fd, client) = accepted_pair(&mut d);
+        // A small send buffer and a peer that has not started reading: the first send cannot
+        // take all 4 MiB. (A tiny receive buffer as well can stall loopback TCP itself.)
+        socket::set_send_buffer_size(fd, 16 * 1024).expect("sndbuf");
+
+        let data = Bytes::from(pattern(TOTAL));
+        let (start_tx, start_rx) = std::sync::mpsc::channel::<()>();
+        let reader = std::thread::spawn(move || {
+            let mut client = client;
+            start_rx.recv_timeout(DEADLINE).expect("start signal");
+            let mut got = Vec::with_capacity(TOTAL);
+            let mut buf = vec![0u8; 64 * 1024];
+            while got.len() < TOTAL {
+                let n = client.read(&mut buf).expect("read");
+                assert!(n > 0, "early end of stream");
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        });
+
+        // Offer everything as 64 KiB frames; resume from where each completion stopped.
+        let mut sent = 0usize;
+        let mut partials = 0;
+        let mut start = Some(start_tx);
+        let token = Token::new(OpKind::Send, 9, 0);
+        let offer = |d: &mut Driver, from: usize| {
+            let frames = (from..TOTAL)
+                .step_by(64 * 1024)
+                .map(|at| data.slice(at..(at + 64 * 1024).min(TOTAL)));
+            d.send(fd, token, frames);
+        };
+        offer(&mut d, 0);
+        let mut offered_end = (64 * 64 * 1024).min(TOTAL);
+        run_until(&mut d, "all bytes sent", |d, c| {
+            assert_eq!(c.token, token);
+            assert!(c.result > 0, "{backend}: send failed: {c:?}");
+            sent += c.result as usize;
+            if sent < offered_end {
+                partials += 1;
+            }
+            if let Some(tx) = start.take() {
+                tx.send(()).expect("reader alive");
+            }
+            if sent == TOTAL {
+                return true;
+            }
+            offer(d, sent);
+            offered_end = (sent + 64 * 64 * 1024).min(TOTAL);
+            false
+        });
+        assert!(partials > 0, "{backend}: no partial send was reported");
+        let got = reader.join().expect("reader thread");
+        assert!(got == data, "{backend}: bytes differ after resumed sends");
+        d.close(fd, None);
+    }
+}
+
+#[test]
+fn multishot_recv_rearms_after_enobufs() {
+    const TOTAL: usize = 256 * 1024;
+    for backend in Backend::ALL {
+        let config = DriverConfig {
+            recv_buffers: 2,
+            recv_buffer_size: 512,
+            epoll_scratch_size: 512,
+            ..DriverConfig::default()
+        };
+        let mut d = driver(backend, &config);
+        let (_listener, fd, client) = accepted_pair(&mut d);
+        let token = Token::new(OpKind::Recv, 4, 2);
+        d.recv(fd, token);
+        let data = pattern(TOTAL);
+        let to_send = data.clone();
+        let writer = std::thread::spawn(move || {
+            let mut client = client;
+            client.write_all(&to_send).expect("write");
+            client
+        });
+
+        let mut got = Vec::with_capacity(TOTAL);
+        // Hold the first buffers so the ring runs dry for certain, then let go.
+        let mut held = Vec::new();
+        let mut rearms = 0;
+        run_until(&mut d, "all bytes received", |d, mut c| {
+            assert_eq!(c.token, token);
+            if let Some(buf) = c.buffer.take() {
+                got.extend_from_slice(buf.as_slice());
+                if rearms == 0 && held.len() < 2 {
+                    held.push(buf);
+                }
+            }
+            if !c.more {
+                assert!(
+                    c.result > 0 || c.result == -libc::ENOBUFS,
+                    "{backend}: recv ended with {c:?}"
+                );
+                held.clear();
+                rearms += 1;
+                d.recv(fd, token);
+            }
+            got.len() >= TOTAL
+        });
+        assert!(got == data, "{backend}: bytes differ");
+        if backend == Backend::Uring {
+            assert!(d.stats().enobufs > 0, "ring never ran dry");
+            assert!(rearms > 0);
+        }
+        drop(writer.join().expect("writer"));
+        d.close(fd, None);
+    }
+}
+
+#[test]
+fn waker_from_another_thread_wakes_submit_and_wait() {
+    for backend in Backend::ALL {
+        let mut d = driver(backend, &DriverConfig::default());
+        let waker = d.waker();
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let b2 = Arc::clone(&barrier);
+        let t = std::thread::spawn(move || {
+            b2.wait();
+            waker.wake();
+        });
+        barrier.wait();
+        let start = Instant::now();
+        let mut woke = false;
+        while !woke && start.elapsed() < DEADLINE {
+            // Longer than the test deadline: only the wake-up can end this wait in time.
+            d.submit_and_wait(Some(DEADLINE * 2)).expect("wait");
+            while let Some(c) = d.next_completion() {
+                assert_eq!(c.token, Token::WAKE, "{backend}: {c:?}");
+                assert!(c.more);
+                woke = true;
+            }
+        }
+        assert!(woke, "{backend}: waker did not wake the driver");
+        t.join().expect("waker thread");
+    }
+}
+
+#[test]
+fn wake_ups_coalesce() {
+    for backend in Backend::ALL {
+        let mut d = driver(backend, &DriverConfig::default());
+        let waker = d.waker();
+        for round in 0..3 {
+            for _ in 0..100 {
+                waker.clone().wake();
+            }
+            let mut wakes = 0;
+            run_until(&mut d, "wake", |_, c| {
+                assert_eq!(c.token, Token::WAKE);
+                wakes += 1;
+                true
+            });
+            // Nothing else is pending: a zero-timeout turn must produce nothing.
+            d.submit_and_wait(Some(Duration::ZERO)).expect("poll");
+            while d.next_completion().is_some() {
+                wakes += 1;
+            }
+            assert_eq!(wakes, 1, "{backend} round {round}: burst was not coalesced");
+        }
+    }
+}
+
+/// A frame whose drop is observable.
+fn tracked_frame(len: usize) -> (Bytes, Arc<AtomicBool>) {
+    struct Owner(Vec<u8>, Arc<AtomicBool>);
+    impl AsRef<[u8]> for Owner {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+    impl Drop for Owner {
+        fn drop(&mut self) {
+            self.1.store(true, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicBool::new(false));
+    let bytes = Bytes::from_owner(Owner(pattern(len), Arc::clone(&dropped)));
+    (bytes, dropped)
+}
+
+/// Sends tracked 1 MiB frames to a peer that does not read until one send has to wait (no
+/// completion right after submission). Returns the drop flag of that waiting frame.
+fn send_until_one_waits(d: &mut Driver, fd: RawFd, token: Token) -> Arc<AtomicBool> {
+    socket::set_send_buffer_size(fd, 16 * 1024).expect("sndbuf");
+    for _ in 0..64 {
+        let (frame, dropped) = tracked_frame(1 << 20);
+        d.send(fd, token, [frame]);
+        d.submit().expect("submit");
+        let mut completed = false;
+        while let Some(c) = d.next_completion() {
+            if c.token == token {
+                assert!(c.result > 0, "{c:?}");
+                completed = true;
+            }
+        }
+        if !completed {
+            assert_eq!(d.stats().sends_in_flight, 1, "a send waits in the table");
+            assert!(!dropped.load(Ordering::SeqCst), "freed while in flight");
+            return dropped;
+        }
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "completed send not released"
+        );
+    }
+    panic!("no send ever had to wait");
+}
+
+#[test]
+fn close_with_send_in_flight_keeps_the_buffer_until_its_completion() {
+    for backend in Backend::ALL {
+        let mut d = driver(backend, &DriverConfig::default());
+        let (_listener, fd, client) = accepted_pair(&mut d);
+        let token = Token::new(OpKind::Send, 6, 3);
+        let dropped = send_until_one_waits(&mut d, fd, token);
+
+        d.close(fd, None);
+        if backend == Backend::Uring {
+            // Nothing reaped yet: the kernel may still hold the iovec, so the frame is parked.
+            assert!(
+                !dropped.load(Ordering::SeqCst),
+                "uring: freed before its completion"
+            );
+        }
+        run_until(&mut d, "send completion after close", |_, c| {
+            if c.token != token {
+                return false;
+            }
+            assert!(!c.more);
+            assert!(
+                c.result == -libc::ECANCELED || c.result >= 0,
+                "{backend}: {c:?}"
+            );
+            true
+        });
+        assert_eq!(d.stats().sends_in_flight, 0);
+        assert!(dropped.load(Ordering::SeqCst), "{backend}: frame leaked");
+        drop(client);
+    }
+}
+
+#[test]
+fn dropping_the_driver_with_a_send_in_flight_drains_it() {
+    for backend in Backend::ALL {
+        let mut d = driver(backend, &DriverConfig::default());
+        let (_listener, fd, client) = accepted_pair(&mut d);
+        d.recv(fd, Token::new(OpKind::Recv, 8, 0));
+        let dropped = send_until_one_waits(&mut d, fd, Token::new(OpKind::Send, 8, 0));
+        drop(d);
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "{backend}: frame leaked on drop"
+        );
+        drop(client);
+    }
+}
+
+const EMFILE_CHILD: &str = "RINGCAST_TEST_EMFILE_CHILD";
+
+/// The child half of `accept_reports_emfile_and_can_be_rearmed`: does nothing unless run by
+/// it, since it lowers this process's fd limit.
+#[test]
+fn emfile_child() {
+    let Some(backend) = std::env::var(EMFILE_CHILD)
+        .ok()
+        .and_then(|b| b.parse::<Backend>().ok())
+    else {
+        return;
+    };
+    let mut d = driver(backend, &DriverConfig::default());
+    let listener = socket::listeners(&loopback(), 1, 16)
+        .expect("listener")
+        .pop()
+        .expect("one");
+    let addr = socket::local_addr(listener.as_raw_fd()).expect("addr");
+    let clients: Vec<RawFd> = (0..2)
+        .map(|_| {
+            socket::tcp_socket(&addr)
+                .expect("client socket")
+                .into_raw_fd()
+        })
+        .collect();
+    for (i, &c) in clients.iter().enumerate() {
+        d.connect(c, addr, Token::new(OpKind::Connect, i as u32, 0));
+    }
+    let mut connected = 0;
+    run_until(&mut d, "client connects", |_, c| {
+        assert_eq!(c.result, 0, "{c:?}");
+        connected += 1;
+        connected == clients.len()
+    });
+
+    // Use up every fd below a low limit.
+    socket::set_fd_limit(256).expect("lower fd limit");
+    let mut fillers = Vec::new();
+    for _ in 0..1024 {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => fillers.push(f),
+            Err(e) if e.raw_os_error() == Some(libc::EMFILE) => break,
+            Err(e) => panic!("filling fds: {e}"),
+        }
+    }
+    assert!(
+        std::fs::File::open("/dev/null").is_err(),
+        "fds not exhausted"
+    );
+
+    let token = Token::new(OpKind::Accept, 0, 0);
+    d.accept(listener.as_raw_fd(), token);
+    run_until(&mut d, "EMFILE", |_, c| {
+        assert_eq!(c.token, token);
+        assert_eq!(c.result, -libc::EMFILE, "{c:?}");
+        assert!(!c.more, "an accept error must end the operation");
+        true
+    });
+    // Ended means ended: no completion keeps coming while the worker backs off.
+    d.submit_and_wait(Some(Duration::from_millis(50)))
+        .expect("wait");
+    assert!(d.next_completion().is_none(), "accept spun after EMFILE");
+
+    fillers.clear();
+    d.accept(listener.as_raw_fd(), token);
+    run_until(&mut d, "accept after re-arm", |_, c| {
+        assert_eq!(c.token, token);
+        assert!(c.result >= 0, "{c:?}");
+        true
+    });
+    println!("EMFILE-CHILD-OK {backend}");
+}
+
+#[test]
+fn accept_reports_emfile_and_can_be_rearmed() {
+    let exe = std::env::current_exe().expect("test binary");
+    for backend in Backend::ALL {
+        let mut child = std::process::Command::new(&exe)
+            .args(["--exact", "emfile_child", "--nocapture", "--test-threads=1"])
+            .env(EMFILE_CHILD, backend.name())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn child");
+        let deadline = Instant::now() + DEADLINE;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{backend}: EMFILE child timed out");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut out = String::new();
+        let mut err = String::new();
+        if let Some(mut s) = child.stdout.take() {
+            s.read_to_string(&mut out).expect("stdout");
+        }
+        if let Some(mut s) = child.stderr.take() {
+            s.read_to_string(&mut err).expect("stderr");
+        }
+        assert!(
+            status.success() && out.contains(&format!("EMFILE-CHILD-OK {backend}")),
+            "{backend}: child failed ({status}):\n{out}\n{err}"
+        );
+    }
+}
+
+#[test]
+fn backend_from_env_and_features() {
+    for backend in Backend::ALL {
+        let d = driver(backend, &DriverConfig::default());
+        assert_eq!(d.backend(), backend);
+        let features = d.features();
+        assert!(features.starts_with(match backend {
+            Backend::Uring => "io_uring",
+            Backend::Epoll => "epoll",
+        }));
+        eprintln!("{features}");
+    }
+    let (d, why) =
+        Driver::new_or_fallback(Backend::Uring, &DriverConfig::default()).expect("some backend");
+    assert!(why.is_none() || d.backend() == Backend::Epoll);
+}
