@@ -255,34 +255,36 @@ pub fn take_error(fd: RawFd) -> io::Result<i32> {
     get_opt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)
 }
 
-/// The local address of a socket.
-pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
+/// getsockname(2) or getpeername(2): same arguments, same result.
+type NameFn =
+    unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
+
+fn socket_name(fd: RawFd, get: NameFn) -> io::Result<SocketAddr> {
     let mut sa = SockAddr::empty();
-    // SAFETY: `sa.storage` is valid for `sa.len` bytes of writes; `len` is updated in place.
-    unsafe {
-        syscall!(getsockname(
+    // SAFETY: `sa.storage` is valid for `sa.len` bytes of writes; `len` is updated in
+    // place; `get` is getsockname or getpeername, which write nothing else.
+    let res = unsafe {
+        get(
             fd,
             (&mut sa.storage as *mut libc::sockaddr_storage).cast(),
-            &mut sa.len
-        ))
-    }?;
+            &mut sa.len,
+        )
+    };
+    if res == -1 {
+        return Err(io::Error::last_os_error());
+    }
     sa.to_std()
         .ok_or_else(|| io::Error::from(io::ErrorKind::Unsupported))
 }
 
+/// The local address of a socket.
+pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
+    socket_name(fd, libc::getsockname)
+}
+
 /// The peer address of a connected socket.
 pub fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
-    let mut sa = SockAddr::empty();
-    // SAFETY: as in `local_addr`.
-    unsafe {
-        syscall!(getpeername(
-            fd,
-            (&mut sa.storage as *mut libc::sockaddr_storage).cast(),
-            &mut sa.len
-        ))
-    }?;
-    sa.to_std()
-        .ok_or_else(|| io::Error::from(io::ErrorKind::Unsupported))
+    socket_name(fd, libc::getpeername)
 }
 
 /// The soft and hard `RLIMIT_NOFILE`.
