@@ -8,6 +8,7 @@
 use bytes::Bytes;
 
 use super::socket::Socket;
+use crate::error::Error;
 use crate::proto::handshake::{reason_phrase, HandshakeError, Request};
 use crate::proto::{CloseCode, MessageType};
 
@@ -47,7 +48,12 @@ pub trait Handler: 'static {
 
     /// A whole data message arrived. The payload is borrowed from the engine's buffer:
     /// copy it (`to_vec`) to keep it.
-    fn on_message(&mut self, socket: &mut Socket<'_, Self::Data>, message_type: MessageType, payload: &[u8]) {
+    fn on_message(
+        &mut self,
+        socket: &mut Socket<'_, Self::Data>,
+        message_type: MessageType,
+        payload: &[u8],
+    ) {
         let _ = (socket, message_type, payload);
     }
 
@@ -67,6 +73,12 @@ pub trait Handler: 'static {
     fn on_http(&mut self, request: &Request) -> HttpResponse {
         let _ = request;
         HttpResponse::upgrade_required()
+    }
+
+    /// An outgoing connection ([`ServerHandle::dial`](super::ServerHandle::dial)) failed to
+    /// connect or to complete its handshake; `tag` is the request's.
+    fn on_dial_error(&mut self, tag: u64, error: Error) {
+        tracing::debug!(tag, %error, "dial failed");
     }
 }
 
@@ -100,7 +112,8 @@ impl HttpResponse {
     /// 426 Upgrade Required with `Sec-WebSocket-Version: 13`: this endpoint speaks
     /// WebSocket only.
     pub fn upgrade_required() -> HttpResponse {
-        let mut response = HttpResponse::new(426, "text/plain; charset=utf-8", "upgrade required\n");
+        let mut response =
+            HttpResponse::new(426, "text/plain; charset=utf-8", "upgrade required\n");
         response
             .headers
             .push(("Sec-WebSocket-Version".into(), "13".into()));
@@ -115,15 +128,28 @@ impl HttpResponse {
     /// Append the whole response (head and body) to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
         use std::io::Write;
-        let _ = write!(out, "HTTP/1.1 {} {}\r\n", self.status, reason_phrase(self.status));
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {}\r\n",
+            self.status,
+            reason_phrase(self.status)
+        );
         for (name, value) in &self.headers {
             // Never let a header smuggle a line break into the response.
-            if name.bytes().chain(value.bytes()).any(|b| b == b'\r' || b == b'\n') {
+            if name
+                .bytes()
+                .chain(value.bytes())
+                .any(|b| b == b'\r' || b == b'\n')
+            {
                 continue;
             }
             let _ = write!(out, "{name}: {value}\r\n");
         }
-        let _ = write!(out, "Content-Length: {}\r\nConnection: close\r\n\r\n", self.body.len());
+        let _ = write!(
+            out,
+            "Content-Length: {}\r\nConnection: close\r\n\r\n",
+            self.body.len()
+        );
         out.extend_from_slice(&self.body);
     }
 }
@@ -135,7 +161,9 @@ mod tests {
     #[test]
     fn response_has_length_and_close_and_drops_injected_headers() {
         let mut response = HttpResponse::new(200, "text/plain", "hi");
-        response.headers.push(("X-Evil".into(), "a\r\nSet-Cookie: x".into()));
+        response
+            .headers
+            .push(("X-Evil".into(), "a\r\nSet-Cookie: x".into()));
         let mut out = Vec::new();
         response.write_to(&mut out);
         let text = String::from_utf8(out).unwrap();

@@ -16,6 +16,8 @@ pub struct TimerWheel {
     /// The instant at which slot `cursor` is due.
     cursor_at: Instant,
     cursor: usize,
+    /// Entries filed.
+    len: usize,
 }
 
 impl TimerWheel {
@@ -27,6 +29,7 @@ impl TimerWheel {
             tick,
             cursor_at: now + tick,
             cursor: 0,
+            len: 0,
         }
     }
 
@@ -38,19 +41,39 @@ impl TimerWheel {
         let ticks = ticks.min(self.slots.len() - 1);
         let slot = (self.cursor + ticks) % self.slots.len();
         self.slots[slot].push((key, generation));
+        self.len += 1;
     }
 
-    /// When the next slot is due: how long `submit_and_wait` may sleep.
-    pub fn next_deadline(&self) -> Instant {
-        self.cursor_at
+    /// When the next slot is due (how long `submit_and_wait` may sleep), or `None` when
+    /// nothing is filed, so an idle worker sleeps until something happens.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        (self.len > 0).then_some(self.cursor_at)
+    }
+
+    /// The number of entries filed.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is filed.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Hand every entry of every slot due by `now` to `due`, which re-files what is not
     /// really due yet.
     pub fn expire(&mut self, now: Instant, mut due: impl FnMut(u32, u32, &mut Refile<'_>)) {
+        if self.len == 0 {
+            // Nothing to hand out: skip the empty slots in one step instead of one per tick.
+            if self.cursor_at <= now {
+                self.cursor_at = now + self.tick;
+            }
+            return;
+        }
         let mut later = Vec::new();
         while self.cursor_at <= now {
             let entries = std::mem::take(&mut self.slots[self.cursor]);
+            self.len -= entries.len();
             let mut refile = Refile { later: &mut later };
             for (key, generation) in &entries {
                 due(*key, *generation, &mut refile);
@@ -126,8 +149,23 @@ mod tests {
     fn next_deadline_advances_with_expiry() {
         let t0 = Instant::now();
         let mut wheel = TimerWheel::new(t0, TICK, 8);
-        let first = wheel.next_deadline();
+        wheel.schedule(1, 0, t0 + Duration::from_secs(1));
+        let first = wheel.next_deadline().unwrap();
         wheel.expire(first, |_, _, _| {});
-        assert_eq!(wheel.next_deadline(), first + TICK);
+        assert_eq!(wheel.next_deadline(), Some(first + TICK));
+    }
+
+    #[test]
+    fn empty_wheel_has_no_deadline_and_skips_idle_time() {
+        let t0 = Instant::now();
+        let mut wheel = TimerWheel::new(t0, TICK, 8);
+        assert_eq!(wheel.next_deadline(), None);
+        let later = t0 + Duration::from_secs(3600);
+        wheel.expire(later, |_, _, _| panic!("nothing is filed"));
+        wheel.schedule(4, 0, later + TICK);
+        let mut fired = Vec::new();
+        wheel.expire(later + 3 * TICK, |k, _, _| fired.push(k));
+        assert_eq!(fired, vec![4]);
+        assert!(wheel.is_empty());
     }
 }

@@ -205,6 +205,24 @@ pub fn listen_reuseport(addr: &SocketAddr, backlog: i32) -> io::Result<OwnedFd> 
     Ok(fd)
 }
 
+/// Binds `fd` to a local address before connecting (port 0: the kernel picks one). Sets
+/// `IP_BIND_ADDRESS_NO_PORT` first, so the port is chosen at connect time and the same port
+/// can serve connections to different servers.
+pub fn bind(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
+    if addr.port() == 0 && addr.is_ipv4() {
+        // Best effort: without it the bind still works, with fewer ports to go round.
+        let _ = set_opt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            1 as libc::c_int,
+        );
+    }
+    let sa = SockAddr::from_std(addr);
+    // SAFETY: `sa` outlives the call and `len` is its length.
+    unsafe { syscall!(bind(fd, sa.as_ptr(), sa.len())) }.map(drop)
+}
+
 /// `count` listeners on one address, one per worker. With port 0 the first one picks a free
 /// port and the others bind that same port.
 pub fn listeners(addr: &SocketAddr, count: usize, backlog: i32) -> io::Result<Vec<OwnedFd>> {

@@ -1,0 +1,180 @@
+//! [`ServerConfig`]: every setting of the engine, with its default and the reason for it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::sys::{Backend, DriverConfig};
+use crate::upgrade::Upgrader;
+
+use super::Backpressure;
+
+/// Settings of a [`Server`](super::Server). Build one with struct update syntax over
+/// `ServerConfig::default()`; [`Server::start`](super::Server::start) checks them once and
+/// names the field it refuses.
+///
+/// ```
+/// use std::time::Duration;
+/// use ringcast::server::ServerConfig;
+/// let config = ServerConfig {
+///     addr: Some("127.0.0.1:0".parse().unwrap()),
+///     workers: 2,
+///     idle_timeout: Some(Duration::from_secs(60)),
+///     ..ServerConfig::default()
+/// };
+/// assert_eq!(config.max_queued_bytes, 256 * 1024);
+/// ```
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Where to listen. Each worker binds its own `SO_REUSEPORT` socket there, so the
+    /// kernel spreads connections across workers. `None`: no listener, for an engine that
+    /// only dials out (the load generator). Port 0 picks a free port, shared by all workers;
+    /// [`ServerHandle::local_addr`](super::ServerHandle::local_addr) tells which.
+    pub addr: Option<SocketAddr>,
+    /// Worker threads, each with its own ring, connections and timers. Default 0: one per
+    /// CPU the process may run on.
+    pub workers: usize,
+    /// Pin worker `i` to the `i`-th allowed CPU. Default off: pinning pays only when the
+    /// machine runs nothing else, and hurts when it does.
+    pub pin_workers: bool,
+    /// The kernel interface. Default: `RINGCAST_BACKEND` when set, else io_uring; where
+    /// io_uring cannot be set up the workers log why once and run on epoll.
+    pub backend: Backend,
+    /// The handshake settings: subprotocols, compression, origin check, error responses,
+    /// read limit, head limits, and the handshake timeout (default here: 10 s, since a
+    /// server must not let a silent client hold a socket for ever).
+    pub upgrader: Upgrader,
+    /// The most bytes queued for one connection before [`backpressure`](Self::backpressure)
+    /// applies. Default 256 KiB: thousands of chat messages, so only a reader that has
+    /// stopped reads hits it, and 10 000 stalled readers cost at most 2.5 GiB.
+    pub max_queued_bytes: usize,
+    /// What to do when a connection's queue is full. Default: close it with 1008.
+    pub backpressure: Backpressure,
+    /// The most sockets one worker holds; past it, new connections are closed at once and
+    /// counted as rejected. Default 1 000 000, so the file-descriptor limit is the real bound.
+    pub max_connections: usize,
+    /// Close a connection that sent nothing (not even a pong) for this long. Default:
+    /// 120 s, four missed automatic pings (every 30 s) before a silent peer is shed.
+    pub idle_timeout: Option<Duration>,
+    /// Send a ping when nothing was received for this long. Default 30 s: well inside the
+    /// idle timeouts of common load balancers (60 s), so connections through them live on.
+    pub ping_interval: Option<Duration>,
+    /// After sending a close frame, how long to wait for the peer's before dropping the
+    /// socket (and how long a final flush may take). Default 5 s.
+    pub close_timeout: Duration,
+    /// How long a graceful shutdown waits for peers to answer the 1001 close. Default 5 s.
+    pub shutdown_timeout: Duration,
+    /// The compression level for messages compressed on a connection (-2..=9). Default 1:
+    /// for chat-sized text it compresses nearly as well as 6 at a fraction of the cost.
+    pub compression_level: i32,
+    /// The listen backlog. Default 4096: bursts of reconnecting clients queue in the kernel
+    /// instead of being refused.
+    pub backlog: i32,
+    /// Ring and buffer sizes of each worker's driver.
+    pub driver: DriverConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            addr: None,
+            workers: 0,
+            pin_workers: false,
+            backend: Backend::from_env().unwrap_or(Backend::Uring),
+            upgrader: Upgrader::default(),
+            max_queued_bytes: 256 * 1024,
+            backpressure: Backpressure::Close,
+            max_connections: 1_000_000,
+            idle_timeout: Some(Duration::from_secs(120)),
+            ping_interval: Some(Duration::from_secs(30)),
+            close_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(5),
+            compression_level: crate::proto::deflate::DEFAULT_COMPRESSION_LEVEL,
+            backlog: 4096,
+            driver: DriverConfig::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("addr", &self.addr)
+            .field("workers", &self.workers)
+            .field("backend", &self.backend)
+            .field("max_queued_bytes", &self.max_queued_bytes)
+            .field("backpressure", &self.backpressure)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("ping_interval", &self.ping_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The default handshake timeout when the upgrader sets none.
+pub(crate) const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl ServerConfig {
+    /// The handshake timeout in force.
+    pub(crate) fn handshake_timeout(&self) -> Duration {
+        self.upgrader
+            .handshake_timeout
+            .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT)
+    }
+
+    /// Checks the settings; the error names the field.
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let bad = |field: &str, why: &str| Err(Error::InvalidArgument(format!("{field}: {why}")));
+        if self.workers > 256 {
+            return bad(
+                "workers",
+                "at most 256 (connection ids carry 8 bits of worker)",
+            );
+        }
+        if self.max_queued_bytes == 0 {
+            return bad("max_queued_bytes", "must be above 0");
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections", "must be above 0");
+        }
+        if !(-2..=9).contains(&self.compression_level) {
+            return bad("compression_level", "outside -2..=9");
+        }
+        if self.idle_timeout == Some(Duration::ZERO) {
+            return bad("idle_timeout", "zero; use None for no idle timeout");
+        }
+        if self.ping_interval == Some(Duration::ZERO) {
+            return bad("ping_interval", "zero; use None for no automatic pings");
+        }
+        if self.backlog <= 0 {
+            return bad("backlog", "must be above 0");
+        }
+        if !self.driver.recv_buffers.is_power_of_two() {
+            return bad("driver.recv_buffers", "must be a power of two");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(ServerConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn refusal_names_the_field() {
+        let config = ServerConfig {
+            compression_level: 12,
+            ..ServerConfig::default()
+        };
+        match config.validate() {
+            Err(Error::InvalidArgument(message)) => {
+                assert!(message.starts_with("compression_level"))
+            }
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+}

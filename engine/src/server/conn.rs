@@ -1,0 +1,110 @@
+//! [`Connection`]: what a worker keeps per socket in its slab, and the [`Phase`] it is in.
+//!
+//! An open, idle connection holds no read buffer and no write buffer: the decoder frees
+//! its message buffer between messages, the outbox frees its queue when drained, and
+//! received bytes live in the driver's shared buffers only while they are decoded.
+
+use std::os::fd::RawFd;
+use std::time::Instant;
+
+use crate::proto::deflate::DeflateSettings;
+use crate::proto::{Decoder, Role};
+
+use super::dial::Pending;
+use super::outbox::Outbox;
+
+/// Where a connection is in its life.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// Reading the HTTP request head (server side); `head` holds what came so far.
+    Handshake { head: Vec<u8> },
+    /// Connecting (client side).
+    Connecting(Box<Pending>),
+    /// Request sent, reading the response head (client side).
+    Dialing {
+        pending: Box<Pending>,
+        head: Vec<u8>,
+    },
+    /// WebSocket open both ways.
+    Open,
+    /// This side sent a close frame; waiting for the peer's, until `deadline`.
+    CloseSent,
+    /// Sending what is queued (an HTTP answer, a close reply), then closing the socket.
+    Flushing,
+}
+
+/// One socket of a worker.
+#[derive(Debug)]
+pub(crate) struct Connection<D> {
+    pub(crate) fd: RawFd,
+    pub(crate) generation: u32,
+    pub(crate) role: Role,
+    pub(crate) phase: Phase,
+    pub(crate) decoder: Decoder,
+    pub(crate) outbox: Outbox,
+    /// Agreed permessage-deflate settings for what this side sends.
+    pub(crate) compression: Option<DeflateSettings>,
+    pub(crate) subprotocol: Option<Box<str>>,
+    /// The application's per-connection state.
+    pub(crate) data: D,
+    /// The caller's tag of an outgoing connection (0 for accepted ones).
+    pub(crate) tag: u64,
+    /// A send is in flight (at most one, so bytes stay in order).
+    pub(crate) sending: bool,
+    /// Listed in the worker's flush list for this turn.
+    pub(crate) dirty: bool,
+    /// The queue went over half its cap: `on_drain` is due when it falls back.
+    pub(crate) over_half: bool,
+    /// `on_open` ran, so `on_close` must run exactly once.
+    pub(crate) opened: bool,
+    /// `on_close` ran (or is queued to run).
+    pub(crate) close_notified: bool,
+    /// Listed to be closed and removed at the end of this step.
+    pub(crate) doomed: bool,
+    /// Bumped whenever the connection is filed in the timer wheel anew; older entries are
+    /// then ignored.
+    pub(crate) timer_seq: u8,
+    /// When the connection is filed in the timer wheel for, if it is.
+    pub(crate) timer_at: Option<Instant>,
+    /// When the current phase must end (handshake, close wait, flush).
+    pub(crate) deadline: Instant,
+    /// When something was last received.
+    pub(crate) last_read: Instant,
+    /// When the last automatic ping went out.
+    pub(crate) last_ping: Instant,
+}
+
+impl<D: Default> Connection<D> {
+    pub(crate) fn new(fd: RawFd, generation: u32, role: Role, phase: Phase, now: Instant) -> Self {
+        Connection {
+            fd,
+            generation,
+            role,
+            phase,
+            decoder: Decoder::new(role),
+            outbox: Outbox::default(),
+            compression: None,
+            subprotocol: None,
+            data: D::default(),
+            tag: 0,
+            sending: false,
+            dirty: false,
+            over_half: false,
+            opened: false,
+            close_notified: false,
+            doomed: false,
+            timer_seq: 0,
+            timer_at: None,
+            deadline: now,
+            last_read: now,
+            last_ping: now,
+        }
+    }
+}
+
+impl<D> Connection<D> {
+    /// Whether data messages may still be queued.
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(self.phase, Phase::Open) && !self.doomed
+    }
+}

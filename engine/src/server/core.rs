@@ -1,0 +1,418 @@
+//! [`Core`]: the part of a worker that handler callbacks reach through a
+//! [`Socket`](super::Socket): the connection slab, the write arena, the flush and close
+//! lists, the timers and the counters. No kernel calls happen here; the worker turns the
+//! lists into operations at the end of each step.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use slab::Slab;
+
+use crate::prepared::with_deflater;
+use crate::proto::close::write_close_payload;
+use crate::proto::deflate::DeflateSettings;
+use crate::proto::frame::{FrameHeader, MAX_HEADER_LEN};
+use crate::proto::mask::apply_mask;
+use crate::proto::{CloseCode, Encoder, OpCode, Role};
+use crate::sys::arena::Arena;
+
+use super::conn::{Connection, Phase};
+use super::handle::Shared;
+use super::outbox::Backpressure;
+use super::stats::{Counter, Counters};
+use super::timers::TimerWheel;
+use super::ServerConfig;
+
+/// Why a send was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The connection is closing or gone: nothing more is sent on it.
+    #[error("connection is closing or closed")]
+    Closed,
+    /// The queue was over `max_queued_bytes`; under [`Backpressure::Drop`] the message
+    /// was dropped for this connection (and counted).
+    #[error("queue over its cap: message dropped for this connection")]
+    Dropped,
+    /// The queue was over `max_queued_bytes`; under [`Backpressure::Close`] the
+    /// connection is being closed with 1008.
+    #[error("queue over its cap: connection closed as a slow consumer")]
+    SlowConsumer,
+}
+
+/// Why the engine closes a connection, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cause {
+    Peer,
+    Server,
+    Protocol,
+    SlowConsumer,
+    Idle,
+    Shutdown,
+}
+
+impl Cause {
+    fn counter(self) -> Counter {
+        match self {
+            Cause::Peer => Counter::ClosedByPeer,
+            Cause::Server => Counter::ClosedByServer,
+            Cause::Protocol => Counter::ClosedProtocolError,
+            Cause::SlowConsumer => Counter::ClosedSlowConsumer,
+            Cause::Idle => Counter::ClosedIdle,
+            Cause::Shutdown => Counter::ClosedShutdown,
+        }
+    }
+}
+
+/// A callback the worker owes the handler, run as soon as the current one returns.
+#[derive(Debug)]
+pub(crate) enum Notice {
+    Close {
+        key: u32,
+        generation: u32,
+        code: CloseCode,
+        reason: Box<str>,
+    },
+    Drain {
+        key: u32,
+        generation: u32,
+    },
+}
+
+/// Timer wheel resolution: timeouts fire at most this late.
+pub(crate) const TIMER_TICK: std::time::Duration = std::time::Duration::from_millis(25);
+/// Timer wheel slots: 4096 x 25 ms spans 102 s; later deadlines go round again.
+const TIMER_SLOTS: usize = 4096;
+
+/// The worker state reachable from callbacks.
+pub(crate) struct Core<D> {
+    pub(crate) worker: usize,
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) conns: Slab<Connection<D>>,
+    next_generation: u32,
+    pub(crate) arena: Arena,
+    /// Connections with something new queued this turn.
+    pub(crate) dirty: Vec<u32>,
+    /// Connections to close and remove at the end of this step.
+    pub(crate) doomed: Vec<u32>,
+    pub(crate) notices: VecDeque<Notice>,
+    pub(crate) counters: Counters,
+    pub(crate) timers: TimerWheel,
+    /// The time of this loop turn (read once per turn).
+    pub(crate) now: Instant,
+    /// Masks frames of outgoing (client) connections.
+    client_encoder: Encoder,
+    /// Compressed payloads and frame headers are built here before going to the arena.
+    scratch: Vec<u8>,
+    head: Vec<u8>,
+}
+
+impl<D: Default> Core<D> {
+    pub(crate) fn new(worker: usize, config: Arc<ServerConfig>, shared: Arc<Shared>) -> Self {
+        let now = Instant::now();
+        Core {
+            worker,
+            config,
+            shared,
+            conns: Slab::new(),
+            next_generation: 1,
+            arena: Arena::default(),
+            dirty: Vec::new(),
+            doomed: Vec::new(),
+            notices: VecDeque::new(),
+            counters: Counters::default(),
+            timers: TimerWheel::new(now, TIMER_TICK, TIMER_SLOTS),
+            now,
+            client_encoder: Encoder::new(Role::Client),
+            scratch: Vec::new(),
+            head: Vec::with_capacity(MAX_HEADER_LEN),
+        }
+    }
+
+    /// Adds a connection and returns its key.
+    pub(crate) fn insert(&mut self, fd: i32, role: Role, phase: Phase) -> usize {
+        let generation = self.next_generation;
+        self.next_generation = (self.next_generation + 1) & crate::sys::Token::MAX_GENERATION;
+        if self.next_generation == 0 {
+            self.next_generation = 1;
+        }
+        let key = self
+            .conns
+            .insert(Connection::new(fd, generation, role, phase, self.now));
+        self.counters.incr(Counter::Sockets);
+        key
+    }
+}
+
+impl<D> Core<D> {
+    /// The connection at `key` if it is still the one of `generation`.
+    pub(crate) fn get(&self, key: u32, generation: u32) -> Option<&Connection<D>> {
+        self.conns
+            .get(key as usize)
+            .filter(|c| c.generation == generation)
+    }
+
+    /// Builds one whole frame in arena memory: compressed when `compression` is given and
+    /// the frame is a data frame, masked when `role` is the client's.
+    pub(crate) fn encode(
+        &mut self,
+        role: Role,
+        compression: Option<DeflateSettings>,
+        opcode: OpCode,
+        payload: &[u8],
+    ) -> Bytes {
+        let compressed = compression.is_some() && !opcode.is_control();
+        let body: &[u8] = match compression {
+            Some(settings) if compressed => {
+                self.scratch.clear();
+                with_deflater(settings, |deflater| {
+                    deflater.compress(payload, &mut self.scratch)
+                });
+                &self.scratch
+            }
+            _ => payload,
+        };
+        let mask = match role {
+            Role::Client => {
+                self.head.clear();
+                self.client_encoder.encode_header(
+                    opcode,
+                    true,
+                    compressed,
+                    body.len() as u64,
+                    &mut self.head,
+                )
+            }
+            Role::Server => None,
+        };
+        let header = FrameHeader {
+            fin: true,
+            rsv: if compressed { 0b100 } else { 0 },
+            opcode,
+            mask,
+            payload_len: body.len() as u64,
+        };
+        let mut bytes = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut bytes);
+        let mut frame: BytesMut = self.arena.buffer(n + body.len());
+        frame.extend_from_slice(&bytes[..n]);
+        frame.extend_from_slice(body);
+        if let Some(key) = mask {
+            apply_mask(&mut frame[n..], key);
+        }
+        frame.freeze()
+    }
+
+    /// Queues a data frame, under the connection's cap and the backpressure policy.
+    pub(crate) fn queue_data(&mut self, key: usize, frame: Bytes) -> Result<(), SendError> {
+        let cap = self.config.max_queued_bytes;
+        let Some(conn) = self.conns.get_mut(key) else {
+            return Err(SendError::Closed);
+        };
+        if !conn.is_open() {
+            return Err(SendError::Closed);
+        }
+        let len = frame.len();
+        match conn.outbox.push(frame, cap) {
+            Ok(()) => {
+                if conn.outbox.queued_bytes() > cap / 2 {
+                    conn.over_half = true;
+                }
+                self.queued(key, len);
+                Ok(())
+            }
+            Err(_) => match self.config.backpressure {
+                Backpressure::Drop => {
+                    self.counters.incr(Counter::Drops);
+                    Err(SendError::Dropped)
+                }
+                Backpressure::Close => {
+                    self.close(
+                        key,
+                        CloseCode::POLICY_VIOLATION,
+                        "slow consumer",
+                        Cause::SlowConsumer,
+                    );
+                    Err(SendError::SlowConsumer)
+                }
+            },
+        }
+    }
+
+    /// Queues a frame whatever the cap: control frames and handshake answers must get out.
+    pub(crate) fn queue_always(&mut self, key: usize, frame: Bytes) {
+        let len = frame.len();
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.outbox.push_unbounded(frame);
+            self.queued(key, len);
+        }
+    }
+
+    fn queued(&mut self, key: usize, len: usize) {
+        self.counters.incr(Counter::MessagesOut);
+        self.counters.add(Counter::BytesOut, len as u64);
+        self.counters.add(Counter::QueuedBytes, len as u64);
+        let conn = &mut self.conns[key];
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(key as u32);
+        }
+    }
+
+    /// Starts the closing handshake from this side: a close frame with `code` and `reason`
+    /// (cut to fit 123 bytes), `on_close` owed, then wait for the peer's close frame up to
+    /// the close timeout. A connection not open yet is simply dropped.
+    pub(crate) fn close(&mut self, key: usize, code: CloseCode, reason: &str, cause: Cause) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        if !conn.is_open() {
+            if !matches!(conn.phase, Phase::CloseSent | Phase::Flushing) {
+                self.counters.incr(cause.counter());
+                self.doom(key);
+            }
+            return;
+        }
+        let reason = truncate_reason(reason);
+        let frame = self.close_frame(key, code, reason);
+        self.queue_always(key, frame);
+        self.counters.incr(cause.counter());
+        let deadline = self.now + self.config.close_timeout;
+        let conn = &mut self.conns[key];
+        conn.phase = Phase::CloseSent;
+        conn.deadline = deadline;
+        self.notify_close(key, code, reason);
+        self.arm_timer(key);
+    }
+
+    /// Fails the connection (a protocol error, a reply to the peer's close): send a close
+    /// frame, owe `on_close`, then close the socket once the frame is out.
+    pub(crate) fn close_after_flush(
+        &mut self,
+        key: usize,
+        frame_code: Option<CloseCode>,
+        notify_code: CloseCode,
+        reason: &str,
+        cause: Cause,
+    ) {
+        let reason = truncate_reason(reason);
+        let frame = match frame_code {
+            Some(code) => self.close_frame(key, code, reason),
+            None => self.close_frame_empty(key),
+        };
+        self.queue_always(key, frame);
+        self.counters.incr(cause.counter());
+        let deadline = self.now + self.config.close_timeout;
+        let conn = &mut self.conns[key];
+        conn.phase = Phase::Flushing;
+        conn.deadline = deadline;
+        self.notify_close(key, notify_code, reason);
+        self.arm_timer(key);
+    }
+
+    fn close_frame(&mut self, key: usize, code: CloseCode, reason: &str) -> Bytes {
+        let mut payload = Vec::with_capacity(2 + reason.len());
+        write_close_payload(code, reason, &mut payload);
+        let role = self.conns[key].role;
+        self.encode(role, None, OpCode::Close, &payload)
+    }
+
+    fn close_frame_empty(&mut self, key: usize) -> Bytes {
+        let role = self.conns[key].role;
+        self.encode(role, None, OpCode::Close, &[])
+    }
+
+    /// Owes the handler `on_close` for an opened connection, once.
+    pub(crate) fn notify_close(&mut self, key: usize, code: CloseCode, reason: &str) {
+        let conn = &mut self.conns[key];
+        if conn.opened && !conn.close_notified {
+            conn.close_notified = true;
+            self.notices.push_back(Notice::Close {
+                key: key as u32,
+                generation: conn.generation,
+                code,
+                reason: reason.into(),
+            });
+        }
+        if conn.opened {
+            self.counters.sub(Counter::Connections, 1);
+            conn.opened = false;
+            conn.close_notified = true;
+        }
+    }
+
+    /// Lists the connection to be closed and removed at the end of this step.
+    pub(crate) fn doom(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.doomed {
+                conn.doomed = true;
+                self.doomed.push(key as u32);
+            }
+        }
+    }
+
+    /// The next moment the connection needs looking at, if any.
+    fn next_deadline(&self, conn: &Connection<D>) -> Option<Instant> {
+        match conn.phase {
+            Phase::Open => {
+                let idle = self.config.idle_timeout.map(|t| conn.last_read + t);
+                let ping = self
+                    .config
+                    .ping_interval
+                    .map(|t| conn.last_read.max(conn.last_ping) + t);
+                match (idle, ping) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+            _ => Some(conn.deadline),
+        }
+    }
+
+    /// Files the connection in the timer wheel for its next deadline, unless it is
+    /// already filed for that moment or an earlier one.
+    pub(crate) fn arm_timer(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else {
+            return;
+        };
+        let Some(at) = self.next_deadline(conn) else {
+            return;
+        };
+        if conn.timer_at.is_some_and(|filed| filed <= at) {
+            return;
+        }
+        let conn = &mut self.conns[key];
+        conn.timer_seq = conn.timer_seq.wrapping_add(1);
+        conn.timer_at = Some(at);
+        let tag = conn.generation | (u32::from(conn.timer_seq) << 24);
+        self.timers.schedule(key as u32, tag, at);
+    }
+}
+
+/// A close reason must fit the 125-byte control payload with its 2-byte code; cut it at
+/// a character boundary.
+fn truncate_reason(reason: &str) -> &str {
+    if reason.len() <= 123 {
+        return reason;
+    }
+    let mut end = 123;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_reason_is_cut_at_a_char_boundary() {
+        let reason = "é".repeat(100);
+        let cut = truncate_reason(&reason);
+        assert!(cut.len() <= 123);
+        assert!(reason.starts_with(cut));
+    }
+}

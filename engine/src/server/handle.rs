@@ -1,0 +1,233 @@
+//! [`ServerHandle`]: the server as other threads see it. Everything it does is a
+//! [`Command`] put on a worker's channel followed by a wake-up of that worker's ring, so
+//! no worker state is ever shared or locked.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use crossbeam_channel::Sender;
+
+use crate::error::Error;
+use crate::prepared::PreparedMessage;
+use crate::proto::{CloseCode, MessageType};
+use crate::sys::Waker;
+
+use super::dial::{DialRequest, Pending};
+use super::stats::{SharedCounters, Stats};
+use super::ConnId;
+
+/// What another thread asks of a worker.
+pub(crate) enum Command {
+    Send {
+        id: ConnId,
+        message: Outgoing,
+    },
+    Close {
+        id: ConnId,
+        code: CloseCode,
+        reason: String,
+    },
+    Dial(Box<Pending>),
+    Shutdown,
+}
+
+/// A message sent from outside a callback.
+pub(crate) enum Outgoing {
+    Message(MessageType, Bytes),
+    Prepared(Arc<PreparedMessage>),
+}
+
+/// One worker as the others see it.
+pub(crate) struct WorkerLink {
+    pub(crate) commands: Sender<Command>,
+    /// Set by the worker once its ring exists (wakers belong to rings).
+    pub(crate) waker: OnceLock<Waker>,
+    pub(crate) counters: SharedCounters,
+    /// The backend line the worker logged at start.
+    pub(crate) features: OnceLock<String>,
+}
+
+/// What all handles and workers share.
+pub(crate) struct Shared {
+    pub(crate) workers: Vec<WorkerLink>,
+    pub(crate) local_addr: Option<SocketAddr>,
+    pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
+    next_dial: AtomicUsize,
+}
+
+impl Shared {
+    pub(crate) fn new(workers: Vec<WorkerLink>, local_addr: Option<SocketAddr>) -> Shared {
+        Shared {
+            workers,
+            local_addr,
+            threads: Mutex::new(Vec::new()),
+            next_dial: AtomicUsize::new(0),
+        }
+    }
+
+    /// Puts `command` on worker `index`'s channel and wakes it.
+    pub(crate) fn send(&self, index: usize, command: Command) -> Result<(), Error> {
+        let link = self.workers.get(index).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "worker {index} does not exist ({} workers)",
+                self.workers.len()
+            ))
+        })?;
+        link.commands
+            .send(command)
+            .map_err(|_| Error::Io(io::Error::new(io::ErrorKind::BrokenPipe, "server stopped")))?;
+        if let Some(waker) = link.waker.get() {
+            waker.wake();
+        }
+        Ok(())
+    }
+}
+
+/// The running server, from any thread: send to a connection, close one, dial out, read
+/// the counters, shut down. Cheap to clone; every clone drives the same server.
+///
+/// ```no_run
+/// use ringcast::server::{Handler, Server, ServerConfig};
+/// struct Quiet;
+/// impl Handler for Quiet {
+///     type Data = ();
+/// }
+/// let config = ServerConfig { addr: Some("127.0.0.1:0".parse().unwrap()), ..ServerConfig::default() };
+/// let handle = Server::new(config).start(|_worker| Quiet)?;
+/// println!("listening on {}", handle.local_addr().unwrap());
+/// handle.shutdown();
+/// handle.wait();
+/// # Ok::<(), ringcast::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl ServerHandle {
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> ServerHandle {
+        ServerHandle { shared }
+    }
+
+    /// The address the workers listen on (with the port chosen when 0 was asked).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.shared.local_addr
+    }
+
+    /// The number of workers.
+    pub fn workers(&self) -> usize {
+        self.shared.workers.len()
+    }
+
+    /// What each worker runs on: the backend and the kernel features in use.
+    pub fn backends(&self) -> Vec<String> {
+        self.shared
+            .workers
+            .iter()
+            .map(|w| w.features.get().cloned().unwrap_or_default())
+            .collect()
+    }
+
+    /// Queues a message for connection `id`. A connection that is gone by the time the
+    /// worker looks is counted in [`Stats::drops`]; the error here only says the server
+    /// has stopped or the id names no worker.
+    pub fn send_to(
+        &self,
+        id: ConnId,
+        message_type: MessageType,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), Error> {
+        let message = Outgoing::Message(message_type, payload.into());
+        self.shared.send(id.worker(), Command::Send { id, message })
+    }
+
+    /// Queues a prepared message for connection `id` (its frame is shared, not copied).
+    pub fn send_prepared_to(&self, id: ConnId, message: Arc<PreparedMessage>) -> Result<(), Error> {
+        let message = Outgoing::Prepared(message);
+        self.shared.send(id.worker(), Command::Send { id, message })
+    }
+
+    /// Starts the closing handshake of connection `id` with `code` and `reason`.
+    pub fn close(&self, id: ConnId, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.shared.send(
+            id.worker(),
+            Command::Close {
+                id,
+                code,
+                reason: reason.to_owned(),
+            },
+        )
+    }
+
+    /// Opens an outgoing WebSocket connection on one of the workers (the one named in the
+    /// request, or the next in turn). The host is resolved here, on the calling thread;
+    /// the rest happens on the worker: connect, handshake, then
+    /// [`Handler::on_open`](super::Handler::on_open), or
+    /// [`Handler::on_dial_error`](super::Handler::on_dial_error) with the request's tag.
+    pub fn dial(&self, request: DialRequest) -> Result<(), Error> {
+        let worker = match request.worker {
+            Some(worker) => worker,
+            None => self.shared.next_dial.fetch_add(1, Ordering::Relaxed) % self.workers(),
+        };
+        let pending = Pending::resolve(request)?;
+        self.shared.send(worker, Command::Dial(Box::new(pending)))
+    }
+
+    /// The counters of all workers together.
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats::default();
+        for worker in &self.shared.workers {
+            stats.add_worker(&worker.counters);
+        }
+        stats
+    }
+
+    /// The counters of worker `index` (empty when there is no such worker).
+    pub fn worker_stats(&self, index: usize) -> Stats {
+        let mut stats = Stats::default();
+        if let Some(worker) = self.shared.workers.get(index) {
+            stats.add_worker(&worker.counters);
+        }
+        stats
+    }
+
+    /// Starts a graceful shutdown and returns at once: workers stop accepting, send close
+    /// 1001 to every connection, wait for the peers' close frames up to the shutdown
+    /// timeout, then stop. [`wait`](Self::wait) returns when they have.
+    pub fn shutdown(&self) {
+        for index in 0..self.workers() {
+            // A worker that already stopped needs no telling.
+            let _ = self.shared.send(index, Command::Shutdown);
+        }
+    }
+
+    /// Blocks until every worker has stopped (after [`shutdown`](Self::shutdown), or a
+    /// fatal error of its ring, which is logged). Returns at once if another call already
+    /// waited.
+    pub fn wait(&self) {
+        let threads = std::mem::take(
+            &mut *self
+                .shared
+                .threads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for thread in threads {
+            // A worker that panicked has already printed why; the others still stop.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.shared.local_addr)
+            .field("workers", &self.shared.workers.len())
+            .finish()
+    }
+}

@@ -1,0 +1,161 @@
+//! [`Socket`]: the handle a [`Handler`](super::Handler) callback gets for one connection.
+//! It queues frames and closes; the worker sends at the end of the loop turn, so every
+//! frame queued to one connection in one turn leaves in one vectored send.
+
+use std::net::SocketAddr;
+
+use crate::prepared::PreparedMessage;
+use crate::proto::{CloseCode, MessageType, OpCode};
+use crate::sys::socket::peer_addr;
+
+use super::core::{Cause, Core, SendError};
+use super::handle::ServerHandle;
+use super::ConnId;
+
+/// One connection, inside a handler callback.
+///
+/// ```
+/// use ringcast::server::{Handler, Socket};
+/// use ringcast::{CloseCode, MessageType};
+///
+/// /// Counts messages per connection and closes after ten.
+/// struct Counted;
+///
+/// impl Handler for Counted {
+///     type Data = u32;
+///     fn on_message(&mut self, socket: &mut Socket<'_, u32>, kind: MessageType, payload: &[u8]) {
+///         *socket.data() += 1;
+///         if *socket.data() == 10 {
+///             socket.close(CloseCode::NORMAL_CLOSURE, "that will do");
+///         } else {
+///             let _ = socket.send(kind, payload);
+///         }
+///     }
+/// }
+/// ```
+pub struct Socket<'a, D> {
+    pub(crate) core: &'a mut Core<D>,
+    pub(crate) key: usize,
+}
+
+impl<'a, D> Socket<'a, D> {
+    pub(crate) fn new(core: &'a mut Core<D>, key: usize) -> Self {
+        Socket { core, key }
+    }
+
+    fn conn(&self) -> &super::conn::Connection<D> {
+        &self.core.conns[self.key]
+    }
+
+    /// This connection's id, valid server-wide (for [`ServerHandle::send_to`]) and never
+    /// reused for another connection.
+    pub fn id(&self) -> ConnId {
+        ConnId::new(self.core.worker, self.key, self.conn().generation)
+    }
+
+    /// The peer's address (asked of the kernel, so an idle connection does not store it).
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        peer_addr(self.conn().fd).ok()
+    }
+
+    /// The subprotocol agreed in the handshake, if any.
+    pub fn subprotocol(&self) -> Option<&str> {
+        self.conn().subprotocol.as_deref()
+    }
+
+    /// Whether permessage-deflate was agreed.
+    pub fn is_compressed(&self) -> bool {
+        self.conn().compression.is_some()
+    }
+
+    /// The tag given to [`ServerHandle::dial`] for an outgoing connection; 0 for accepted
+    /// ones.
+    pub fn tag(&self) -> u64 {
+        self.conn().tag
+    }
+
+    /// Bytes queued for this connection and not yet taken by the kernel.
+    pub fn queued_bytes(&self) -> usize {
+        self.conn().outbox.queued_bytes()
+    }
+
+    /// Whether messages can still be sent (open, and no close started).
+    pub fn is_open(&self) -> bool {
+        self.conn().is_open()
+    }
+
+    /// The application's state for this connection.
+    pub fn data(&mut self) -> &mut D {
+        &mut self.core.conns[self.key].data
+    }
+
+    /// A handle to the whole server, to reach other connections or workers.
+    pub fn server(&self) -> ServerHandle {
+        ServerHandle::from_shared(self.core.shared.clone())
+    }
+
+    /// The index of the worker running this callback.
+    pub fn worker(&self) -> usize {
+        self.core.worker
+    }
+
+    /// Queues a message (compressed if the connection agreed to it). Fails when the
+    /// connection is closing, or under backpressure (see [`SendError`]).
+    pub fn send(&mut self, message_type: MessageType, payload: &[u8]) -> Result<(), SendError> {
+        if !self.is_open() {
+            return Err(SendError::Closed);
+        }
+        let conn = self.conn();
+        let (role, compression) = (conn.role, conn.compression);
+        let frame = self
+            .core
+            .encode(role, compression, message_type.opcode(), payload);
+        self.core.queue_data(self.key, frame)
+    }
+
+    /// Queues a prepared message: its frame for this connection's side and compression is
+    /// built once and shared with every other connection that sends it (no copy).
+    pub fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), SendError> {
+        if !self.is_open() {
+            return Err(SendError::Closed);
+        }
+        let conn = self.conn();
+        let frame = message.frame(conn.role, conn.compression);
+        self.core.queue_data(self.key, frame)
+    }
+
+    /// Queues a ping with `payload` (at most 125 bytes; longer is cut).
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.control(OpCode::Ping, payload)
+    }
+
+    /// Queues a pong with `payload` (at most 125 bytes; longer is cut). Pings are answered
+    /// by the engine; this is for unsolicited pongs (heartbeats).
+    pub fn pong(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.control(OpCode::Pong, payload)
+    }
+
+    fn control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), SendError> {
+        if !self.is_open() {
+            return Err(SendError::Closed);
+        }
+        let payload = &payload[..payload.len().min(125)];
+        let role = self.conn().role;
+        let frame = self.core.encode(role, None, opcode, payload);
+        self.core.queue_always(self.key, frame);
+        Ok(())
+    }
+
+    /// Starts the closing handshake: a close frame with `code` and `reason` (cut to 123
+    /// bytes), then `on_close` with the same code once this callback returns. The socket is
+    /// closed when the peer answers, or after the close timeout.
+    pub fn close(&mut self, code: CloseCode, reason: &str) {
+        self.core.close(self.key, code, reason, Cause::Server);
+    }
+}
+
+impl<D> std::fmt::Debug for Socket<'_, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket").field("id", &self.id()).finish()
+    }
+}

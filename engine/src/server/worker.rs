@@ -1,0 +1,853 @@
+//! [`Worker`]: the loop of one core. It owns its driver (ring or epoll), listener,
+//! connections, arena, timers and handler; other threads reach it only through its
+//! command channel and waker.
+//!
+//! One turn: wait for completions; hand each to its connection (accept, receive, send,
+//! connect); take commands from other threads; fire due timers; then start one vectored
+//! send per connection that has something queued. Callbacks the handler is owed
+//! (`on_close`, `on_drain`) run right after the callback or completion that caused them,
+//! and sockets are closed and removed only between completions, never under a callback.
+
+use std::io;
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::Receiver;
+
+use crate::error::Error;
+use crate::proto::decoder::DEFAULT_READ_LIMIT;
+use crate::proto::deflate::{DeflateSettings, Inflater, PerMessageDeflate};
+use crate::proto::handshake::{self, HandshakeError, Request};
+use crate::proto::{CloseCode, Decoder, Event, OpCode, ProtocolError, Role};
+use crate::sys::{socket, Completion, Driver, OpKind, RecvBuf, Token};
+
+use super::conn::Phase;
+use super::core::{Cause, Core, Notice};
+use super::dial::Pending;
+use super::handle::{Command, Outgoing, Shared};
+use super::stats::Counter;
+use super::{Handler, ServerConfig, Socket};
+
+/// The accept operation's token: the listener is not in the slab.
+const ACCEPT: Token = Token::new(OpKind::Accept, u32::MAX, 0);
+/// First and longest pause of accepting after an error such as `EMFILE`.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
+/// One worker thread's state.
+pub(crate) struct Worker<H: Handler> {
+    handler: H,
+    core: Core<H::Data>,
+    driver: Driver,
+    inflater: Inflater,
+    commands: Receiver<Command>,
+    listener: Option<OwnedFd>,
+    /// Accepting is paused until then (after an accept error).
+    accept_resume: Option<Instant>,
+    accept_backoff: Duration,
+    /// Set by a shutdown: when the worker stops, whatever is left.
+    shutdown_at: Option<Instant>,
+    /// Reused between sends and timer runs.
+    batch: Vec<Bytes>,
+    due: Vec<(u32, u32)>,
+}
+
+impl<H: Handler> Worker<H> {
+    pub(crate) fn new(
+        index: usize,
+        handler: H,
+        config: Arc<ServerConfig>,
+        shared: Arc<Shared>,
+        driver: Driver,
+        commands: Receiver<Command>,
+        listener: Option<OwnedFd>,
+    ) -> Self {
+        Worker {
+            handler,
+            core: Core::new(index, config, shared),
+            driver,
+            inflater: Inflater::new(),
+            commands,
+            listener,
+            accept_resume: None,
+            accept_backoff: ACCEPT_BACKOFF.0,
+            shutdown_at: None,
+            batch: Vec::with_capacity(crate::sys::MAX_SEND_FRAMES),
+            due: Vec::new(),
+        }
+    }
+
+    /// Runs until shut down. Only a failure of the ring itself ends it early.
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        if let Some(listener) = &self.listener {
+            self.driver.accept(listener.as_raw_fd(), ACCEPT);
+        }
+        loop {
+            let timeout = self.wait_time();
+            self.driver.submit_and_wait(timeout)?;
+            self.core.now = Instant::now();
+            while let Some(completion) = self.driver.next_completion() {
+                self.dispatch(completion);
+                self.settle();
+            }
+            self.take_commands();
+            self.fire_timers();
+            self.resume_accepting();
+            self.settle();
+            self.flush();
+            self.publish_stats();
+            if self.finished() {
+                break;
+            }
+        }
+        self.stop();
+        Ok(())
+    }
+
+    /// How long the next wait may last: until the next timer, accept resumption or
+    /// shutdown deadline; without bound when none is pending.
+    fn wait_time(&self) -> Option<Duration> {
+        let next = [
+            self.core.timers.next_deadline(),
+            self.accept_resume,
+            self.shutdown_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
+        Some(next.saturating_duration_since(Instant::now()))
+    }
+
+    fn dispatch(&mut self, completion: Completion) {
+        match completion.token.kind() {
+            OpKind::Accept => self.on_accept(completion),
+            OpKind::Recv => self.on_recv(completion),
+            OpKind::Send => self.on_send(completion),
+            OpKind::Connect => self.on_connect(completion),
+            // Commands are taken every turn; the wake-up only ended the wait.
+            OpKind::Wake | OpKind::Close | OpKind::User => {}
+        }
+    }
+
+    // --- accept ---------------------------------------------------------------------
+
+    fn on_accept(&mut self, c: Completion) {
+        if c.result >= 0 {
+            self.accept_backoff = ACCEPT_BACKOFF.0;
+            self.accepted(c.result);
+            if !c.more {
+                self.rearm_accept();
+            }
+            return;
+        }
+        if c.result == -libc::ECANCELED || self.listener.is_none() {
+            return;
+        }
+        // EMFILE, ENFILE, ENOBUFS...: the operation has ended; pause, then try again.
+        self.core.counters.incr(Counter::AcceptErrors);
+        let error = io::Error::from_raw_os_error(-c.result);
+        tracing::warn!(worker = self.core.worker, %error, pause_ms = self.accept_backoff.as_millis() as u64, "accept failed; pausing");
+        self.accept_resume = Some(self.core.now + self.accept_backoff);
+        self.accept_backoff = (self.accept_backoff * 2).min(ACCEPT_BACKOFF.1);
+    }
+
+    fn accepted(&mut self, fd: i32) {
+        self.core.counters.incr(Counter::Accepted);
+        if self.shutdown_at.is_some() || self.core.conns.len() >= self.core.config.max_connections {
+            self.core.counters.incr(Counter::Rejected);
+            self.driver.close(fd, None);
+            return;
+        }
+        let key = self
+            .core
+            .insert(fd, Role::Server, Phase::Handshake { head: Vec::new() });
+        let deadline = self.core.now + self.core.config.handshake_timeout();
+        let conn = &mut self.core.conns[key];
+        conn.deadline = deadline;
+        let token = Token::new(OpKind::Recv, key as u32, conn.generation);
+        self.driver.recv(fd, token);
+        self.core.arm_timer(key);
+    }
+
+    fn rearm_accept(&mut self) {
+        if self.shutdown_at.is_none() {
+            if let Some(listener) = &self.listener {
+                self.driver.accept(listener.as_raw_fd(), ACCEPT);
+            }
+        }
+    }
+
+    fn resume_accepting(&mut self) {
+        if self.accept_resume.is_some_and(|at| at <= self.core.now) {
+            self.accept_resume = None;
+            self.rearm_accept();
+        }
+    }
+
+    // --- receive --------------------------------------------------------------------
+
+    fn on_recv(&mut self, c: Completion) {
+        let (key, generation) = (c.token.key(), c.token.generation());
+        let Some(conn) = self.core.get(key, generation) else {
+            return; // a completion of a connection that is gone
+        };
+        if conn.doomed {
+            return;
+        }
+        let (key, fd) = (key as usize, conn.fd);
+        match c.result {
+            n if n > 0 => {
+                if let Some(buffer) = c.buffer {
+                    self.received(key, buffer);
+                }
+                if !c.more {
+                    self.rearm_recv(key, fd, generation);
+                }
+            }
+            0 => self.peer_gone(key, None),
+            e if e == -libc::ENOBUFS => {
+                if !c.more {
+                    self.rearm_recv(key, fd, generation);
+                }
+            }
+            e if e == -libc::ECANCELED => {}
+            e => self.peer_gone(key, Some(io::Error::from_raw_os_error(-e))),
+        }
+    }
+
+    fn rearm_recv(&mut self, key: usize, fd: i32, generation: u32) {
+        if self
+            .core
+            .get(key as u32, generation)
+            .is_some_and(|c| !c.doomed)
+        {
+            self.driver
+                .recv(fd, Token::new(OpKind::Recv, key as u32, generation));
+        }
+    }
+
+    fn received(&mut self, key: usize, mut buffer: RecvBuf) {
+        let conn = &mut self.core.conns[key];
+        conn.last_read = self.core.now;
+        match &mut conn.phase {
+            Phase::Handshake { head } => {
+                head.extend_from_slice(buffer.as_slice());
+                drop(buffer);
+                self.request_head(key);
+            }
+            Phase::Dialing { head, .. } => {
+                head.extend_from_slice(buffer.as_slice());
+                drop(buffer);
+                self.response_head(key);
+            }
+            Phase::Open | Phase::CloseSent => self.frames(key, buffer.as_mut_slice()),
+            // Bytes after our final answer, or before connecting: nothing to do with them.
+            Phase::Flushing | Phase::Connecting(_) => {}
+        }
+    }
+
+    /// The peer's side ended (end of stream or an error) without a closing handshake.
+    fn peer_gone(&mut self, key: usize, error: Option<io::Error>) {
+        let conn = &self.core.conns[key];
+        match &conn.phase {
+            Phase::Open => {
+                self.core.counters.incr(Counter::ClosedAbnormal);
+                self.core.notify_close(key, CloseCode::ABNORMAL_CLOSURE, "");
+            }
+            Phase::Connecting(_) | Phase::Dialing { .. } => {
+                let error = error.unwrap_or_else(|| {
+                    io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed during the handshake",
+                    )
+                });
+                self.dial_failed(key, Error::Io(error));
+            }
+            Phase::Handshake { .. } | Phase::CloseSent | Phase::Flushing => {}
+        }
+        self.core.doom(key);
+    }
+
+    // --- handshake, server side -------------------------------------------------------
+
+    fn request_head(&mut self, key: usize) {
+        let limits = self.core.config.upgrader.limits;
+        let Phase::Handshake { head } = &mut self.core.conns[key].phase else {
+            return;
+        };
+        match handshake::parse_request(head, &limits) {
+            Ok(None) => {}
+            Err(err) => self.refuse(key, None, err),
+            Ok(Some((request, used))) => {
+                let mut leftover = head[used..].to_vec();
+                if handshake::is_websocket_upgrade(&request) {
+                    self.upgrade(key, request, &mut leftover);
+                } else {
+                    self.http(key, &request);
+                }
+            }
+        }
+    }
+
+    fn upgrade(&mut self, key: usize, request: Request, leftover: &mut [u8]) {
+        let accepted = match self.core.config.upgrader.accept(&request) {
+            Ok(accepted) => accepted,
+            Err(err) => return self.refuse(key, Some(&request), err),
+        };
+        let extra = match self.handler.on_upgrade(&request) {
+            Ok(extra) => extra,
+            Err(err) => return self.refuse(key, Some(&request), err),
+        };
+        let mut response = Vec::with_capacity(256);
+        handshake::write_response(&accepted, &extra, &mut response);
+        self.core.queue_always(key, Bytes::from(response));
+        let read_limit = self.core.config.upgrader.read_limit;
+        let level = self.core.config.compression_level;
+        let conn = &mut self.core.conns[key];
+        conn.subprotocol = accepted.subprotocol.map(String::into_boxed_str);
+        self.open(key, accepted.compression, read_limit, level);
+        Self::call(&mut self.handler, &mut self.core, key, |h, s| {
+            h.on_open(s, &request)
+        });
+        self.settle_notices();
+        if !leftover.is_empty() {
+            self.frames(key, leftover);
+        }
+    }
+
+    /// The handshake is done (either side): the connection is open.
+    fn open(
+        &mut self,
+        key: usize,
+        agreed: Option<PerMessageDeflate>,
+        read_limit: Option<u64>,
+        level: i32,
+    ) {
+        let now = self.core.now;
+        let conn = &mut self.core.conns[key];
+        conn.phase = Phase::Open;
+        conn.opened = true;
+        conn.last_read = now;
+        conn.last_ping = now;
+        conn.compression = agreed.map(|agreed| DeflateSettings {
+            level,
+            window_bits: match conn.role {
+                Role::Server => agreed.server_max_window_bits,
+                Role::Client => agreed.client_max_window_bits.flatten(),
+            }
+            .unwrap_or(15),
+        });
+        conn.decoder.set_compression(agreed.is_some());
+        conn.decoder
+            .set_read_limit(read_limit.unwrap_or(DEFAULT_READ_LIMIT));
+        self.core.counters.incr(Counter::HandshakesOk);
+        self.core.counters.incr(Counter::Connections);
+        self.core.arm_timer(key);
+    }
+
+    fn refuse(&mut self, key: usize, request: Option<&Request>, err: HandshakeError) {
+        tracing::debug!(worker = self.core.worker, status = err.status(), %err, "handshake refused");
+        self.core.counters.incr(Counter::HandshakesFailed);
+        let mut response = Vec::with_capacity(256);
+        self.core
+            .config
+            .upgrader
+            .write_refusal(request, &err, &mut response);
+        self.answer_and_close(key, response);
+    }
+
+    fn http(&mut self, key: usize, request: &Request) {
+        self.core.counters.incr(Counter::HttpRequests);
+        let response = self.handler.on_http(request);
+        let mut out = Vec::with_capacity(256 + response.body.len());
+        response.write_to(&mut out);
+        self.answer_and_close(key, out);
+    }
+
+    fn answer_and_close(&mut self, key: usize, response: Vec<u8>) {
+        self.core.queue_always(key, Bytes::from(response));
+        let deadline = self.core.now + self.core.config.close_timeout;
+        let conn = &mut self.core.conns[key];
+        conn.phase = Phase::Flushing;
+        conn.deadline = deadline;
+        self.core.arm_timer(key);
+    }
+
+    // --- handshake, client side -------------------------------------------------------
+
+    fn start_dial(&mut self, pending: Box<Pending>) {
+        let fd = match socket::tcp_socket(&pending.addr).and_then(|fd| {
+            if let Some(source) = pending.source {
+                socket::bind(fd.as_raw_fd(), &std::net::SocketAddr::new(source, 0))?;
+            }
+            Ok(fd)
+        }) {
+            Ok(fd) => fd.into_raw_fd(),
+            Err(err) => {
+                self.core.counters.incr(Counter::DialsFailed);
+                self.handler.on_dial_error(pending.tag, Error::Io(err));
+                return;
+            }
+        };
+        let (addr, tag) = (pending.addr, pending.tag);
+        let key = self
+            .core
+            .insert(fd, Role::Client, Phase::Connecting(pending));
+        let deadline = self.core.now + self.core.config.handshake_timeout();
+        let conn = &mut self.core.conns[key];
+        conn.tag = tag;
+        conn.deadline = deadline;
+        let token = Token::new(OpKind::Connect, key as u32, conn.generation);
+        self.driver.connect(fd, addr, token);
+        self.core.arm_timer(key);
+    }
+
+    fn on_connect(&mut self, c: Completion) {
+        let (key, generation) = (c.token.key(), c.token.generation());
+        let Some(conn) = self.core.get(key, generation) else {
+            return;
+        };
+        if conn.doomed {
+            return;
+        }
+        let (key, fd) = (key as usize, conn.fd);
+        if c.result < 0 {
+            let error = io::Error::from_raw_os_error(-c.result);
+            self.dial_failed(key, Error::Io(error));
+            self.core.doom(key);
+            return;
+        }
+        let conn = &mut self.core.conns[key];
+        let Phase::Connecting(pending) = std::mem::replace(&mut conn.phase, Phase::Flushing) else {
+            return;
+        };
+        let mut request = Vec::with_capacity(256);
+        handshake::write_request(&pending.client_request(), &mut request);
+        conn.phase = Phase::Dialing {
+            pending,
+            head: Vec::new(),
+        };
+        self.core.queue_always(key, Bytes::from(request));
+        self.driver
+            .recv(fd, Token::new(OpKind::Recv, key as u32, generation));
+    }
+
+    fn response_head(&mut self, key: usize) {
+        let limits = self.core.config.upgrader.limits;
+        let Phase::Dialing { pending, head } = &mut self.core.conns[key].phase else {
+            return;
+        };
+        let (response, used) = match handshake::parse_response(head, &limits) {
+            Ok(None) => return,
+            Ok(Some(parsed)) => parsed,
+            Err(err) => {
+                self.dial_failed(key, Error::Handshake(err));
+                return self.core.doom(key);
+            }
+        };
+        let agreed = match handshake::validate_response(&response, &pending.client_request()) {
+            Ok(agreed) => agreed,
+            Err(err) => {
+                self.dial_failed(key, Error::Handshake(err));
+                return self.core.doom(key);
+            }
+        };
+        let mut leftover = head[used..].to_vec();
+        let request = pending.as_request();
+        self.core.counters.incr(Counter::DialsOk);
+        let read_limit = self.core.config.upgrader.read_limit;
+        let level = self.core.config.compression_level;
+        self.core.conns[key].subprotocol = agreed.subprotocol.map(String::into_boxed_str);
+        self.open(key, agreed.compression, read_limit, level);
+        Self::call(&mut self.handler, &mut self.core, key, |h, s| {
+            h.on_open(s, &request)
+        });
+        self.settle_notices();
+        if !leftover.is_empty() {
+            self.frames(key, &mut leftover);
+        }
+    }
+
+    fn dial_failed(&mut self, key: usize, error: Error) {
+        self.core.counters.incr(Counter::DialsFailed);
+        self.core.counters.incr(Counter::HandshakesFailed);
+        let tag = self.core.conns[key].tag;
+        self.handler.on_dial_error(tag, error);
+    }
+
+    // --- frames -----------------------------------------------------------------------
+
+    /// Decodes what arrived on an open (or closing) connection and hands each event on.
+    fn frames(&mut self, key: usize, input: &mut [u8]) {
+        let role = self.core.conns[key].role;
+        let mut decoder = std::mem::replace(&mut self.core.conns[key].decoder, Decoder::new(role));
+        let mut pos = 0;
+        loop {
+            let conn = &self.core.conns[key];
+            if conn.doomed || !matches!(conn.phase, Phase::Open | Phase::CloseSent) {
+                break;
+            }
+            let open = matches!(conn.phase, Phase::Open);
+            let (used, event) = match decoder.decode(&mut input[pos..], &mut self.inflater) {
+                Ok(decoded) => decoded,
+                Err(err) => {
+                    self.protocol_error(key, err);
+                    break;
+                }
+            };
+            pos += used;
+            let Some(event) = event else {
+                break;
+            };
+            match event {
+                Event::Message(message_type, payload) => {
+                    self.core.counters.incr(Counter::MessagesIn);
+                    self.core
+                        .counters
+                        .add(Counter::BytesIn, payload.len() as u64);
+                    if open {
+                        let mut socket = Socket::new(&mut self.core, key);
+                        self.handler.on_message(&mut socket, message_type, payload);
+                        self.settle_notices();
+                    }
+                }
+                Event::Ping(payload) => {
+                    if open {
+                        let frame = self.core.encode(role, None, OpCode::Pong, payload);
+                        self.core.queue_always(key, frame);
+                    }
+                }
+                Event::Pong(_) | Event::Part { .. } => {}
+                Event::Close(body) => {
+                    let (code, reason) = match body {
+                        Some((code, reason)) => (Some(code), reason.to_owned()),
+                        None => (None, String::new()),
+                    };
+                    self.peer_closed(key, code, &reason);
+                    break;
+                }
+            }
+        }
+        decoder.release_idle_memory();
+        if let Some(conn) = self.core.conns.get_mut(key) {
+            conn.decoder = decoder;
+        }
+    }
+
+    fn peer_closed(&mut self, key: usize, code: Option<CloseCode>, reason: &str) {
+        let conn = &mut self.core.conns[key];
+        match conn.phase {
+            Phase::Open => {
+                // RFC 6455 section 5.5.1: answer with a close frame, echoing the code.
+                let notify = code.unwrap_or(CloseCode::NO_STATUS_RECEIVED);
+                self.core
+                    .close_after_flush(key, code, notify, reason, Cause::Peer);
+            }
+            Phase::CloseSent => {
+                if conn.outbox.is_empty() && !conn.sending {
+                    self.core.doom(key);
+                } else {
+                    conn.phase = Phase::Flushing;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn protocol_error(&mut self, key: usize, err: ProtocolError) {
+        let conn = &self.core.conns[key];
+        if matches!(conn.phase, Phase::Open) {
+            let code = err.close_code();
+            let reason = err.to_string();
+            self.core
+                .close_after_flush(key, Some(code), code, &reason, Cause::Protocol);
+        } else {
+            self.core.doom(key);
+        }
+    }
+
+    // --- send -------------------------------------------------------------------------
+
+    fn on_send(&mut self, c: Completion) {
+        let (key, generation) = (c.token.key(), c.token.generation());
+        let Some(conn) = self.core.get(key, generation) else {
+            return;
+        };
+        if conn.doomed {
+            return;
+        }
+        let key = key as usize;
+        self.core.conns[key].sending = false;
+        if c.result < 0 {
+            return self.peer_gone(key, Some(io::Error::from_raw_os_error(-c.result)));
+        }
+        let sent = c.result as usize;
+        self.core.counters.sub(Counter::QueuedBytes, sent as u64);
+        let cap = self.core.config.max_queued_bytes;
+        let conn = &mut self.core.conns[key];
+        conn.outbox.advance(sent);
+        if !conn.outbox.is_empty() {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.core.dirty.push(key as u32);
+            }
+        } else if matches!(conn.phase, Phase::Flushing) {
+            self.core.doom(key);
+            return;
+        }
+        if conn.over_half && conn.outbox.queued_bytes() <= cap / 2 {
+            conn.over_half = false;
+            if conn.is_open() {
+                self.core.notices.push_back(Notice::Drain {
+                    key: key as u32,
+                    generation,
+                });
+            }
+        }
+    }
+
+    /// Starts one send per connection with something queued and no send in flight.
+    fn flush(&mut self) {
+        let dirty = std::mem::take(&mut self.core.dirty);
+        for &key in &dirty {
+            let Some(conn) = self.core.conns.get_mut(key as usize) else {
+                continue;
+            };
+            conn.dirty = false;
+            if conn.sending || conn.doomed || conn.outbox.is_empty() {
+                continue;
+            }
+            conn.outbox.batch(&mut self.batch);
+            let token = Token::new(OpKind::Send, key, conn.generation);
+            self.driver.send(conn.fd, token, self.batch.drain(..));
+            conn.sending = true;
+        }
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.core.dirty.is_empty() {
+            self.core.dirty = dirty;
+        }
+    }
+
+    // --- commands, timers, shutdown -----------------------------------------------------
+
+    fn take_commands(&mut self) {
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Send { id, message } => self.send_to(id, message),
+                Command::Close { id, code, reason } => {
+                    if self.core.get(id.key() as u32, id.generation()).is_some() {
+                        self.core.close(id.key(), code, &reason, Cause::Server);
+                    }
+                }
+                Command::Dial(pending) => self.start_dial(pending),
+                Command::Shutdown => self.begin_shutdown(),
+            }
+            self.settle();
+        }
+    }
+
+    fn send_to(&mut self, id: super::ConnId, message: Outgoing) {
+        let key = id.key();
+        let Some(conn) = self.core.get(key as u32, id.generation()) else {
+            self.core.counters.incr(Counter::Drops);
+            return;
+        };
+        if !conn.is_open() {
+            self.core.counters.incr(Counter::Drops);
+            return;
+        }
+        let (role, compression) = (conn.role, conn.compression);
+        let frame = match message {
+            Outgoing::Message(message_type, payload) => {
+                self.core
+                    .encode(role, compression, message_type.opcode(), &payload)
+            }
+            Outgoing::Prepared(prepared) => prepared.frame(role, compression),
+        };
+        // Refusals are counted by the core (drops, slow-consumer closes).
+        let _ = self.core.queue_data(key, frame);
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.core.now;
+        let mut due = std::mem::take(&mut self.due);
+        self.core
+            .timers
+            .expire(now, |key, tag, _| due.push((key, tag)));
+        for &(key, tag) in &due {
+            self.timer(key as usize, tag);
+        }
+        due.clear();
+        self.due = due;
+    }
+
+    fn timer(&mut self, key: usize, tag: u32) {
+        let generation = tag & Token::MAX_GENERATION;
+        let now = self.core.now;
+        let Some(conn) = self.core.conns.get_mut(key) else {
+            return;
+        };
+        if conn.generation != generation || u32::from(conn.timer_seq) != tag >> 24 || conn.doomed {
+            return; // superseded by a later filing, or another connection
+        }
+        conn.timer_at = None;
+        let config = self.core.config.clone();
+        match conn.phase {
+            Phase::Handshake { .. } if now >= conn.deadline => {
+                tracing::debug!(worker = self.core.worker, "handshake timeout");
+                self.core.counters.incr(Counter::ClosedHandshakeTimeout);
+                self.core.counters.incr(Counter::HandshakesFailed);
+                return self.core.doom(key);
+            }
+            Phase::Connecting(_) | Phase::Dialing { .. } if now >= conn.deadline => {
+                let error = io::Error::new(io::ErrorKind::TimedOut, "handshake timed out");
+                self.dial_failed(key, Error::Io(error));
+                return self.core.doom(key);
+            }
+            Phase::CloseSent | Phase::Flushing if now >= conn.deadline => {
+                return self.core.doom(key);
+            }
+            Phase::Open => {
+                if config
+                    .idle_timeout
+                    .is_some_and(|t| now >= conn.last_read + t)
+                {
+                    self.core
+                        .close(key, CloseCode::GOING_AWAY, "idle timeout", Cause::Idle);
+                    return;
+                }
+                if config
+                    .ping_interval
+                    .is_some_and(|t| now >= conn.last_read.max(conn.last_ping) + t)
+                {
+                    conn.last_ping = now;
+                    let role = conn.role;
+                    let frame = self.core.encode(role, None, OpCode::Ping, &[]);
+                    self.core.queue_always(key, frame);
+                }
+            }
+            _ => {}
+        }
+        self.core.arm_timer(key);
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.shutdown_at.is_some() {
+            return;
+        }
+        self.shutdown_at = Some(self.core.now + self.core.config.shutdown_timeout);
+        self.accept_resume = None;
+        if let Some(listener) = self.listener.take() {
+            self.driver.close(listener.into_raw_fd(), None);
+        }
+        let keys: Vec<usize> = self.core.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.core.close(
+                key,
+                CloseCode::GOING_AWAY,
+                "server shutting down",
+                Cause::Shutdown,
+            );
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.shutdown_at
+            .is_some_and(|at| self.core.conns.is_empty() || self.core.now >= at)
+    }
+
+    /// Closes whatever is left and hands the closes to the kernel.
+    fn stop(&mut self) {
+        let keys: Vec<usize> = self.core.conns.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            self.core.doom(key);
+        }
+        self.settle();
+        let _ = self.driver.submit();
+        self.publish_stats();
+    }
+
+    // --- bookkeeping --------------------------------------------------------------------
+
+    /// Runs owed callbacks, then closes and removes doomed sockets, until neither is left.
+    fn settle(&mut self) {
+        loop {
+            self.settle_notices();
+            if self.core.doomed.is_empty() {
+                break;
+            }
+            self.reap();
+        }
+    }
+
+    fn settle_notices(&mut self) {
+        while let Some(notice) = self.core.notices.pop_front() {
+            match notice {
+                Notice::Close {
+                    key,
+                    generation,
+                    code,
+                    reason,
+                } => {
+                    if self.core.get(key, generation).is_some() {
+                        Self::call(&mut self.handler, &mut self.core, key as usize, |h, s| {
+                            h.on_close(s, code, &reason)
+                        });
+                    }
+                }
+                Notice::Drain { key, generation } => {
+                    if self.core.get(key, generation).is_some_and(|c| c.is_open()) {
+                        Self::call(&mut self.handler, &mut self.core, key as usize, |h, s| {
+                            h.on_drain(s)
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        let doomed = std::mem::take(&mut self.core.doomed);
+        for key in doomed {
+            let key = key as usize;
+            let Some(conn) = self.core.conns.get(key) else {
+                continue;
+            };
+            if conn.opened && !conn.close_notified {
+                // Closed without a word from either side (reset, timeout): 1006.
+                self.core.counters.incr(Counter::ClosedAbnormal);
+                self.core.notify_close(key, CloseCode::ABNORMAL_CLOSURE, "");
+                self.settle_notices();
+            }
+            let conn = self.core.conns.remove(key);
+            self.core.counters.sub(Counter::Sockets, 1);
+            self.core
+                .counters
+                .sub(Counter::QueuedBytes, conn.outbox.queued_bytes() as u64);
+            if conn.opened {
+                self.core.counters.sub(Counter::Connections, 1);
+            }
+            self.driver.close(conn.fd, None);
+        }
+    }
+
+    fn publish_stats(&self) {
+        self.core.shared.workers[self.core.worker]
+            .counters
+            .publish(&self.core.counters);
+    }
+
+    /// Calls the handler with a socket for `key` (split borrows: the handler and the core
+    /// are separate fields).
+    fn call(
+        handler: &mut H,
+        core: &mut Core<H::Data>,
+        key: usize,
+        f: impl FnOnce(&mut H, &mut Socket<'_, H::Data>),
+    ) {
+        let mut socket = Socket::new(core, key);
+        f(handler, &mut socket);
+    }
+}
