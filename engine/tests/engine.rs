@@ -1,0 +1,676 @@
+//! The engine over real sockets on loopback, once per backend: echo, the handle's
+//! commands, dialing out, and every fault the engine must survive (slowloris, oversized
+//! and garbage handshakes, slow readers, resets, 10 000 connections, shutdown).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use ringcast::proto::OpCode;
+use ringcast::server::{
+    Backpressure, ConnId, DialRequest, Handler, Server, ServerConfig, ServerHandle, Socket, Stats,
+};
+use ringcast::sys::Backend;
+use ringcast::{CloseCode, MessageType};
+
+use common::{RawClient, Received, WAIT};
+
+/// What the test handler saw, reported to the test thread.
+#[derive(Debug)]
+enum Seen {
+    Open(ConnId, u64),
+    Message(ConnId, Vec<u8>),
+    Close(ConnId, u16, String),
+    Drain(ConnId),
+    DialError(u64, String),
+}
+
+/// Echoes, and obeys a few text commands: `flood N` sends N 1 KiB messages back,
+/// `close CODE` closes with that code.
+#[derive(Clone)]
+struct Probe {
+    seen: Sender<Seen>,
+    echo: bool,
+}
+
+impl Handler for Probe {
+    type Data = ();
+
+    fn on_open(
+        &mut self,
+        socket: &mut Socket<'_, ()>,
+        _request: &ringcast::proto::handshake::Request,
+    ) {
+        let _ = self.seen.send(Seen::Open(socket.id(), socket.tag()));
+    }
+
+    fn on_message(&mut self, socket: &mut Socket<'_, ()>, kind: MessageType, payload: &[u8]) {
+        let _ = self.seen.send(Seen::Message(socket.id(), payload.to_vec()));
+        let text = std::str::from_utf8(payload).unwrap_or("");
+        if let Some(n) = text.strip_prefix("flood ") {
+            let n: usize = n.parse().expect("flood count");
+            let block = vec![7u8; 1024];
+            for _ in 0..n {
+                if socket.send(MessageType::Binary, &block).is_err() {
+                    break;
+                }
+            }
+        } else if let Some(code) = text.strip_prefix("close ") {
+            socket.close(CloseCode(code.parse().expect("code")), "asked to");
+        } else if self.echo {
+            let _ = socket.send(kind, payload);
+        }
+    }
+
+    fn on_close(&mut self, socket: &mut Socket<'_, ()>, code: CloseCode, reason: &str) {
+        let _ = self
+            .seen
+            .send(Seen::Close(socket.id(), code.0, reason.to_owned()));
+    }
+
+    fn on_drain(&mut self, socket: &mut Socket<'_, ()>) {
+        let _ = self.seen.send(Seen::Drain(socket.id()));
+    }
+
+    fn on_dial_error(&mut self, tag: u64, error: ringcast::Error) {
+        let _ = self.seen.send(Seen::DialError(tag, error.to_string()));
+    }
+}
+
+fn config(backend: Backend) -> ServerConfig {
+    ServerConfig {
+        addr: Some("127.0.0.1:0".parse().expect("literal")),
+        workers: 2,
+        backend,
+        // Clients left open at the end of a test need not hold it up long.
+        shutdown_timeout: Duration::from_secs(1),
+        ..ServerConfig::default()
+    }
+}
+
+fn start(config: ServerConfig) -> (ServerHandle, Receiver<Seen>) {
+    let (tx, rx) = unbounded();
+    let probe = Probe {
+        seen: tx,
+        echo: true,
+    };
+    let handle = Server::new(config)
+        .start(move |_| probe.clone())
+        .expect("server starts");
+    (handle, rx)
+}
+
+fn stop(handle: ServerHandle) {
+    handle.shutdown();
+    handle.wait();
+}
+
+fn addr(handle: &ServerHandle) -> SocketAddr {
+    handle.local_addr().expect("listening")
+}
+
+/// Polls the stats until `done` holds; fails the test after WAIT.
+fn wait_stats(handle: &ServerHandle, what: &str, done: impl Fn(&Stats) -> bool) -> Stats {
+    let start = Instant::now();
+    loop {
+        let stats = handle.stats();
+        if done(&stats) {
+            return stats;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "timed out waiting for {what}: {stats:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The next event the handler reported that `pick` accepts; fails after WAIT.
+fn wait_seen<T>(rx: &Receiver<Seen>, mut pick: impl FnMut(Seen) -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let seen = rx
+            .recv_timeout(left)
+            .expect("handler event before the deadline");
+        if let Some(found) = pick(seen) {
+            return found;
+        }
+    }
+}
+
+/// Reads until the server closes the stream; returns everything read. Fails after WAIT.
+fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut out = Vec::new();
+    match stream.read_to_end(&mut out) {
+        Ok(_) => out,
+        // A reset after the answer is still the end of the stream.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => out,
+        Err(e) => panic!("stream did not end: {e}"),
+    }
+}
+
+/// Closes with RST instead of FIN (SO_LINGER 0), as a crashed peer does.
+fn reset(stream: TcpStream) {
+    let linger = libc_linger_zero();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    // SAFETY: `fd` is open (owned by `stream`) and `linger` is a valid struct of its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_LINGER");
+    drop(stream);
+}
+
+fn libc_linger_zero() -> libc::linger {
+    libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    }
+}
+
+#[test]
+fn echo_http_and_handle_commands_work_on_both_backends() {
+    for backend in Backend::ALL {
+        let (handle, rx) = start(config(backend));
+        assert!(handle.backends()[0].starts_with(match backend {
+            Backend::Uring => "io_uring",
+            Backend::Epoll => "epoll",
+        }));
+        let mut client = RawClient::connect(addr(&handle), "");
+        client.text("hello");
+        assert_eq!(client.recv(), Received::Text("hello".into()), "{backend}");
+        client.send(OpCode::Ping, true, b"p");
+        assert_eq!(client.recv(), Received::Pong(b"p".to_vec()));
+        let id = wait_seen(&rx, |s| match s {
+            Seen::Open(id, _) => Some(id),
+            _ => None,
+        });
+        handle
+            .send_to(id, MessageType::Binary, &b"from the handle"[..])
+            .expect("send_to");
+        assert_eq!(client.recv(), Received::Binary(b"from the handle".to_vec()));
+        handle.close(id, CloseCode(4000), "bye").expect("close");
+        assert_eq!(client.recv(), Received::Close(Some(4000), "bye".into()));
+        client.send(OpCode::Close, true, &4000u16.to_be_bytes());
+        assert!(read_to_end(&mut client.stream).is_empty());
+        let (code, reason) = wait_seen(&rx, |s| match s {
+            Seen::Close(closed, code, reason) if closed == id => Some((code, reason)),
+            _ => None,
+        });
+        assert_eq!((code, reason.as_str()), (4000, "bye"));
+        // A stale id (the connection is gone) reaches nobody and is counted.
+        let mut next = RawClient::connect(addr(&handle), "");
+        handle
+            .send_to(id, MessageType::Text, &b"stale"[..])
+            .expect("send_to");
+        wait_stats(&handle, "the stale send to be dropped", |s| s.drops == 1);
+        next.text("still mine");
+        assert_eq!(next.recv(), Received::Text("still mine".into()));
+        // Plain HTTP gets the default 426.
+        let mut http = TcpStream::connect(addr(&handle)).expect("connect");
+        http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("write");
+        let answer = String::from_utf8(read_to_end(&mut http)).expect("utf8");
+        assert!(answer.starts_with("HTTP/1.1 426"), "{answer}");
+        let stats = wait_stats(&handle, "the HTTP request to be counted", |s| {
+            s.http_requests == 1
+        });
+        assert_eq!(stats.closes.by_server, 1);
+        stop(handle);
+    }
+}
+
+#[test]
+fn peer_close_is_answered_and_reported() {
+    for backend in Backend::ALL {
+        let (handle, rx) = start(config(backend));
+        let mut client = RawClient::connect(addr(&handle), "");
+        let mut body = 1000u16.to_be_bytes().to_vec();
+        body.extend_from_slice(b"done");
+        client.send(OpCode::Close, true, &body);
+        assert_eq!(client.recv(), Received::Close(Some(1000), "done".into()));
+        assert!(
+            read_to_end(&mut client.stream).is_empty(),
+            "server closes the TCP stream"
+        );
+        let (code, reason) = wait_seen(&rx, |s| match s {
+            Seen::Close(_, code, reason) => Some((code, reason)),
+            _ => None,
+        });
+        assert_eq!((code, reason.as_str()), (1000, "done"));
+        wait_stats(&handle, "the socket to go", |s| {
+            s.sockets == 0 && s.closes.by_peer == 1
+        });
+        stop(handle);
+    }
+}
+
+#[test]
+fn protocol_error_closes_with_its_code() {
+    for backend in Backend::ALL {
+        let (handle, _rx) = start(config(backend));
+        let mut client = RawClient::connect(addr(&handle), "");
+        // An unmasked frame from a client breaks RFC 6455 section 5.1.
+        client.stream.write_all(b"\x81\x02hi").expect("write");
+        match client.recv() {
+            Received::Close(Some(1002), _) => {}
+            other => panic!("expected close 1002, got {other:?}"),
+        }
+        wait_stats(&handle, "the socket to go", |s| {
+            s.sockets == 0 && s.closes.protocol_error == 1
+        });
+        stop(handle);
+    }
+}
+
+#[test]
+fn slowloris_handshake_is_closed_at_the_handshake_timeout() {
+    for backend in Backend::ALL {
+        let mut config = config(backend);
+        config.upgrader.handshake_timeout = Some(Duration::from_millis(300));
+        let (handle, _rx) = start(config);
+        let mut stream = TcpStream::connect(addr(&handle)).expect("connect");
+        // A head trickled in, never finished.
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .expect("write");
+        let start = Instant::now();
+        let answer = read_to_end(&mut stream);
+        assert!(answer.is_empty(), "no answer to a slow client");
+        assert!(start.elapsed() < WAIT);
+        let stats = wait_stats(&handle, "the socket to go", |s| s.sockets == 0);
+        assert_eq!(stats.closes.handshake_timeout, 1);
+        assert_eq!(stats.handshakes_failed, 1);
+        stop(handle);
+    }
+}
+
+#[test]
+fn oversized_handshake_gets_431_and_garbage_gets_400() {
+    for backend in Backend::ALL {
+        let (handle, _rx) = start(config(backend));
+        let mut big = TcpStream::connect(addr(&handle)).expect("connect");
+        let padding = "x".repeat(20 * 1024);
+        let request = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Pad: {padding}\r\n\r\n");
+        // The server may answer and close before all of it is written.
+        let _ = big.write_all(request.as_bytes());
+        let answer = String::from_utf8_lossy(&read_to_end(&mut big)).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 431"), "{backend}: {answer}");
+
+        let mut garbage = TcpStream::connect(addr(&handle)).expect("connect");
+        garbage
+            .write_all(b"\x16\x03\x01\x02\x00garbage\r\n\r\n")
+            .expect("write");
+        let answer = String::from_utf8_lossy(&read_to_end(&mut garbage)).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{backend}: {answer}");
+
+        let mut bad_version = TcpStream::connect(addr(&handle)).expect("connect");
+        bad_version
+            .write_all(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+            )
+            .expect("write");
+        let answer = String::from_utf8_lossy(&read_to_end(&mut bad_version)).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 426"), "{backend}: {answer}");
+        assert!(answer.contains("Sec-WebSocket-Version: 13"));
+        let stats = wait_stats(&handle, "sockets to go", |s| s.sockets == 0);
+        assert_eq!(stats.handshakes_failed, 3);
+        stop(handle);
+    }
+}
+
+#[test]
+fn slow_reader_is_closed_at_the_cap_while_others_keep_their_traffic() {
+    for backend in Backend::ALL {
+        let cap = 64 * 1024;
+        let mut config = config(backend);
+        config.max_queued_bytes = cap;
+        let (handle, rx) = start(config);
+        // The slow reader asks for 100 000 KiB and never reads: the kernel's buffers fill,
+        // then the engine's queue, then the cap closes it.
+        let mut slow = RawClient::connect(addr(&handle), "");
+        let mut fast = RawClient::connect(addr(&handle), "");
+        slow.text("flood 100000");
+        for i in 0..200 {
+            let text = format!("message {i}");
+            fast.text(&text);
+            assert_eq!(fast.recv(), Received::Text(text));
+        }
+        let stats = wait_stats(&handle, "the slow reader to be closed", |s| {
+            s.closes.slow_consumer == 1
+        });
+        // Memory stayed bounded: at most the cap plus one message was ever queued to it
+        // (the gauge is the sum over connections, and the fast one holds nothing).
+        assert!(stats.queued_bytes <= (cap + 2048) as u64, "{stats:#?}");
+        let (code, reason) = wait_seen(&rx, |s| match s {
+            Seen::Close(_, code, reason) => Some((code, reason)),
+            _ => None,
+        });
+        assert_eq!((code, reason.as_str()), (1008, "slow consumer"));
+        // It never answers the close, so the close timeout drops it (5 s default); the
+        // fast client is unaffected meanwhile.
+        fast.text("after");
+        assert_eq!(fast.recv(), Received::Text("after".into()));
+        drop(slow);
+        wait_stats(&handle, "the slow socket to go", |s| s.sockets == 1);
+        stop(handle);
+    }
+}
+
+#[test]
+fn drop_policy_drops_for_that_connection_and_drain_follows() {
+    for backend in Backend::ALL {
+        let mut config = config(backend);
+        config.max_queued_bytes = 64 * 1024;
+        config.backpressure = Backpressure::Drop;
+        let (handle, rx) = start(config);
+        let mut slow = RawClient::connect(addr(&handle), "");
+        slow.text("flood 20000");
+        let flooded = wait_seen(&rx, |s| match s {
+            Seen::Message(id, payload) if payload.starts_with(b"flood") => Some(id),
+            _ => None,
+        });
+        let stats = wait_stats(&handle, "drops", |s| s.drops > 0);
+        assert_eq!(stats.closes.slow_consumer, 0);
+        // Now read everything that was queued: the queue drains and on_drain runs.
+        slow.stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let mut sink = vec![0u8; 1 << 16];
+        let deadline = Instant::now() + WAIT;
+        let drained = loop {
+            let _ = slow.stream.read(&mut sink);
+            if let Ok(Seen::Drain(id)) = rx.try_recv() {
+                break id;
+            }
+            assert!(Instant::now() < deadline, "no drain");
+        };
+        assert_eq!(drained, flooded);
+        stop(handle);
+    }
+}
+
+#[test]
+fn resets_mid_frame_and_mid_handshake_leave_no_socket() {
+    for backend in Backend::ALL {
+        let (handle, _rx) = start(config(backend));
+        for round in 0..20 {
+            // Mid-handshake.
+            let mut half = TcpStream::connect(addr(&handle)).expect("connect");
+            half.write_all(b"GET / HTTP/1.1\r\nHost:").expect("write");
+            // Mid-frame: a 1000-byte binary frame with only 10 bytes of payload sent.
+            let mut client = RawClient::connect(addr(&handle), "");
+            client
+                .stream
+                .write_all(&[
+                    0x82, 0xfe, 0x03, 0xe8, 1, 2, 3, 4, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9,
+                ])
+                .expect("write");
+            // Give the server the bytes before the reset on every other round.
+            if round % 2 == 0 {
+                client.text("ping");
+            }
+            reset(half);
+            reset(client.stream);
+        }
+        let stats = wait_stats(&handle, "every socket to go", |s| s.sockets == 0);
+        assert_eq!(stats.connections, 0);
+        assert_eq!(stats.queued_bytes, 0);
+        assert_eq!(stats.accepted, 40);
+        stop(handle);
+    }
+}
+
+#[test]
+fn idle_connection_gets_pings_then_is_closed() {
+    for backend in Backend::ALL {
+        let mut config = config(backend);
+        config.ping_interval = Some(Duration::from_millis(100));
+        config.idle_timeout = Some(Duration::from_millis(500));
+        let (handle, _rx) = start(config);
+        let mut client = RawClient::connect(addr(&handle), "");
+        // The raw client never answers pings, so it looks idle.
+        let mut pings = 0;
+        let close = loop {
+            match client.recv() {
+                Received::Ping(_) => pings += 1,
+                other => break other,
+            }
+        };
+        assert!(pings >= 1, "at least one ping before the idle close");
+        assert_eq!(close, Received::Close(Some(1001), "idle timeout".into()));
+        let stats = wait_stats(&handle, "an idle close", |s| s.closes.idle == 1);
+        assert_eq!(stats.closes.by_server, 0);
+        stop(handle);
+    }
+}
+
+#[test]
+fn graceful_shutdown_sends_1001_and_waits_for_the_answer() {
+    for backend in Backend::ALL {
+        let (handle, rx) = start(config(backend));
+        let mut a = RawClient::connect(addr(&handle), "");
+        let mut b = RawClient::connect(addr(&handle), "");
+        for client in [&mut a, &mut b] {
+            client.text("x");
+            assert_eq!(client.recv(), Received::Text("x".into()));
+        }
+        handle.shutdown();
+        for client in [&mut a, &mut b] {
+            assert_eq!(
+                client.recv(),
+                Received::Close(Some(1001), "server shutting down".into())
+            );
+            client.send(OpCode::Close, true, &1001u16.to_be_bytes());
+        }
+        handle.wait();
+        let closes = rx
+            .try_iter()
+            .filter(|s| matches!(s, Seen::Close(_, 1001, _)))
+            .count();
+        assert_eq!(closes, 2);
+        assert_eq!(handle.stats().closes.shutdown, 2);
+        assert!(
+            TcpStream::connect(addr(&handle)).is_err(),
+            "listener closed"
+        );
+    }
+}
+
+#[test]
+fn engine_dials_out_and_reports_dial_errors() {
+    for backend in Backend::ALL {
+        let (server, _server_rx) = start(config(backend));
+        let (client, rx) = start(ServerConfig {
+            addr: None,
+            workers: 1,
+            backend,
+            ..ServerConfig::default()
+        });
+        let url = format!("ws://{}/chat?x=1", addr(&server));
+        client
+            .dial(DialRequest {
+                tag: 42,
+                enable_compression: true,
+                ..DialRequest::new(&url)
+            })
+            .expect("dial");
+        let (id, tag) = wait_seen(&rx, |s| match s {
+            Seen::Open(id, tag) => Some((id, tag)),
+            _ => None,
+        });
+        assert_eq!(tag, 42);
+        client
+            .send_to(id, MessageType::Text, &b"round trip"[..])
+            .expect("send");
+        // The echo server sends it back; the client's Probe echoes too, so it bounces:
+        // seeing it once proves masking, compression and decoding on the client side.
+        let echoed = wait_seen(&rx, |s| match s {
+            Seen::Message(from, payload) if from == id => Some(payload),
+            _ => None,
+        });
+        assert_eq!(echoed, b"round trip");
+        client
+            .close(id, CloseCode::NORMAL_CLOSURE, "")
+            .expect("close");
+        wait_stats(&client, "the client socket to go", |s| s.sockets == 0);
+
+        // Nothing listens there: the dial fails and says so.
+        let closed_port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        };
+        client
+            .dial(DialRequest {
+                tag: 7,
+                ..DialRequest::new(&format!("ws://{closed_port}/"))
+            })
+            .expect("dial");
+        let (tag, error) = wait_seen(&rx, |s| match s {
+            Seen::DialError(tag, error) => Some((tag, error)),
+            _ => None,
+        });
+        assert_eq!(tag, 7);
+        assert!(error.contains("refused"), "{error}");
+        wait_stats(&client, "the failed dial to be counted", |s| {
+            s.dials_failed == 1
+        });
+        stop(client);
+        stop(server);
+    }
+}
+
+/// Counts echoes on the client side of the 10 000-connection test.
+struct Counter {
+    done: Sender<()>,
+}
+
+impl Handler for Counter {
+    type Data = ();
+    fn on_open(
+        &mut self,
+        socket: &mut Socket<'_, ()>,
+        _request: &ringcast::proto::handshake::Request,
+    ) {
+        let payload = socket.tag().to_string();
+        socket
+            .send(MessageType::Text, payload.as_bytes())
+            .expect("send on open");
+    }
+    fn on_message(&mut self, socket: &mut Socket<'_, ()>, _kind: MessageType, payload: &[u8]) {
+        assert_eq!(payload, socket.tag().to_string().as_bytes());
+        let _ = self.done.send(());
+    }
+    fn on_dial_error(&mut self, tag: u64, error: ringcast::Error) {
+        panic!("dial {tag} failed: {error}");
+    }
+}
+
+const TEN_K: u64 = 10_000;
+
+/// The server half: 10 000 connections, each echoing one message. The clients run in a
+/// child process (this test binary again, running `ten_thousand_client_half`), since both
+/// ends in one process would need more descriptors than the machine's hard limit of 20 000.
+#[test]
+fn ten_thousand_concurrent_connections_all_echo() {
+    for backend in Backend::ALL {
+        let (server, _rx) = start(config(backend));
+        let url = format!("ws://{}/", addr(&server));
+        let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "ten_thousand_client_half",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("RINGCAST_TEN_K_URL", &url)
+            .env("RINGCAST_BACKEND", backend.name())
+            .spawn()
+            .expect("spawn the client half");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{backend}: the client half did not finish; server {:#?}",
+                    server.stats()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            status.success(),
+            "{backend}: client half failed; server {:#?}",
+            server.stats()
+        );
+        let stats = wait_stats(&server, "every message to be counted", |s| {
+            s.messages_in == TEN_K
+        });
+        assert_eq!(stats.accepted, TEN_K, "{backend}");
+        assert_eq!(stats.handshakes_ok, TEN_K, "{backend}");
+        assert_eq!(stats.messages_in, TEN_K, "{backend}");
+        assert_eq!(stats.accept_errors, 0, "{backend}");
+        stop(server);
+    }
+}
+
+/// The client half of `ten_thousand_concurrent_connections_all_echo`, on the engine's
+/// own client side: 10 000 dials, each sends its tag and waits for it to come back.
+#[test]
+#[ignore = "run by ten_thousand_concurrent_connections_all_echo in a child process"]
+fn ten_thousand_client_half() {
+    let url = std::env::var("RINGCAST_TEN_K_URL").expect("run by the server half");
+    let backend = Backend::from_env().expect("RINGCAST_BACKEND set by the server half");
+    let (done_tx, done_rx) = unbounded();
+    let client = Server::new(ServerConfig {
+        addr: None,
+        workers: 2,
+        backend,
+        // Both ends share two cores: the handshakes of 10 000 dials may queue a while.
+        upgrader: ringcast::Upgrader {
+            handshake_timeout: Some(Duration::from_secs(60)),
+            ..Default::default()
+        },
+        ..ServerConfig::default()
+    })
+    .start(move |_| Counter {
+        done: done_tx.clone(),
+    })
+    .expect("client engine");
+    for tag in 0..TEN_K {
+        client
+            .dial(DialRequest {
+                tag,
+                ..DialRequest::new(&url)
+            })
+            .expect("dial");
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for received in 0..TEN_K {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            done_rx.recv_timeout(left).is_ok(),
+            "{backend}: only {received} of {TEN_K} echoes; client {:#?}",
+            client.stats()
+        );
+    }
+    let stats = wait_stats(&client, "every dial to be counted", |s| s.dials_ok == TEN_K);
+    assert_eq!(stats.connections, TEN_K);
+    stop(client);
+}
