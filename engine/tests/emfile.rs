@@ -28,10 +28,8 @@ fn soft_limit() -> u64 {
         rlim_max: 0,
     };
     // SAFETY: `limit` is a valid rlimit to write into.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
-        0
-    );
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(rc, 0, "getrlimit");
     limit.rlim_cur
 }
 
