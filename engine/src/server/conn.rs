@@ -47,6 +47,8 @@ pub(crate) struct Connection<D> {
     pub(crate) subprotocol: Option<Box<str>>,
     /// The application's per-connection state.
     pub(crate) data: D,
+    /// Topics subscribed to: (topic id, place in its subscriber list).
+    pub(crate) topics: Vec<(u32, u32)>,
     /// The caller's tag of an outgoing connection (0 for accepted ones).
     pub(crate) tag: u64,
     /// A send is in flight (at most one, so bytes stay in order).
@@ -86,6 +88,7 @@ impl<D: Default> Connection<D> {
             compression: None,
             subprotocol: None,
             data: D::default(),
+            topics: Vec::new(),
             tag: 0,
             sending: false,
             dirty: false,

@@ -19,10 +19,11 @@ use crate::proto::{CloseCode, Encoder, OpCode, Role};
 use crate::sys::arena::Arena;
 
 use super::conn::{Connection, Phase};
-use super::handle::Shared;
+use super::handle::{Publish, Shared};
 use super::outbox::Backpressure;
 use super::stats::{Counter, Counters};
 use super::timers::TimerWheel;
+use super::topics::Topics;
 use super::ServerConfig;
 
 /// Why a send was not queued.
@@ -100,6 +101,7 @@ pub(crate) struct Core<D> {
     pub(crate) notices: VecDeque<Notice>,
     pub(crate) counters: Counters,
     pub(crate) timers: TimerWheel,
+    pub(crate) topics: Topics,
     /// The time of this loop turn (read once per turn).
     pub(crate) now: Instant,
     /// Masks frames of outgoing (client) connections.
@@ -124,6 +126,7 @@ impl<D: Default> Core<D> {
             notices: VecDeque::new(),
             counters: Counters::default(),
             timers: TimerWheel::new(now, TIMER_TICK, TIMER_SLOTS),
+            topics: Topics::default(),
             now,
             client_encoder: Encoder::new(Role::Client),
             scratch: Vec::new(),
@@ -203,6 +206,88 @@ impl<D> Core<D> {
             apply_mask(&mut frame[n..], key);
         }
         frame.freeze()
+    }
+
+    /// Queues a published message on every local subscriber of its topic (but its origin,
+    /// unless asked), each frame form built once per publish. Returns the deliveries.
+    pub(crate) fn deliver(&mut self, publish: &Publish) -> usize {
+        self.counters.incr(Counter::Publishes);
+        let Some(id) = self.topics.id(&publish.topic) else {
+            return 0;
+        };
+        let skip = match publish.origin {
+            Some(origin) if !publish.include_origin && origin.worker() == self.worker => {
+                Some(origin.key() as u32)
+            }
+            _ => None,
+        };
+        // Most topics see one or two forms (plain, compressed): a short list beats asking
+        // the prepared message (a lock for compressed forms) once per subscriber.
+        let mut forms: Vec<(Role, Option<DeflateSettings>, Bytes)> = Vec::new();
+        let subscribers = self.topics.take(id);
+        let mut delivered = 0;
+        for &key in &subscribers {
+            if Some(key) == skip {
+                continue;
+            }
+            let conn = &self.conns[key as usize];
+            if !conn.is_open() {
+                continue;
+            }
+            let (role, compression) = (conn.role, conn.compression);
+            let frame = match forms
+                .iter()
+                .find(|(r, c, _)| *r == role && *c == compression)
+            {
+                Some((_, _, frame)) => frame.clone(),
+                None => {
+                    let frame = publish.message.frame(role, compression);
+                    forms.push((role, compression, frame.clone()));
+                    frame
+                }
+            };
+            if self.queue_data(key as usize, frame).is_ok() {
+                delivered += 1;
+            }
+        }
+        self.topics.put_back(id, subscribers);
+        self.counters.add(Counter::Deliveries, delivered as u64);
+        delivered
+    }
+
+    /// Subscribes connection `key` to `topic`; false if it already was.
+    pub(crate) fn subscribe(&mut self, key: usize, topic: &[u8]) -> bool {
+        match self.topics.subscribe(&mut self.conns, key, topic) {
+            Some(count) => {
+                self.shared.workers[self.worker]
+                    .set_topic_count(&Bytes::copy_from_slice(topic), count);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Unsubscribes connection `key` from `topic`; false if it was not subscribed.
+    pub(crate) fn unsubscribe(&mut self, key: usize, topic: &[u8]) -> bool {
+        match self.topics.unsubscribe(&mut self.conns, key, topic) {
+            Some(count) => {
+                self.shared.workers[self.worker]
+                    .set_topic_count(&Bytes::copy_from_slice(topic), count);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes connection `key` out of every topic (it is going away).
+    pub(crate) fn leave_topics(&mut self, key: usize) {
+        if self.conns[key].topics.is_empty() {
+            return;
+        }
+        let link = &self.shared.workers[self.worker];
+        self.topics.leave_all(&mut self.conns, key, |topic, count| {
+            link.set_topic_count(topic, count)
+        });
     }
 
     /// Queues a data frame, under the connection's cap and the backpressure policy.
@@ -404,9 +489,168 @@ fn truncate_reason(reason: &str) -> &str {
     &reason[..end]
 }
 
+/// A core with fake connections (no sockets): the real queueing path, measured or tested
+/// in-process. Crate-internal; the bench module exposes it.
+pub(crate) fn detached_core(max_queued_bytes: usize) -> Core<()> {
+    use super::handle::WorkerLink;
+    let (commands, _) = crossbeam_channel::unbounded();
+    let link = WorkerLink {
+        commands,
+        waker: Default::default(),
+        counters: Default::default(),
+        features: Default::default(),
+        topic_counts: Default::default(),
+    };
+    let config = ServerConfig {
+        max_queued_bytes,
+        ..ServerConfig::default()
+    };
+    Core::new(0, Arc::new(config), Arc::new(Shared::new(vec![link], None)))
+}
+
+impl Core<()> {
+    /// Adds an open connection with no socket behind it (fd -1).
+    pub(crate) fn insert_detached(&mut self, compression: Option<DeflateSettings>) -> usize {
+        let key = self.insert(-1, Role::Server, Phase::Open);
+        let conn = &mut self.conns[key];
+        conn.opened = true;
+        conn.compression = compression;
+        key
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prepared::PreparedMessage;
+    use crate::proto::MessageType;
+
+    fn publish(topic: &[u8], text: &str, origin: Option<super::super::ConnId>) -> Publish {
+        Publish {
+            topic: Bytes::copy_from_slice(topic),
+            message: Arc::new(PreparedMessage::new(MessageType::Text, text.to_owned()).unwrap()),
+            origin,
+            include_origin: false,
+        }
+    }
+
+    fn queued_frames(core: &Core<()>, key: usize) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        core.conns[key].outbox.batch(&mut out);
+        out
+    }
+
+    #[test]
+    fn one_topic_with_100_000_subscribers_gets_one_shared_compressed_frame() {
+        let mut core = detached_core(1 << 20);
+        let settings = DeflateSettings::default();
+        let keys: Vec<usize> = (0..100_000)
+            .map(|_| core.insert_detached(Some(settings)))
+            .collect();
+        for &key in &keys {
+            assert!(core.subscribe(key, b"all"));
+        }
+        let message = publish(b"all", &"compressible ".repeat(20), None);
+        assert_eq!(core.deliver(&message), 100_000);
+        assert_eq!(
+            message.message.compressions(),
+            1,
+            "one compression per publish"
+        );
+        let first = queued_frames(&core, keys[0]);
+        assert_eq!(first.len(), 1);
+        for &key in &keys {
+            let frames = queued_frames(&core, key);
+            assert_eq!(frames[0].as_ptr(), first[0].as_ptr(), "shared, not copied");
+        }
+        assert_eq!(core.counters.get(Counter::Deliveries), 100_000);
+    }
+
+    #[test]
+    fn a_100_000_topics_with_one_subscriber_each_and_closing_leaves_them() {
+        let mut core = detached_core(1 << 20);
+        let keys: Vec<usize> = (0..100_000).map(|_| core.insert_detached(None)).collect();
+        for (i, &key) in keys.iter().enumerate() {
+            assert!(core.subscribe(key, format!("topic/{i}").as_bytes()));
+        }
+        assert_eq!(core.topics.len(), 100_000);
+        assert_eq!(core.deliver(&publish(b"topic/4242", "x", None)), 1);
+        assert_eq!(queued_frames(&core, keys[4242]).len(), 1);
+        assert!(queued_frames(&core, keys[4243]).is_empty());
+        for &key in &keys {
+            core.leave_topics(key);
+        }
+        assert_eq!(core.topics.len(), 0);
+        assert_eq!(core.deliver(&publish(b"topic/4242", "x", None)), 0);
+    }
+
+    #[test]
+    fn publisher_is_skipped_unless_it_asks() {
+        let mut core = detached_core(1 << 20);
+        let (a, b) = (core.insert_detached(None), core.insert_detached(None));
+        core.subscribe(a, b"room");
+        core.subscribe(b, b"room");
+        let id_a = super::super::ConnId::new(0, a, core.conns[a].generation);
+        assert_eq!(core.deliver(&publish(b"room", "hi", Some(id_a))), 1);
+        assert!(queued_frames(&core, a).is_empty());
+        let mut with_self = publish(b"room", "hi", Some(id_a));
+        with_self.include_origin = true;
+        assert_eq!(core.deliver(&with_self), 2);
+    }
+
+    #[test]
+    fn subscriptions_match_a_model_under_random_churn() {
+        use std::collections::HashSet;
+        let mut core = detached_core(1 << 20);
+        let keys: Vec<usize> = (0..50).map(|_| core.insert_detached(None)).collect();
+        let topics: Vec<Vec<u8>> = (0..8).map(|t| format!("t{t}").into_bytes()).collect();
+        let mut model: HashSet<(usize, usize)> = HashSet::new();
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let (k, t) = (rng.usize(..keys.len()), rng.usize(..topics.len()));
+            let key = keys[k];
+            match rng.u8(..3) {
+                0 => assert_eq!(core.subscribe(key, &topics[t]), model.insert((k, t))),
+                1 => assert_eq!(core.unsubscribe(key, &topics[t]), model.remove(&(k, t))),
+                _ => {
+                    core.leave_topics(key);
+                    model.retain(|&(mk, _)| mk != k);
+                }
+            }
+        }
+        for (t, topic) in topics.iter().enumerate() {
+            for (k, &key) in keys.iter().enumerate() {
+                assert_eq!(
+                    core.topics.is_subscribed(&core.conns, key, topic),
+                    model.contains(&(k, t))
+                );
+            }
+            let expected = model.iter().filter(|&&(_, mt)| mt == t).count();
+            let delivered = core.deliver(&publish(topic, "m", None));
+            assert_eq!(delivered, expected);
+        }
+    }
+
+    #[test]
+    fn topic_counts_are_published_for_the_handle() {
+        let mut core = detached_core(1 << 20);
+        let (a, b) = (core.insert_detached(None), core.insert_detached(None));
+        core.subscribe(a, b"t");
+        core.subscribe(b, b"t");
+        fn core_counts(core: &Core<()>) -> Option<usize> {
+            core.shared.workers[0]
+                .topic_counts
+                .lock()
+                .unwrap()
+                .get(&b"t"[..])
+                .copied()
+        }
+        assert_eq!(core_counts(&core), Some(2));
+        core.leave_topics(a);
+        assert_eq!(core_counts(&core), Some(1));
+        core.unsubscribe(b, b"t");
+        assert_eq!(core_counts(&core), None);
+    }
 
     #[test]
     fn long_reason_is_cut_at_a_char_boundary() {

@@ -2,6 +2,7 @@
 //! [`Command`] put on a worker's channel followed by a wake-up of that worker's ring, so
 //! no worker state is ever shared or locked.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,6 +19,7 @@ use crate::sys::Waker;
 
 use super::dial::{DialRequest, Pending};
 use super::stats::{SharedCounters, Stats};
+use super::topics::MAX_TOPIC_LEN;
 use super::ConnId;
 
 /// What another thread asks of a worker.
@@ -32,7 +34,19 @@ pub(crate) enum Command {
         reason: String,
     },
     Dial(Box<Pending>),
+    Publish(Arc<Publish>),
     Shutdown,
+}
+
+/// A message published to a topic, handed to every worker once.
+#[derive(Debug)]
+pub(crate) struct Publish {
+    pub(crate) topic: Bytes,
+    pub(crate) message: Arc<PreparedMessage>,
+    /// The publishing connection, when a socket published.
+    pub(crate) origin: Option<ConnId>,
+    /// Whether the publishing connection receives it too (if subscribed).
+    pub(crate) include_origin: bool,
 }
 
 /// A message sent from outside a callback.
@@ -49,6 +63,20 @@ pub(crate) struct WorkerLink {
     pub(crate) counters: SharedCounters,
     /// The backend line the worker logged at start.
     pub(crate) features: OnceLock<String>,
+    /// Local subscriber counts by topic, written by the worker when they change (not per
+    /// message), read by [`ServerHandle::subscribers`].
+    pub(crate) topic_counts: Mutex<HashMap<Bytes, usize>>,
+}
+
+impl WorkerLink {
+    pub(crate) fn set_topic_count(&self, topic: &Bytes, count: usize) {
+        let mut counts = self.topic_counts.lock().unwrap_or_else(|e| e.into_inner());
+        if count == 0 {
+            counts.remove(topic);
+        } else {
+            counts.insert(topic.clone(), count);
+        }
+    }
 }
 
 /// What all handles and workers share.
@@ -85,6 +113,17 @@ impl Shared {
         }
         Ok(())
     }
+}
+
+/// Refuses topic names over [`MAX_TOPIC_LEN`] bytes.
+pub(crate) fn check_topic(topic: &[u8]) -> Result<(), Error> {
+    if topic.len() > MAX_TOPIC_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "topic of {} bytes exceeds {MAX_TOPIC_LEN}",
+            topic.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The running server, from any thread: send to a connection, close one, dial out, read
@@ -149,6 +188,58 @@ impl ServerHandle {
     pub fn send_prepared_to(&self, id: ConnId, message: Arc<PreparedMessage>) -> Result<(), Error> {
         let message = Outgoing::Prepared(message);
         self.shared.send(id.worker(), Command::Send { id, message })
+    }
+
+    /// Publishes a message to every subscriber of `topic` on every worker. The message is
+    /// framed (and compressed, for connections that agreed to it) once, then shared.
+    /// Messages published from one thread reach each subscriber in the order published.
+    ///
+    /// ```no_run
+    /// # let handle: ringcast::server::ServerHandle = unimplemented!();
+    /// use ringcast::MessageType;
+    /// handle.publish(b"prices/EURUSD", MessageType::Text, "1.0842")?;
+    /// # Ok::<(), ringcast::Error>(())
+    /// ```
+    pub fn publish(
+        &self,
+        topic: &[u8],
+        message_type: MessageType,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), Error> {
+        let message = PreparedMessage::new(message_type, payload)?;
+        self.publish_prepared(topic, Arc::new(message))
+    }
+
+    /// Publishes a prepared message to every subscriber of `topic` on every worker.
+    pub fn publish_prepared(
+        &self,
+        topic: &[u8],
+        message: Arc<PreparedMessage>,
+    ) -> Result<(), Error> {
+        check_topic(topic)?;
+        let publish = Arc::new(Publish {
+            topic: Bytes::copy_from_slice(topic),
+            message,
+            origin: None,
+            include_origin: false,
+        });
+        for index in 0..self.workers() {
+            self.shared.send(index, Command::Publish(publish.clone()))?;
+        }
+        Ok(())
+    }
+
+    /// The number of connections subscribed to `topic`, all workers together (as of each
+    /// worker's last change).
+    pub fn subscribers(&self, topic: &[u8]) -> usize {
+        self.shared
+            .workers
+            .iter()
+            .map(|w| {
+                let counts = w.topic_counts.lock().unwrap_or_else(|e| e.into_inner());
+                counts.get(topic).copied().unwrap_or(0)
+            })
+            .sum()
     }
 
     /// Starts the closing handshake of connection `id` with `code` and `reason`.

@@ -34,6 +34,8 @@
 //! # Ok::<(), ringcast::Error>(())
 //! ```
 
+#[doc(hidden)]
+pub mod bench;
 mod config;
 mod conn;
 mod core;
@@ -45,6 +47,7 @@ pub mod outbox;
 mod socket;
 mod stats;
 pub mod timers;
+mod topics;
 mod worker;
 
 use std::sync::Arc;
@@ -60,6 +63,7 @@ pub use id::ConnId;
 pub use outbox::Backpressure;
 pub use socket::Socket;
 pub use stats::{CloseCounts, Stats};
+pub use topics::MAX_TOPIC_LEN;
 
 use crate::error::Error;
 use crate::sys::{self, Driver};
@@ -119,6 +123,7 @@ impl Server {
                     waker: Default::default(),
                     counters: Default::default(),
                     features: Default::default(),
+                    topic_counts: Default::default(),
                 }
             })
             .collect();

@@ -3,13 +3,17 @@
 //! frame queued to one connection in one turn leaves in one vectored send.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use bytes::Bytes;
+
+use crate::error::Error;
 use crate::prepared::PreparedMessage;
 use crate::proto::{CloseCode, MessageType, OpCode};
 use crate::sys::socket::peer_addr;
 
 use super::core::{Cause, Core, SendError};
-use super::handle::ServerHandle;
+use super::handle::{check_topic, Command, Publish, ServerHandle};
 use super::ConnId;
 
 /// One connection, inside a handler callback.
@@ -144,6 +148,74 @@ impl<'a, D> Socket<'a, D> {
         let frame = self.core.encode(role, None, opcode, payload);
         self.core.queue_always(self.key, frame);
         Ok(())
+    }
+
+    /// Subscribes this connection to `topic` (a byte string of at most
+    /// [`MAX_TOPIC_LEN`](super::MAX_TOPIC_LEN) bytes). Returns `false` if it already was.
+    /// A closing connection leaves its topics by itself.
+    pub fn subscribe(&mut self, topic: &[u8]) -> Result<bool, Error> {
+        check_topic(topic)?;
+        Ok(self.core.subscribe(self.key, topic))
+    }
+
+    /// Unsubscribes this connection from `topic`; `false` if it was not subscribed.
+    pub fn unsubscribe(&mut self, topic: &[u8]) -> bool {
+        self.core.unsubscribe(self.key, topic)
+    }
+
+    /// Whether this connection is subscribed to `topic`.
+    pub fn is_subscribed(&self, topic: &[u8]) -> bool {
+        self.core
+            .topics
+            .is_subscribed(&self.core.conns, self.key, topic)
+    }
+
+    /// Publishes a message to the other subscribers of `topic`, on every worker; this
+    /// connection does not get it back even if subscribed. Returns the number of local
+    /// deliveries (other workers deliver on their own turn).
+    pub fn publish(
+        &mut self,
+        topic: &[u8],
+        message_type: MessageType,
+        payload: &[u8],
+    ) -> Result<usize, Error> {
+        let message = PreparedMessage::new(message_type, Bytes::copy_from_slice(payload))?;
+        self.publish_prepared(topic, Arc::new(message), false)
+    }
+
+    /// Publishes a message to every subscriber of `topic`, this connection included when
+    /// it is subscribed (a chat room echoing to its sender).
+    pub fn publish_with_self(
+        &mut self,
+        topic: &[u8],
+        message_type: MessageType,
+        payload: &[u8],
+    ) -> Result<usize, Error> {
+        let message = PreparedMessage::new(message_type, Bytes::copy_from_slice(payload))?;
+        self.publish_prepared(topic, Arc::new(message), true)
+    }
+
+    /// Publishes a prepared message to the subscribers of `topic`, this connection included
+    /// only if `include_self`. The message crosses to each other worker once; every
+    /// subscriber then gets the same frame bytes.
+    pub fn publish_prepared(
+        &mut self,
+        topic: &[u8],
+        message: Arc<PreparedMessage>,
+        include_self: bool,
+    ) -> Result<usize, Error> {
+        check_topic(topic)?;
+        let publish = Arc::new(Publish {
+            topic: Bytes::copy_from_slice(topic),
+            message,
+            origin: Some(self.id()),
+            include_origin: include_self,
+        });
+        let shared = self.core.shared.clone();
+        for index in (0..shared.workers.len()).filter(|&i| i != self.core.worker) {
+            shared.send(index, Command::Publish(publish.clone()))?;
+        }
+        Ok(self.core.deliver(&publish))
     }
 
     /// Starts the closing handshake: a close frame with `code` and `reason` (cut to 123

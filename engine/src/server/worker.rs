@@ -642,6 +642,9 @@ impl<H: Handler> Worker<H> {
                     }
                 }
                 Command::Dial(pending) => self.start_dial(pending),
+                Command::Publish(publish) => {
+                    self.core.deliver(&publish);
+                }
                 Command::Shutdown => self.begin_shutdown(),
             }
             self.settle();
@@ -821,6 +824,7 @@ impl<H: Handler> Worker<H> {
                 self.core.notify_close(key, CloseCode::ABNORMAL_CLOSURE, "");
                 self.settle_notices();
             }
+            self.core.leave_topics(key);
             let conn = self.core.conns.remove(key);
             self.core.counters.sub(Counter::Sockets, 1);
             self.core

@@ -1,0 +1,56 @@
+//! In-process fan-out through a worker's real queueing path, with no sockets: for the
+//! criterion bench (ns per delivery). Not part of the stable API.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::prepared::PreparedMessage;
+use crate::proto::deflate::DeflateSettings;
+
+use super::core::{detached_core, Core};
+use super::handle::Publish;
+
+/// `subscribers` open connections (no sockets) on one topic of one worker core.
+pub struct LocalFanout {
+    core: Core<()>,
+    keys: Vec<usize>,
+    topic: Bytes,
+}
+
+impl LocalFanout {
+    /// Subscribers with permessage-deflate agreed when `compressed`.
+    pub fn new(subscribers: usize, compressed: bool) -> LocalFanout {
+        let mut core = detached_core(1 << 20);
+        let compression = compressed.then(DeflateSettings::default);
+        let topic = Bytes::from_static(b"bench");
+        let keys: Vec<usize> = (0..subscribers)
+            .map(|_| core.insert_detached(compression))
+            .collect();
+        for &key in &keys {
+            core.subscribe(key, &topic);
+        }
+        LocalFanout { core, keys, topic }
+    }
+
+    /// Publishes `message` to every subscriber (queued on each outbox exactly as the
+    /// worker does), then empties the outboxes as completed sends would. Returns the
+    /// deliveries.
+    pub fn publish(&mut self, message: Arc<PreparedMessage>) -> usize {
+        let publish = Publish {
+            topic: self.topic.clone(),
+            message,
+            origin: None,
+            include_origin: false,
+        };
+        let delivered = self.core.deliver(&publish);
+        for &key in &self.keys {
+            let conn = &mut self.core.conns[key];
+            let queued = conn.outbox.queued_bytes();
+            conn.outbox.advance(queued);
+            conn.dirty = false;
+        }
+        self.core.dirty.clear();
+        delivered
+    }
+}
