@@ -1,0 +1,159 @@
+//! `chat`: the chat-room server. `cargo run --release --bin chat` and open the URL it
+//! prints.
+//!
+//! - `GET /` serves the page (examples/chat/index.html); `/ws?room=NAME` is the WebSocket
+//!   (room `lobby` when none is given).
+//! - Every text message from a client goes to every client of its room, the sender
+//!   included, unchanged: the contract of the seed library's chat example, so clients
+//!   written for it work here. Rooms are topics, so a message crosses to each other
+//!   worker once, whatever the number of listeners.
+//! - Joins and leaves are announced to the room as JSON lines:
+//!   `{"type":"join","room":"lobby","count":3}`; the joining client gets its own.
+//! - Messages are at most `--max-message` bytes (4096): a larger one closes the
+//!   connection with 1009.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use ringcast::proto::handshake::{HandshakeError, Request};
+use ringcast::server::{Handler, HttpResponse, Server, ServerConfig, ServerHandle, Socket};
+use ringcast::{CloseCode, MessageType, Upgrader};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const PAGE: &str = include_str!("index.html");
+const MAX_ROOM_LEN: usize = 64;
+
+/// A chat-room server: a page at `/`, WebSocket rooms at `/ws?room=NAME`.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Worker threads (0: one per CPU).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Largest message accepted, in bytes.
+    #[arg(long, default_value_t = 4096)]
+    max_message: u64,
+    /// Refuse permessage-deflate (on by default: browsers offer it).
+    #[arg(long)]
+    no_compression: bool,
+}
+
+/// One per worker; the room of each connection is its data.
+struct Chat {
+    server: Option<ServerHandle>,
+}
+
+fn room_topic(room: &str) -> Vec<u8> {
+    format!("room:{room}").into_bytes()
+}
+
+fn notice(kind: &str, room: &str, count: usize) -> String {
+    serde_json::json!({ "type": kind, "room": room, "count": count }).to_string()
+}
+
+impl Chat {
+    fn count(&mut self, socket: &Socket<'_, String>, topic: &[u8]) -> usize {
+        self.server
+            .get_or_insert_with(|| socket.server())
+            .subscribers(topic)
+    }
+}
+
+impl Handler for Chat {
+    type Data = String;
+
+    fn on_upgrade(&mut self, request: &Request) -> Result<Vec<(String, String)>, HandshakeError> {
+        if request.path() != "/ws" {
+            return Err(HandshakeError::new(404, "the WebSocket is at /ws"));
+        }
+        let room = ringcast_examples::query_param(&request.target, "room").unwrap_or_default();
+        if room.len() > MAX_ROOM_LEN {
+            return Err(HandshakeError::new(400, "room names are at most 64 bytes"));
+        }
+        Ok(Vec::new())
+    }
+
+    fn on_open(&mut self, socket: &mut Socket<'_, String>, request: &Request) {
+        let room = ringcast_examples::query_param(&request.target, "room")
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| "lobby".to_owned());
+        let topic = room_topic(&room);
+        if socket.subscribe(&topic).is_err() {
+            return socket.close(CloseCode::POLICY_VIOLATION, "bad room");
+        }
+        let count = self.count(socket, &topic);
+        let _ = socket.publish_with_self(
+            &topic,
+            MessageType::Text,
+            notice("join", &room, count).as_bytes(),
+        );
+        *socket.data() = room;
+    }
+
+    fn on_message(&mut self, socket: &mut Socket<'_, String>, kind: MessageType, payload: &[u8]) {
+        if kind != MessageType::Text {
+            return; // the room is for text, as in the seed's example
+        }
+        let topic = room_topic(socket.data());
+        let _ = socket.publish_with_self(&topic, MessageType::Text, payload);
+    }
+
+    fn on_close(&mut self, socket: &mut Socket<'_, String>, _code: CloseCode, _reason: &str) {
+        let room = std::mem::take(socket.data());
+        if room.is_empty() {
+            return;
+        }
+        let topic = room_topic(&room);
+        // Still subscribed until the socket is gone, so one less than counted.
+        let count = self.count(socket, &topic).saturating_sub(1);
+        let _ = socket.publish(
+            &topic,
+            MessageType::Text,
+            notice("leave", &room, count).as_bytes(),
+        );
+    }
+
+    fn on_http(&mut self, request: &Request) -> HttpResponse {
+        match (request.method.as_str(), request.path()) {
+            ("GET", "/") | ("GET", "/index.html") => {
+                HttpResponse::new(200, "text/html; charset=utf-8", PAGE)
+            }
+            ("GET", "/ws") => HttpResponse::upgrade_required(),
+            _ => HttpResponse::not_found(),
+        }
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let config = ServerConfig {
+        addr: Some(args.addr),
+        workers: args.workers,
+        upgrader: Upgrader {
+            enable_compression: !args.no_compression,
+            read_limit: Some(args.max_message),
+            handshake_timeout: Some(Duration::from_secs(10)),
+            // The page is served from this origin; other sites' pages may not join.
+            check_origin: None,
+            ..Upgrader::default()
+        },
+        ..ServerConfig::default()
+    };
+    let server = Server::new(config).start(|_| Chat { server: None })?;
+    ringcast_examples::shutdown_on_signals(&server)?;
+    let addr = server.local_addr().ok_or("no address")?;
+    println!("chat: open http://{addr}/ in a browser (rooms: http://{addr}/?room=NAME)");
+    server.wait();
+    Ok(())
+}
