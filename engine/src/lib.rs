@@ -86,4 +86,6 @@ mod guides {
     struct GettingStarted;
     #[doc = include_str!("../../docs/client.md")]
     struct Client;
+    #[doc = include_str!("../../docs/embedding.md")]
+    struct Embedding;
 }

@@ -1,0 +1,134 @@
+//! `pubsub`: ringcast as the broadcast backend of a service. A plain std thread (standing
+//! in for the service's own data source) publishes ticks to topics; browsers and other
+//! clients subscribe by URL: `ws://HOST:PORT/ws?topic=NAME` (several `topic`s allowed).
+//! A connected client may also send `+NAME` to subscribe and `-NAME` to unsubscribe.
+//!
+//! `cargo run --release --bin pubsub -- --topics prices,news --interval-ms 100`
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Parser;
+use ringcast::proto::handshake::{HandshakeError, Request};
+use ringcast::server::{Handler, HttpResponse, Server, ServerConfig, Socket};
+use ringcast::{CloseCode, MessageType, Upgrader};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The most topics one connection may ask for in its URL.
+const MAX_URL_TOPICS: usize = 16;
+
+/// Publish ticks to topics; clients subscribe over WebSocket.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    addr: SocketAddr,
+    /// Worker threads (0: one per CPU).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Topics to publish to, comma-separated.
+    #[arg(long, default_value = "ticks", value_delimiter = ',')]
+    topics: Vec<String>,
+    /// Milliseconds between two ticks of each topic.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: u64,
+}
+
+/// Subscribes each connection to the topics of its URL; `+NAME`/`-NAME` messages change
+/// them later.
+struct Subscriptions;
+
+impl Handler for Subscriptions {
+    type Data = ();
+
+    fn on_upgrade(&mut self, request: &Request) -> Result<Vec<(String, String)>, HandshakeError> {
+        let topics = ringcast_examples::query_params(&request.target, "topic");
+        if request.path() != "/ws" {
+            return Err(HandshakeError::new(404, "subscribe at /ws?topic=NAME"));
+        }
+        if topics.is_empty() || topics.len() > MAX_URL_TOPICS {
+            return Err(HandshakeError::new(400, "give 1 to 16 topic parameters"));
+        }
+        Ok(Vec::new())
+    }
+
+    fn on_open(&mut self, socket: &mut Socket<'_, ()>, request: &Request) {
+        for topic in ringcast_examples::query_params(&request.target, "topic") {
+            if socket.subscribe(topic.as_bytes()).is_err() {
+                return socket.close(CloseCode::POLICY_VIOLATION, "topic name too long");
+            }
+        }
+    }
+
+    fn on_message(&mut self, socket: &mut Socket<'_, ()>, _kind: MessageType, payload: &[u8]) {
+        match payload.split_first() {
+            Some((b'+', topic)) => {
+                if socket.subscribe(topic).is_err() {
+                    socket.close(CloseCode::POLICY_VIOLATION, "topic name too long");
+                }
+            }
+            Some((b'-', topic)) => {
+                socket.unsubscribe(topic);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_http(&mut self, _request: &Request) -> HttpResponse {
+        HttpResponse::new(
+            200,
+            "text/plain; charset=utf-8",
+            "subscribe with a WebSocket at /ws?topic=NAME (several topic parameters allowed)\n",
+        )
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let config = ServerConfig {
+        addr: Some(args.addr),
+        workers: args.workers,
+        upgrader: Upgrader {
+            enable_compression: true,
+            // A public feed: any page may subscribe.
+            check_origin: Some(std::sync::Arc::new(|_| true)),
+            ..Upgrader::default()
+        },
+        ..ServerConfig::default()
+    };
+    let server = Server::new(config).start(|_| Subscriptions)?;
+    ringcast_examples::shutdown_on_signals(&server)?;
+    println!("listening on {}", server.local_addr().ok_or("no address")?);
+
+    // The service's data source: a plain thread with a handle, nothing async.
+    let publisher = server.clone();
+    let interval = Duration::from_millis(args.interval_ms.max(1));
+    std::thread::spawn(move || {
+        for seq in 0u64.. {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            for topic in &args.topics {
+                let tick = serde_json::json!({ "topic": topic, "seq": seq, "ms": now });
+                if publisher
+                    .publish(topic.as_bytes(), MessageType::Text, tick.to_string())
+                    .is_err()
+                {
+                    return; // the server stopped
+                }
+            }
+            std::thread::sleep(interval);
+        }
+    });
+    server.wait();
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! The example programs as users run them: the binary started, real clients (ringcast's
+//! blocking Dialer) connected over loopback.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ringcast::{Dialer, MessageType};
+
+/// A program started on a free port, killed when dropped.
+struct Program {
+    child: Child,
+    addr: String,
+}
+
+impl Program {
+    fn start(binary: &str, args: &[&str]) -> Program {
+        let mut child = Command::new(binary)
+            .args(args)
+            .args(["--addr", "127.0.0.1:0", "--workers", "2"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the program");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("first line");
+        // "listening on ADDR" or "chat: open http://ADDR/ ..."
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| {
+                let w = w.trim_start_matches("http://").trim_end_matches('/');
+                w.parse::<std::net::SocketAddr>().ok()
+            })
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        Program { child, addr }
+    }
+}
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn dial(url: &str) -> ringcast::Conn<ringcast::client::ClientStream> {
+    let dialer = Dialer {
+        handshake_timeout: Some(Duration::from_secs(10)),
+        ..Dialer::default()
+    };
+    let (mut conn, _) = dialer.dial(url, &[]).expect("dial");
+    conn.set_read_deadline(Some(Instant::now() + Duration::from_secs(10)));
+    conn
+}
+
+fn text(conn: &mut ringcast::Conn<ringcast::client::ClientStream>) -> String {
+    let (kind, payload) = conn.read_message().expect("a message");
+    assert_eq!(kind, MessageType::Text);
+    String::from_utf8(payload).expect("utf8")
+}
+
+#[test]
+fn chat_rooms_broadcast_to_their_members_only() {
+    let chat = Program::start(env!("CARGO_BIN_EXE_chat"), &[]);
+    let mut a = dial(&format!("ws://{}/ws?room=alpha", chat.addr));
+    assert!(text(&mut a).contains(r#""type":"join""#));
+    let mut b = dial(&format!("ws://{}/ws?room=alpha", chat.addr));
+    let mut c = dial(&format!("ws://{}/ws?room=beta", chat.addr));
+    assert!(text(&mut c).contains(r#""count":1"#), "c is alone in beta");
+    // a hears b join; b hears its own join.
+    assert!(text(&mut a).contains(r#""count":2"#));
+    assert!(text(&mut b).contains(r#""count":2"#));
+    a.write_message(MessageType::Text, b"hello alpha")
+        .expect("send");
+    assert_eq!(
+        text(&mut a),
+        "hello alpha",
+        "the sender gets its message too"
+    );
+    assert_eq!(text(&mut b), "hello alpha");
+    c.write_message(MessageType::Text, b"hello beta")
+        .expect("send");
+    assert_eq!(text(&mut c), "hello beta", "c sees only its room");
+    drop(b);
+    assert!(text(&mut a).contains(r#""type":"leave""#));
+}
+
+#[test]
+fn chat_serves_its_page() {
+    let chat = Program::start(env!("CARGO_BIN_EXE_chat"), &[]);
+    let mut stream = std::net::TcpStream::connect(&chat.addr).expect("connect");
+    std::io::Write::write_all(&mut stream, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    let mut page = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut page).expect("read");
+    assert!(page.starts_with("HTTP/1.1 200"));
+    assert!(page.contains("<html"));
+}
+
+#[test]
+fn pubsub_delivers_ticks_of_the_topics_asked_for() {
+    let pubsub = Program::start(
+        env!("CARGO_BIN_EXE_pubsub"),
+        &["--topics", "a,b", "--interval-ms", "20"],
+    );
+    let mut sub = dial(&format!("ws://{}/ws?topic=a", pubsub.addr));
+    let mut last = None;
+    for _ in 0..5 {
+        let tick: serde_json::Value = serde_json::from_str(&text(&mut sub)).expect("json");
+        assert_eq!(tick["topic"], "a", "only topic a");
+        let seq = tick["seq"].as_u64().expect("seq");
+        if let Some(last) = last {
+            assert!(seq > last, "in order");
+        }
+        last = Some(seq);
+    }
+    // Subscribe to b at run time: ticks of b follow.
+    sub.write_message(MessageType::Text, b"+b").expect("send");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tick: serde_json::Value = serde_json::from_str(&text(&mut sub)).expect("json");
+        if tick["topic"] == "b" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no tick of b");
+    }
+}
