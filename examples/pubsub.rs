@@ -65,10 +65,8 @@ impl Handler for Subscriptions {
 
     fn on_message(&mut self, socket: &mut Socket<'_, ()>, _kind: MessageType, payload: &[u8]) {
         match payload.split_first() {
-            Some((b'+', topic)) => {
-                if socket.subscribe(topic).is_err() {
-                    socket.close(CloseCode::POLICY_VIOLATION, "topic name too long");
-                }
+            Some((b'+', topic)) if socket.subscribe(topic).is_err() => {
+                socket.close(CloseCode::POLICY_VIOLATION, "topic name too long");
             }
             Some((b'-', topic)) => {
                 socket.unsubscribe(topic);

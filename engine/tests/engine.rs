@@ -332,11 +332,66 @@ fn oversized_handshake_gets_431_and_garbage_gets_400() {
 }
 
 #[test]
+fn cross_origin_is_refused_and_max_connections_rejects() {
+    for backend in Backend::ALL {
+        let mut config = config(backend);
+        config.workers = 1;
+        config.max_connections = 1;
+        let (handle, _rx) = start(config);
+        let mut evil = TcpStream::connect(addr(&handle)).expect("connect");
+        evil.write_all(
+            b"GET / HTTP/1.1\r\nHost: ringcast.test\r\nOrigin: http://evil.test\r\n\
+              Upgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .expect("write");
+        let answer = String::from_utf8_lossy(&read_to_end(&mut evil)).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 403"), "{backend}: {answer}");
+        wait_stats(&handle, "the refused socket to go", |s| s.sockets == 0);
+        // One socket at most: the second is closed at once, unanswered.
+        let mut first = RawClient::connect(addr(&handle), "");
+        let mut second = TcpStream::connect(addr(&handle)).expect("connect");
+        assert!(read_to_end(&mut second).is_empty());
+        let stats = wait_stats(&handle, "a rejection", |s| s.rejected == 1);
+        assert_eq!(stats.connections, 1);
+        first.text("still served");
+        assert_eq!(first.recv(), Received::Text("still served".into()));
+        stop(handle);
+    }
+}
+
+#[test]
+fn pings_from_a_peer_that_never_reads_do_not_grow_its_queue() {
+    for backend in Backend::ALL {
+        let cap = 16 * 1024;
+        let mut config = config(backend);
+        config.max_queued_bytes = cap;
+        let (handle, _rx) = start(config);
+        let mut client = RawClient::connect(addr(&handle), "");
+        // 200 000 pings of 100 bytes ask for 20 MB of pongs, far more than the kernel's
+        // buffers hold; the client never reads them.
+        let mut burst = Vec::new();
+        for _ in 0..1000 {
+            client
+                .encoder
+                .encode_frame(OpCode::Ping, true, false, &[1u8; 100], &mut burst);
+        }
+        for _ in 0..200 {
+            client.stream.write_all(&burst).expect("write pings");
+        }
+        let stats = wait_stats(&handle, "pongs to be dropped", |s| s.drops > 0);
+        assert!(stats.queued_bytes <= (cap + 128) as u64, "{stats:#?}");
+        stop(handle);
+    }
+}
+
+#[test]
 fn slow_reader_is_closed_at_the_cap_while_others_keep_their_traffic() {
     for backend in Backend::ALL {
         let cap = 64 * 1024;
         let mut config = config(backend);
         config.max_queued_bytes = cap;
+        config.close_timeout = Duration::from_millis(300);
         let (handle, rx) = start(config);
         // The slow reader asks for 100 000 KiB and never reads: the kernel's buffers fill,
         // then the engine's queue, then the cap closes it.
@@ -359,12 +414,14 @@ fn slow_reader_is_closed_at_the_cap_while_others_keep_their_traffic() {
             _ => None,
         });
         assert_eq!((code, reason.as_str()), (1008, "slow consumer"));
-        // It never answers the close, so the close timeout drops it (5 s default); the
-        // fast client is unaffected meanwhile.
+        // It never answers the close, so the close timeout drops it; the fast client is
+        // unaffected meanwhile.
         fast.text("after");
         assert_eq!(fast.recv(), Received::Text("after".into()));
+        wait_stats(&handle, "the close timeout to drop the slow socket", |s| {
+            s.sockets == 1 && s.queued_bytes == 0
+        });
         drop(slow);
-        wait_stats(&handle, "the slow socket to go", |s| s.sockets == 1);
         stop(handle);
     }
 }
@@ -405,7 +462,7 @@ fn drop_policy_drops_for_that_connection_and_drain_follows() {
 #[test]
 fn resets_mid_frame_and_mid_handshake_leave_no_socket() {
     for backend in Backend::ALL {
-        let (handle, _rx) = start(config(backend));
+        let (handle, rx) = start(config(backend));
         for round in 0..20 {
             // Mid-handshake.
             let mut half = TcpStream::connect(addr(&handle)).expect("connect");
@@ -426,6 +483,13 @@ fn resets_mid_frame_and_mid_handshake_leave_no_socket() {
             reset(client.stream);
         }
         let stats = wait_stats(&handle, "every socket to go", |s| s.sockets == 0);
+        // Every opened one was reported closed abnormally (1006) to on_close.
+        assert_eq!(stats.closes.abnormal, 20);
+        let reported = rx
+            .try_iter()
+            .filter(|s| matches!(s, Seen::Close(_, 1006, _)))
+            .count();
+        assert_eq!(reported, 20);
         assert_eq!(stats.connections, 0);
         assert_eq!(stats.queued_bytes, 0);
         assert_eq!(stats.accepted, 40);
@@ -597,8 +661,8 @@ fn ten_thousand_concurrent_connections_all_echo() {
             ])
             .env("RINGCAST_TEN_K_URL", &url)
             .env("RINGCAST_BACKEND", backend.name())
-            // Its own test summary would be counted as this binary's.
-            .stdout(std::process::Stdio::null())
+            // Its own test summary would be counted as this binary's: keep it to check it.
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("spawn the client half");
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -621,6 +685,11 @@ fn ten_thousand_concurrent_connections_all_echo() {
             "{backend}: client half failed; server {:#?}",
             server.stats()
         );
+        // A child whose test filter matched nothing would succeed too.
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().expect("piped"), &mut stdout)
+            .expect("child output");
+        assert!(stdout.contains("1 passed"), "{stdout}");
         let stats = wait_stats(&server, "every message to be counted", |s| {
             s.messages_in == TEN_K
         });

@@ -63,8 +63,8 @@ fn fan_out(backend: Backend) {
         .args(["subscriber_half", "--exact", "--ignored", "--nocapture"])
         .env("RINGCAST_FANOUT_URL", &url)
         .env("RINGCAST_BACKEND", backend.name())
-        // Its own test summary would be counted as this binary's.
-        .stdout(std::process::Stdio::null())
+        // Its own test summary would be counted as this binary's: keep it to check it.
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn the subscribers");
     eprintln!("{backend}: {SUBSCRIBERS} subscribers on {WORKERS} workers");
@@ -110,6 +110,7 @@ fn fan_out(backend: Backend) {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "subscribers reported loss or disorder");
+    assert_child_ran(&mut child);
     for message in &sent {
         // Half the subscribers agreed to compression: one compression serves them all.
         assert_eq!(message.compressions(), 1);
@@ -121,6 +122,14 @@ fn fan_out(backend: Backend) {
     assert_eq!(stats.closes.slow_consumer, 0);
     server.shutdown();
     server.wait();
+}
+
+/// A child whose test filter matched nothing would succeed too: check it ran one test.
+fn assert_child_ran(child: &mut std::process::Child) {
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().expect("piped"), &mut stdout)
+        .expect("child output");
+    assert!(stdout.contains("1 passed"), "{stdout}");
 }
 
 /// Counts each subscriber's messages; reports the first disorder or loss.

@@ -326,6 +326,23 @@ impl<D> Core<D> {
         }
     }
 
+    /// Queues a ping or pong unless the queue is already at its cap: a peer that pings
+    /// without reading must not grow its queue without bound (RFC 6455 section 5.5.3 lets
+    /// a pong answer only the latest ping). Returns whether it was queued.
+    pub(crate) fn queue_control(&mut self, key: usize, frame: Bytes) -> bool {
+        let cap = self.config.max_queued_bytes;
+        match self.conns.get(key) {
+            Some(conn) if conn.outbox.queued_bytes() < cap => {
+                self.queue_always(key, frame);
+                true
+            }
+            _ => {
+                self.counters.incr(Counter::Drops);
+                false
+            }
+        }
+    }
+
     /// Queues a frame whatever the cap: control frames and handshake answers must get out.
     pub(crate) fn queue_always(&mut self, key: usize, frame: Bytes) {
         let len = frame.len();

@@ -194,11 +194,14 @@ impl ServerHandle {
     /// framed (and compressed, for connections that agreed to it) once, then shared.
     /// Messages published from one thread reach each subscriber in the order published.
     ///
-    /// ```no_run
-    /// # let handle: ringcast::server::ServerHandle = unimplemented!();
+    /// ```
+    /// use ringcast::server::ServerHandle;
     /// use ringcast::MessageType;
-    /// handle.publish(b"prices/EURUSD", MessageType::Text, "1.0842")?;
-    /// # Ok::<(), ringcast::Error>(())
+    ///
+    /// fn new_price(handle: &ServerHandle, price: f64) -> Result<(), ringcast::Error> {
+    ///     handle.publish(b"prices/EURUSD", MessageType::Text, price.to_string())
+    /// }
+    /// # let _ = new_price;
     /// ```
     pub fn publish(
         &self,

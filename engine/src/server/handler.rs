@@ -28,6 +28,7 @@ use crate::proto::{CloseCode, MessageType};
 ///         let _ = socket.send(kind, payload);
 ///     }
 /// }
+/// # let _ = Echo;
 /// ```
 pub trait Handler: 'static {
     /// Per-connection state of the handler's choosing, created with `Default` when the
@@ -64,7 +65,8 @@ pub trait Handler: 'static {
         let _ = (socket, code, reason);
     }
 
-    /// The connection's queue fell back under its cap after being over half of it.
+    /// The connection's queue, once over half its cap, fell back to half or less: a good
+    /// moment to resume sending to it.
     fn on_drain(&mut self, socket: &mut Socket<'_, Self::Data>) {
         let _ = socket;
     }

@@ -2,7 +2,8 @@
 //!
 //! A slab key alone would alias: when a connection closes its key is reused. The id
 //! carries the slot's generation too, so a handle to a closed connection is rejected
-//! rather than reaching its successor.
+//! rather than reaching its successor (the generation is 24 bits: an id could come back
+//! only after 16.7 million connections of one worker, all on the same slot).
 
 use std::fmt;
 

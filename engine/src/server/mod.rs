@@ -157,8 +157,9 @@ impl Server {
                     }
                     let driver = match Driver::new_or_fallback(config.backend, &config.driver) {
                         Ok((driver, fell_back)) => {
-                            if let Some(why) = fell_back {
-                                tracing::warn!(worker = index, %why, "io_uring unavailable, running on epoll");
+                            // Every worker meets the same kernel: one line says why.
+                            if let (Some(why), 0) = (fell_back, index) {
+                                tracing::warn!(%why, "io_uring unavailable, running every worker on epoll");
                             }
                             driver
                         }

@@ -9,8 +9,9 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-/// The most frames one send takes (Linux's UIO_MAXIOV is 1024; 64 covers a loop turn).
-pub const MAX_IOVECS: usize = 64;
+/// The most frames one send takes: what the driver takes in one send (Linux's UIO_MAXIOV
+/// is 1024; 64 covers a loop turn).
+pub const MAX_IOVECS: usize = crate::sys::MAX_SEND_FRAMES;
 
 /// What to do with a connection whose queue is over its cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

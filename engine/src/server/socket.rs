@@ -36,6 +36,7 @@ use super::ConnId;
 ///         }
 ///     }
 /// }
+/// # let _ = Counted;
 /// ```
 pub struct Socket<'a, D> {
     pub(crate) core: &'a mut Core<D>,
@@ -51,8 +52,9 @@ impl<'a, D> Socket<'a, D> {
         &self.core.conns[self.key]
     }
 
-    /// This connection's id, valid server-wide (for [`ServerHandle::send_to`]) and never
-    /// reused for another connection.
+    /// This connection's id, valid server-wide (for [`ServerHandle::send_to`]). It carries
+    /// a 24-bit generation, so it is not reused before its worker has opened 16.7 million
+    /// more connections.
     pub fn id(&self) -> ConnId {
         ConnId::new(self.core.worker, self.key, self.conn().generation)
     }
@@ -128,7 +130,8 @@ impl<'a, D> Socket<'a, D> {
         self.core.queue_data(self.key, frame)
     }
 
-    /// Queues a ping with `payload` (at most 125 bytes; longer is cut).
+    /// Queues a ping with `payload` (at most 125 bytes; longer is cut). Control frames skip
+    /// the backpressure policy but not the cap: over it, they are dropped.
     pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
         self.control(OpCode::Ping, payload)
     }
@@ -146,8 +149,11 @@ impl<'a, D> Socket<'a, D> {
         let payload = &payload[..payload.len().min(125)];
         let role = self.conn().role;
         let frame = self.core.encode(role, None, opcode, payload);
-        self.core.queue_always(self.key, frame);
-        Ok(())
+        if self.core.queue_control(self.key, frame) {
+            Ok(())
+        } else {
+            Err(SendError::Dropped)
+        }
     }
 
     /// Subscribes this connection to `topic` (a byte string of at most

@@ -137,7 +137,8 @@ pub struct Stats {
     pub messages_in: u64,
     /// Payload bytes of the data messages received.
     pub bytes_in: u64,
-    /// Frames queued for sending (data and control).
+    /// Frames queued for sending (data and control), and HTTP answers (101s, errors,
+    /// pages) and client requests.
     pub messages_out: u64,
     /// Bytes of the frames queued for sending.
     pub bytes_out: u64,

@@ -85,7 +85,11 @@ impl<H: Handler> Worker<H> {
         }
         loop {
             let timeout = self.wait_time();
-            self.driver.submit_and_wait(timeout)?;
+            if let Err(err) = self.driver.submit_and_wait(timeout) {
+                // The ring itself failed: still tell the handler about every connection.
+                self.stop();
+                return Err(err);
+            }
             self.core.now = Instant::now();
             while let Some(completion) = self.driver.next_completion() {
                 self.dispatch(completion);
@@ -377,6 +381,14 @@ impl<H: Handler> Worker<H> {
     // --- handshake, client side -------------------------------------------------------
 
     fn start_dial(&mut self, pending: Box<Pending>) {
+        if self.shutdown_at.is_some() {
+            self.core.counters.incr(Counter::DialsFailed);
+            let error = io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the engine is shutting down",
+            );
+            return self.handler.on_dial_error(pending.tag, Error::Io(error));
+        }
         let fd = match socket::tcp_socket(&pending.addr).and_then(|fd| {
             if let Some(source) = pending.source {
                 socket::bind(fd.as_raw_fd(), &std::net::SocketAddr::new(source, 0))?;
@@ -515,7 +527,7 @@ impl<H: Handler> Worker<H> {
                 Event::Ping(payload) => {
                     if open {
                         let frame = self.core.encode(role, None, OpCode::Pong, payload);
-                        self.core.queue_always(key, frame);
+                        self.core.queue_control(key, frame);
                     }
                 }
                 Event::Pong(_) | Event::Part { .. } => {}
@@ -728,7 +740,7 @@ impl<H: Handler> Worker<H> {
                     conn.last_ping = now;
                     let role = conn.role;
                     let frame = self.core.encode(role, None, OpCode::Ping, &[]);
-                    self.core.queue_always(key, frame);
+                    self.core.queue_control(key, frame);
                 }
             }
             _ => {}
@@ -747,6 +759,16 @@ impl<H: Handler> Worker<H> {
         }
         let keys: Vec<usize> = self.core.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
+            if matches!(
+                self.core.conns[key].phase,
+                Phase::Connecting(_) | Phase::Dialing { .. }
+            ) {
+                let error = io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the engine is shutting down",
+                );
+                self.dial_failed(key, Error::Io(error));
+            }
             self.core.close(
                 key,
                 CloseCode::GOING_AWAY,

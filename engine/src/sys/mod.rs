@@ -455,8 +455,8 @@ pub struct DriverConfig {
     /// Buffers in the provided-buffer ring (io_uring), a power of two up to 32768.
     /// Default 256.
     pub recv_buffers: u16,
-    /// Size of each provided buffer, and of the epoll scratch buffer. Default 4 KiB for
-    /// io_uring: most WebSocket messages are small, and a large one arrives in several.
+    /// Size of each provided buffer (io_uring; epoll uses `epoll_scratch_size`). Default
+    /// 4 KiB: most WebSocket messages are small, and a large one arrives in several.
     pub recv_buffer_size: u32,
     /// Size of the epoll backend's single receive buffer. Default 64 KiB: one read per
     /// readable socket per turn, so larger reads cost fewer syscalls.
