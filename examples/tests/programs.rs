@@ -98,6 +98,16 @@ fn chat_serves_its_page() {
     std::io::Read::read_to_string(&mut stream, &mut page).expect("read");
     assert!(page.starts_with("HTTP/1.1 200"));
     assert!(page.contains("<html"));
+    // The handler's on_upgrade refuses WebSocket requests off /ws with a 404.
+    match Dialer::default().dial(&format!("ws://{}/elsewhere", chat.addr), &[]) {
+        Err(ringcast::Error::Handshake(err)) => {
+            assert_eq!(err.response().map(|r| r.status), Some(404))
+        }
+        other => panic!(
+            "expected a 404 handshake error, got {:?}",
+            other.map(|_| ())
+        ),
+    }
 }
 
 #[test]
