@@ -101,6 +101,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             check_origin: Some(std::sync::Arc::new(|_| true)),
             ..Upgrader::default()
         },
+        // Prometheus text at /metrics (the engine answers it; the handler never sees it).
+        metrics_path: Some("/metrics".into()),
         ..ServerConfig::default()
     };
     let server = Server::new(config).start(|_| Subscriptions)?;

@@ -232,6 +232,47 @@ fn echo_http_and_handle_commands_work_on_both_backends() {
 }
 
 #[test]
+fn metrics_endpoint_serves_prometheus_text() {
+    let mut config = config(Backend::from_env().unwrap_or(Backend::Uring));
+    config.metrics_path = Some("/metrics".into());
+    let (handle, _rx) = start(config);
+    let mut client = RawClient::connect(addr(&handle), "");
+    client.text("counted");
+    assert_eq!(client.recv(), Received::Text("counted".into()));
+    let mut scrape = TcpStream::connect(addr(&handle)).expect("connect");
+    scrape
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let answer = String::from_utf8(read_to_end(&mut scrape)).expect("utf8");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"));
+    // Parse every sample: `name{labels} value` with a numeric value.
+    let mut samples = std::collections::HashMap::new();
+    for line in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').expect("a value");
+        let value: u64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("numeric value: {line}"));
+        assert!(series.starts_with("ringcast_"), "{line}");
+        samples.insert(series.to_owned(), value);
+    }
+    assert_eq!(samples["ringcast_connections"], 1);
+    assert_eq!(samples["ringcast_messages_in_total"], 1);
+    assert_eq!(samples["ringcast_handshakes_total{result=\"ok\"}"], 1);
+    // One series per worker besides the total, and they add up.
+    let per_worker: u64 = (0..2)
+        .map(|w| samples[&format!("ringcast_connections{{worker=\"{w}\"}}")])
+        .sum();
+    assert_eq!(per_worker, 1);
+    assert!(samples.contains_key("ringcast_closes_total{cause=\"slow_consumer\"}"));
+    stop(handle);
+}
+
+#[test]
 fn peer_close_is_answered_and_reported() {
     for backend in Backend::ALL {
         let (handle, rx) = start(config(backend));

@@ -98,6 +98,14 @@ fn chat_serves_its_page() {
     std::io::Read::read_to_string(&mut stream, &mut page).expect("read");
     assert!(page.starts_with("HTTP/1.1 200"));
     assert!(page.contains("<html"));
+    // The engine serves the counters for operators.
+    let mut scrape = std::net::TcpStream::connect(&chat.addr).expect("connect");
+    std::io::Write::write_all(&mut scrape, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut metrics = String::new();
+    std::io::Read::read_to_string(&mut scrape, &mut metrics).expect("read");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("\nringcast_connections 0\n"), "{metrics}");
     // The handler's on_upgrade refuses WebSocket requests off /ws with a 404.
     match Dialer::default().dial(&format!("ws://{}/elsewhere", chat.addr), &[]) {
         Err(ringcast::Error::Handshake(err)) => {

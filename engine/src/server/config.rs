@@ -72,6 +72,10 @@ pub struct ServerConfig {
     pub backlog: i32,
     /// Ring and buffer sizes of each worker's driver.
     pub driver: DriverConfig,
+    /// Answer plain HTTP `GET`s of this path with the server's counters in the Prometheus
+    /// text format (server-wide and per worker), before `Handler::on_http` sees them.
+    /// Default `None`: counters are the operator's business, not every client's.
+    pub metrics_path: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +96,7 @@ impl Default for ServerConfig {
             compression_level: crate::proto::deflate::DEFAULT_COMPRESSION_LEVEL,
             backlog: 4096,
             driver: DriverConfig::default(),
+            metrics_path: None,
         }
     }
 }

@@ -158,7 +158,152 @@ pub struct Stats {
     pub dials_failed: u64,
 }
 
+/// Metric name, kind and help of each figure, in the order written.
+const METRICS: &[(&str, &str, &str)] = &[
+    ("connections", "gauge", "Open WebSocket connections."),
+    (
+        "sockets",
+        "gauge",
+        "Sockets held: open, handshaking or closing.",
+    ),
+    (
+        "queued_bytes",
+        "gauge",
+        "Bytes queued for sending, all connections together.",
+    ),
+    ("accepted_total", "counter", "TCP connections accepted."),
+    (
+        "accept_errors_total",
+        "counter",
+        "Accept failures such as EMFILE, each followed by a back-off.",
+    ),
+    (
+        "rejected_total",
+        "counter",
+        "Sockets closed at once because a worker held max_connections.",
+    ),
+    (
+        "handshakes_total",
+        "counter",
+        "Opening handshakes by result.",
+    ),
+    (
+        "http_requests_total",
+        "counter",
+        "Plain HTTP requests answered.",
+    ),
+    ("messages_in_total", "counter", "Data messages received."),
+    (
+        "bytes_in_total",
+        "counter",
+        "Payload bytes of the data messages received.",
+    ),
+    (
+        "messages_out_total",
+        "counter",
+        "Frames and HTTP answers queued for sending.",
+    ),
+    ("bytes_out_total", "counter", "Bytes queued for sending."),
+    (
+        "publishes_total",
+        "counter",
+        "Publishes handled, once per worker.",
+    ),
+    (
+        "deliveries_total",
+        "counter",
+        "Published frames queued on subscribers.",
+    ),
+    (
+        "drops_total",
+        "counter",
+        "Messages dropped for a connection (backpressure, gone, control over the cap).",
+    ),
+    ("closes_total", "counter", "Connections closed, by cause."),
+    ("dials_total", "counter", "Outgoing connections by result."),
+];
+
 impl Stats {
+    /// The figures in the Prometheus text format (version 0.0.4), every name prefixed
+    /// with `ringcast_`. `workers`, when given, adds one series per worker with a
+    /// `worker` label next to the server-wide one.
+    ///
+    /// ```
+    /// use ringcast::server::Stats;
+    /// let text = Stats::default().to_prometheus(&[]);
+    /// assert!(text.contains("ringcast_connections 0\n"));
+    /// assert!(text.contains("ringcast_closes_total{cause=\"slow_consumer\"} 0\n"));
+    /// ```
+    pub fn to_prometheus(&self, workers: &[Stats]) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(4096);
+        for &(name, kind, help) in METRICS {
+            let _ = writeln!(out, "# HELP ringcast_{name} {help}");
+            let _ = writeln!(out, "# TYPE ringcast_{name} {kind}");
+            let series = std::iter::once((None, self))
+                .chain(workers.iter().enumerate().map(|(i, s)| (Some(i), s)));
+            for (worker, stats) in series {
+                for (labels, value) in stats.metric(name) {
+                    let mut all: Vec<String> =
+                        labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+                    if let Some(worker) = worker {
+                        all.push(format!("worker=\"{worker}\""));
+                    }
+                    if all.is_empty() {
+                        let _ = writeln!(out, "ringcast_{name} {value}");
+                    } else {
+                        let _ = writeln!(out, "ringcast_{name}{{{}}} {value}", all.join(","));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The series of metric `name`: label pairs and value.
+    fn metric(&self, name: &str) -> Vec<(Vec<(&'static str, &'static str)>, u64)> {
+        let one = |v: u64| vec![(Vec::new(), v)];
+        let c = &self.closes;
+        match name {
+            "connections" => one(self.connections),
+            "sockets" => one(self.sockets),
+            "queued_bytes" => one(self.queued_bytes),
+            "accepted_total" => one(self.accepted),
+            "accept_errors_total" => one(self.accept_errors),
+            "rejected_total" => one(self.rejected),
+            "handshakes_total" => vec![
+                (vec![("result", "ok")], self.handshakes_ok),
+                (vec![("result", "failed")], self.handshakes_failed),
+            ],
+            "http_requests_total" => one(self.http_requests),
+            "messages_in_total" => one(self.messages_in),
+            "bytes_in_total" => one(self.bytes_in),
+            "messages_out_total" => one(self.messages_out),
+            "bytes_out_total" => one(self.bytes_out),
+            "publishes_total" => one(self.publishes),
+            "deliveries_total" => one(self.deliveries),
+            "drops_total" => one(self.drops),
+            "closes_total" => [
+                ("peer", c.by_peer),
+                ("server", c.by_server),
+                ("protocol_error", c.protocol_error),
+                ("slow_consumer", c.slow_consumer),
+                ("idle", c.idle),
+                ("handshake_timeout", c.handshake_timeout),
+                ("shutdown", c.shutdown),
+                ("abnormal", c.abnormal),
+            ]
+            .into_iter()
+            .map(|(cause, v)| (vec![("cause", cause)], v))
+            .collect(),
+            "dials_total" => vec![
+                (vec![("result", "ok")], self.dials_ok),
+                (vec![("result", "failed")], self.dials_failed),
+            ],
+            _ => Vec::new(),
+        }
+    }
+
     pub(crate) fn add_worker(&mut self, w: &SharedCounters) {
         use Counter as C;
         self.connections += w.get(C::Connections);

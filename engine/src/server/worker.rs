@@ -363,7 +363,19 @@ impl<H: Handler> Worker<H> {
 
     fn http(&mut self, key: usize, request: &Request) {
         self.core.counters.incr(Counter::HttpRequests);
-        let response = self.handler.on_http(request);
+        let metrics = self.core.config.metrics_path.as_deref();
+        let response = if request.method == "GET" && metrics == Some(request.path()) {
+            // This worker's own counters are published first, so they are current.
+            self.publish_stats();
+            let handle = super::ServerHandle::from_shared(self.core.shared.clone());
+            let workers: Vec<_> = (0..handle.workers())
+                .map(|i| handle.worker_stats(i))
+                .collect();
+            let text = handle.stats().to_prometheus(&workers);
+            super::HttpResponse::new(200, "text/plain; version=0.0.4; charset=utf-8", text)
+        } else {
+            self.handler.on_http(request)
+        };
         let mut out = Vec::with_capacity(256 + response.body.len());
         response.write_to(&mut out);
         self.answer_and_close(key, out);
