@@ -14,7 +14,8 @@ use ringcast::server::{
     Backpressure, ConnId, DialRequest, Handler, Server, ServerConfig, ServerHandle, Socket, Stats,
 };
 use ringcast::sys::Backend;
-use ringcast::{CloseCode, MessageType};
+use ringcast::{CloseCode, MessageType, PreparedMessage};
+use std::sync::Arc;
 
 use common::{RawClient, Received, WAIT};
 
@@ -269,6 +270,90 @@ fn metrics_endpoint_serves_prometheus_text() {
         .sum();
     assert_eq!(per_worker, 1);
     assert!(samples.contains_key("ringcast_closes_total{cause=\"slow_consumer\"}"));
+    stop(handle);
+}
+
+/// Records what the engine tells a broker.
+#[derive(Default)]
+struct Recorder {
+    events: std::sync::Mutex<Vec<String>>,
+}
+
+impl ringcast::server::Broker for Recorder {
+    fn subscribe(&self, topic: &[u8]) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("sub {}", String::from_utf8_lossy(topic)));
+    }
+    fn unsubscribe(&self, topic: &[u8]) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("unsub {}", String::from_utf8_lossy(topic)));
+    }
+    fn publish(&self, topic: &[u8], message: &Arc<PreparedMessage>) {
+        self.events.lock().unwrap().push(format!(
+            "pub {} {}",
+            String::from_utf8_lossy(topic),
+            String::from_utf8_lossy(message.payload())
+        ));
+    }
+}
+
+/// Subscribes each connection to the topic named by its path (`/test` for the raw
+/// client); publishes what it sends there.
+struct Room;
+
+impl Handler for Room {
+    type Data = ();
+    fn on_open(
+        &mut self,
+        socket: &mut Socket<'_, ()>,
+        request: &ringcast::proto::handshake::Request,
+    ) {
+        socket
+            .subscribe(request.path().as_bytes())
+            .expect("short topic");
+    }
+    fn on_message(&mut self, socket: &mut Socket<'_, ()>, kind: MessageType, payload: &[u8]) {
+        socket
+            .publish_with_self(b"/test", kind, payload)
+            .expect("publish");
+    }
+}
+
+#[test]
+fn broker_hears_first_and_last_subscriber_and_local_publishes_only() {
+    let recorder = Arc::new(Recorder::default());
+    let mut config = config(Backend::from_env().unwrap_or(Backend::Uring));
+    config.broker = Some(recorder.clone());
+    let handle = Server::new(config).start(|_| Room).expect("server");
+    // RawClient asks for /test: the room of its path.
+    let mut clients: Vec<RawClient> = (0..4)
+        .map(|_| RawClient::connect(addr(&handle), ""))
+        .collect();
+    wait_stats(&handle, "four subscribers", |_| {
+        handle.subscribers(b"/test") == 4
+    });
+    clients[0].text("from a socket");
+    for client in &mut clients {
+        assert_eq!(client.recv(), Received::Text("from a socket".into()));
+    }
+    // What a broker delivers from another node reaches the clients, and is not sent back.
+    let remote = Arc::new(PreparedMessage::new(MessageType::Text, "from afar").expect("text"));
+    handle.publish_local(b"/test", remote).expect("publish");
+    for client in &mut clients {
+        assert_eq!(client.recv(), Received::Text("from afar".into()));
+    }
+    drop(clients);
+    wait_stats(&handle, "every socket to go", |s| s.sockets == 0);
+    let events = recorder.events.lock().unwrap().clone();
+    assert_eq!(
+        events,
+        ["sub /test", "pub /test from a socket", "unsub /test"],
+        "one subscribe for the node however many workers, the socket's publish, one unsubscribe"
+    );
     stop(handle);
 }
 

@@ -1,13 +1,14 @@
 //! [`ServerConfig`]: every setting of the engine, with its default and the reason for it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
 use crate::sys::{Backend, DriverConfig};
 use crate::upgrade::Upgrader;
 
-use super::Backpressure;
+use super::{Backpressure, Broker};
 
 /// Settings of a [`Server`](super::Server). Build one with struct update syntax over
 /// `ServerConfig::default()`; [`Server::start`](super::Server::start) checks them once and
@@ -76,6 +77,9 @@ pub struct ServerConfig {
     /// text format (server-wide and per worker), before `Handler::on_http` sees them.
     /// Default `None`: counters are the operator's business, not every client's.
     pub metrics_path: Option<String>,
+    /// The link to other nodes: publishes on this node go to it, and it is told which
+    /// topics this node has subscribers for. Default `None`: a single node.
+    pub broker: Option<Arc<dyn Broker>>,
 }
 
 impl Default for ServerConfig {
@@ -97,6 +101,7 @@ impl Default for ServerConfig {
             backlog: 4096,
             driver: DriverConfig::default(),
             metrics_path: None,
+            broker: None,
         }
     }
 }

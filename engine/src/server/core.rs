@@ -259,8 +259,8 @@ impl<D> Core<D> {
     pub(crate) fn subscribe(&mut self, key: usize, topic: &[u8]) -> bool {
         match self.topics.subscribe(&mut self.conns, key, topic) {
             Some(count) => {
-                self.shared.workers[self.worker]
-                    .set_topic_count(&Bytes::copy_from_slice(topic), count);
+                self.shared
+                    .set_topic_count(self.worker, &Bytes::copy_from_slice(topic), count);
                 true
             }
             None => false,
@@ -271,8 +271,8 @@ impl<D> Core<D> {
     pub(crate) fn unsubscribe(&mut self, key: usize, topic: &[u8]) -> bool {
         match self.topics.unsubscribe(&mut self.conns, key, topic) {
             Some(count) => {
-                self.shared.workers[self.worker]
-                    .set_topic_count(&Bytes::copy_from_slice(topic), count);
+                self.shared
+                    .set_topic_count(self.worker, &Bytes::copy_from_slice(topic), count);
                 true
             }
             None => false,
@@ -284,9 +284,9 @@ impl<D> Core<D> {
         if self.conns[key].topics.is_empty() {
             return;
         }
-        let link = &self.shared.workers[self.worker];
+        let (shared, worker) = (&self.shared, self.worker);
         self.topics.leave_all(&mut self.conns, key, |topic, count| {
-            link.set_topic_count(topic, count)
+            shared.set_topic_count(worker, topic, count)
         });
     }
 
@@ -522,7 +522,11 @@ pub(crate) fn detached_core(max_queued_bytes: usize) -> Core<()> {
         max_queued_bytes,
         ..ServerConfig::default()
     };
-    Core::new(0, Arc::new(config), Arc::new(Shared::new(vec![link], None)))
+    Core::new(
+        0,
+        Arc::new(config),
+        Arc::new(Shared::new(vec![link], None, None)),
+    )
 }
 
 impl Core<()> {

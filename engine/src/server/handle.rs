@@ -17,6 +17,7 @@ use crate::prepared::PreparedMessage;
 use crate::proto::{CloseCode, MessageType};
 use crate::sys::Waker;
 
+use super::broker::Broker;
 use super::dial::{DialRequest, Pending};
 use super::stats::{SharedCounters, Stats};
 use super::topics::MAX_TOPIC_LEN;
@@ -68,13 +69,48 @@ pub(crate) struct WorkerLink {
     pub(crate) topic_counts: Mutex<HashMap<Bytes, usize>>,
 }
 
-impl WorkerLink {
-    pub(crate) fn set_topic_count(&self, topic: &Bytes, count: usize) {
-        let mut counts = self.topic_counts.lock().unwrap_or_else(|e| e.into_inner());
-        if count == 0 {
-            counts.remove(topic);
-        } else {
-            counts.insert(topic.clone(), count);
+impl Shared {
+    /// Records worker `worker`'s local subscriber count of `topic`, and tells the broker
+    /// when the node as a whole gains its first subscriber or loses its last one.
+    pub(crate) fn set_topic_count(&self, worker: usize, topic: &Bytes, count: usize) {
+        let was = {
+            let mut counts = self.workers[worker]
+                .topic_counts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if count == 0 {
+                counts.remove(topic)
+            } else {
+                counts.insert(topic.clone(), count)
+            }
+        };
+        let Some(broker) = &self.broker else {
+            return;
+        };
+        let change: isize = match (was.is_some(), count > 0) {
+            (false, true) => 1,
+            (true, false) => -1,
+            _ => return,
+        };
+        // Under one lock, so subscribe and unsubscribe of a topic reach the broker in order.
+        let mut interest = self.interest.lock().unwrap_or_else(|e| e.into_inner());
+        let workers = interest.entry(topic.clone()).or_insert(0);
+        let before = *workers;
+        *workers = workers.saturating_add_signed(change);
+        match (before, *workers) {
+            (0, 1) => broker.subscribe(topic),
+            (1, 0) => {
+                interest.remove(topic);
+                broker.unsubscribe(topic);
+            }
+            _ => {}
+        }
+    }
+
+    /// Hands a message published on this node to the broker, if there is one.
+    pub(crate) fn forward(&self, publish: &Publish) {
+        if let Some(broker) = &self.broker {
+            broker.publish(&publish.topic, &publish.message);
         }
     }
 }
@@ -82,15 +118,24 @@ impl WorkerLink {
 /// What all handles and workers share.
 pub(crate) struct Shared {
     pub(crate) workers: Vec<WorkerLink>,
+    pub(crate) broker: Option<Arc<dyn Broker>>,
+    /// Per topic, the number of workers with local subscribers (kept only with a broker).
+    interest: Mutex<HashMap<Bytes, usize>>,
     pub(crate) local_addr: Option<SocketAddr>,
     pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
     next_dial: AtomicUsize,
 }
 
 impl Shared {
-    pub(crate) fn new(workers: Vec<WorkerLink>, local_addr: Option<SocketAddr>) -> Shared {
+    pub(crate) fn new(
+        workers: Vec<WorkerLink>,
+        local_addr: Option<SocketAddr>,
+        broker: Option<Arc<dyn Broker>>,
+    ) -> Shared {
         Shared {
             workers,
+            broker,
+            interest: Mutex::new(HashMap::new()),
             local_addr,
             threads: Mutex::new(Vec::new()),
             next_dial: AtomicUsize::new(0),
@@ -219,6 +264,22 @@ impl ServerHandle {
         topic: &[u8],
         message: Arc<PreparedMessage>,
     ) -> Result<(), Error> {
+        let publish = self.publish_here(topic, message)?;
+        self.shared.forward(&publish);
+        Ok(())
+    }
+
+    /// Publishes to this node's subscribers only: what a [`Broker`] does with a message
+    /// that came from another node (it is not handed back to the broker).
+    pub fn publish_local(&self, topic: &[u8], message: Arc<PreparedMessage>) -> Result<(), Error> {
+        self.publish_here(topic, message).map(drop)
+    }
+
+    fn publish_here(
+        &self,
+        topic: &[u8],
+        message: Arc<PreparedMessage>,
+    ) -> Result<Arc<Publish>, Error> {
         check_topic(topic)?;
         let publish = Arc::new(Publish {
             topic: Bytes::copy_from_slice(topic),
@@ -229,7 +290,7 @@ impl ServerHandle {
         for index in 0..self.workers() {
             self.shared.send(index, Command::Publish(publish.clone()))?;
         }
-        Ok(())
+        Ok(publish)
     }
 
     /// The number of connections subscribed to `topic`, all workers together (as of each

@@ -36,6 +36,7 @@
 
 #[doc(hidden)]
 pub mod bench;
+mod broker;
 mod config;
 mod conn;
 mod core;
@@ -55,6 +56,7 @@ use std::sync::Arc;
 use crossbeam_channel::unbounded;
 
 pub use self::core::SendError;
+pub use broker::Broker;
 pub use config::ServerConfig;
 pub use dial::DialRequest;
 pub use handle::ServerHandle;
@@ -127,7 +129,7 @@ impl Server {
                 }
             })
             .collect();
-        let shared = Arc::new(Shared::new(links, local_addr));
+        let shared = Arc::new(Shared::new(links, local_addr, config.broker.clone()));
         let config = Arc::new(config);
         let factory = Arc::new(factory);
         let cpus = if config.pin_workers {

@@ -221,6 +221,7 @@ impl<'a, D> Socket<'a, D> {
         for index in (0..shared.workers.len()).filter(|&i| i != self.core.worker) {
             shared.send(index, Command::Publish(publish.clone()))?;
         }
+        shared.forward(&publish);
         Ok(self.core.deliver(&publish))
     }
 
