@@ -288,3 +288,122 @@ fn node_ws_client_talks_to_ringcast_server() {
         peer_client(node, "node_client.js", 4003);
     }
 }
+
+/// The engine's echo handler for peer clients: reports the close code each connection got.
+struct EngineEcho {
+    closed: crossbeam_channel::Sender<u16>,
+}
+
+impl ringcast::server::Handler for EngineEcho {
+    type Data = ();
+    fn on_message(
+        &mut self,
+        socket: &mut ringcast::server::Socket<'_, ()>,
+        kind: MessageType,
+        payload: &[u8],
+    ) {
+        let _ = socket.send(kind, payload);
+    }
+    fn on_close(
+        &mut self,
+        _socket: &mut ringcast::server::Socket<'_, ()>,
+        code: CloseCode,
+        _: &str,
+    ) {
+        let _ = self.closed.send(code.0);
+    }
+}
+
+/// A self-signed certificate for localhost as PEM files in a temporary directory.
+fn localhost_pem() -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("ringcast-interop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+/// Python websockets and Node ws as clients of the engine (not the blocking Conn), on both
+/// backends, over plain TCP and over TLS served by the engine. The peers trust the test's
+/// certificate through their standard variables (SSL_CERT_FILE, NODE_EXTRA_CA_CERTS).
+#[test]
+fn python_and_node_clients_talk_to_the_engine_plain_and_over_tls() {
+    use ringcast::server::{tls_config_from_pem, Server, ServerConfig};
+    use ringcast::sys::Backend;
+    let (cert, key) = localhost_pem();
+    let peers: Vec<(Command, &str, u16)> = [
+        peer("python").map(|c| (c, "py_client.py", 4002)),
+        peer("node").map(|c| (c, "node_client.js", 4003)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut runs = 0;
+    for backend in Backend::ALL {
+        for tls in [false, true] {
+            let (tx, closed) = crossbeam_channel::unbounded();
+            let handle = Server::new(ServerConfig {
+                addr: Some("127.0.0.1:0".parse().unwrap()),
+                workers: 2,
+                backend,
+                tls: tls.then(|| tls_config_from_pem(&cert, &key).unwrap()),
+                upgrader: Upgrader {
+                    enable_compression: true,
+                    ..Upgrader::default()
+                },
+                shutdown_timeout: Duration::from_secs(1),
+                ..ServerConfig::default()
+            })
+            .start(move |_| EngineEcho { closed: tx.clone() })
+            .expect("engine");
+            let port = handle.local_addr().unwrap().port();
+            let url = match tls {
+                true => format!("wss://localhost:{port}/"),
+                false => format!("ws://127.0.0.1:{port}/"),
+            };
+            for (command, script, expect_close) in &peers {
+                let mut command = Command::new(command.get_program());
+                command
+                    .envs(peer_env(script))
+                    .env("SSL_CERT_FILE", &cert)
+                    .env("NODE_EXTRA_CA_CERTS", &cert)
+                    .arg(peers_dir().join(script))
+                    .arg(&url);
+                let mut client = Peer::spawn(command);
+                for check in [
+                    "compression negotiated",
+                    "text ok",
+                    "binary ok",
+                    "fragmented ok",
+                    "compressed ok",
+                    "ping ok",
+                ] {
+                    assert_eq!(client.line(), check, "{script} on {backend}, tls {tls}");
+                }
+                assert!(
+                    client.wait_exit(),
+                    "{script} failed on {backend}, tls {tls}"
+                );
+                assert_eq!(closed.recv_timeout(WAIT).unwrap(), *expect_close);
+                runs += 1;
+            }
+            handle.shutdown();
+            handle.wait();
+        }
+    }
+    if !peers.is_empty() {
+        assert_eq!(runs, 4 * peers.len());
+    }
+}
+
+/// The environment a peer command was given by `peer()` (NODE_PATH for node).
+fn peer_env(script: &str) -> Vec<(String, String)> {
+    match script.ends_with(".js") {
+        true => std::env::var("RINGCAST_NODE_PATH")
+            .map(|p| vec![("NODE_PATH".to_string(), p)])
+            .unwrap_or_default(),
+        false => Vec::new(),
+    }
+}

@@ -42,6 +42,12 @@ struct Args {
     /// Refuse permessage-deflate (on by default: browsers offer it).
     #[arg(long)]
     no_compression: bool,
+    /// Serve https:// and wss:// with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 /// One per worker; the room of each connection is its data.
@@ -149,6 +155,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             check_origin: None,
             ..Upgrader::default()
         },
+        tls: match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(ringcast::server::tls_config_from_pem(cert, key)?),
+            _ => None,
+        },
         // Prometheus text at /metrics (the engine answers it; the handler never sees it).
         metrics_path: Some("/metrics".into()),
         ..ServerConfig::default()
@@ -156,7 +166,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::new(config).start(|_| Chat { server: None })?;
     ringcast_examples::shutdown_on_signals(&server)?;
     let addr = server.local_addr().ok_or("no address")?;
-    println!("chat: open http://{addr}/ in a browser (rooms: http://{addr}/?room=NAME)");
+    let scheme = if args.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("chat: open {scheme}://{addr}/ in a browser (rooms: {scheme}://{addr}/?room=NAME)");
     server.wait();
     Ok(())
 }

@@ -528,7 +528,11 @@ async function main() {
     process.exit(2);
   }
   console.log(`chromium ${browser.version()} (${opts.chromium})`);
-  const context = await browser.newContext();
+  // An https base is the chat server's own TLS with the test's self-signed certificate:
+  // trusted here, in the test only.
+  const context = await browser.newContext({
+    ignoreHTTPSErrors: Boolean(opts.base && opts.base.startsWith('https:')),
+  });
 
   let pageBase = opts.base;
   if (opts.pageFile) {

@@ -80,6 +80,10 @@ pub struct ServerConfig {
     /// The link to other nodes: publishes on this node go to it, and it is told which
     /// topics this node has subscribers for. Default `None`: a single node.
     pub broker: Option<Arc<dyn Broker>>,
+    /// Serve `wss://` (and `https://` for `on_http`): every accepted connection speaks TLS
+    /// with this rustls configuration; see [`tls_config_from_pem`](super::tls_config_from_pem).
+    /// Default `None`: plain TCP (put TLS in a load balancer in front, or set this).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerConfig {
@@ -102,6 +106,7 @@ impl Default for ServerConfig {
             driver: DriverConfig::default(),
             metrics_path: None,
             broker: None,
+            tls: None,
         }
     }
 }

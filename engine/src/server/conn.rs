@@ -49,6 +49,8 @@ pub(crate) struct Connection<D> {
     pub(crate) data: D,
     /// Topics subscribed to: (topic id, place in its subscriber list).
     pub(crate) topics: Vec<(u32, u32)>,
+    /// TLS state, for a server with TLS.
+    pub(crate) tls: Option<Box<super::tls::Tls>>,
     /// The caller's tag of an outgoing connection (0 for accepted ones).
     pub(crate) tag: u64,
     /// A send is in flight (at most one, so bytes stay in order).
@@ -89,6 +91,7 @@ impl<D: Default> Connection<D> {
             subprotocol: None,
             data: D::default(),
             topics: Vec::new(),
+            tls: None,
             tag: 0,
             sending: false,
             dirty: false,

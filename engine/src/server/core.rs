@@ -299,16 +299,21 @@ impl<D> Core<D> {
         if !conn.is_open() {
             return Err(SendError::Closed);
         }
-        let len = frame.len();
-        match conn.outbox.push(frame, cap) {
-            Ok(()) => {
-                if conn.outbox.queued_bytes() > cap / 2 {
-                    conn.over_half = true;
-                }
-                self.queued(key, len);
-                Ok(())
+        // The cap is checked before sealing: a TLS record sealed and then refused would
+        // break the record sequence. An empty queue takes any frame (see Outbox::push).
+        let queued = conn.outbox.queued_bytes();
+        let fits = queued == 0 || queued + frame.len() <= cap;
+        if fits {
+            let frame = seal(conn, frame);
+            let len = frame.len();
+            conn.outbox.push_unbounded(frame);
+            if conn.outbox.queued_bytes() > cap / 2 {
+                conn.over_half = true;
             }
-            Err(_) => match self.config.backpressure {
+            self.queued(key, len);
+            Ok(())
+        } else {
+            match self.config.backpressure {
                 Backpressure::Drop => {
                     self.counters.incr(Counter::Drops);
                     Err(SendError::Dropped)
@@ -322,7 +327,16 @@ impl<D> Core<D> {
                     );
                     Err(SendError::SlowConsumer)
                 }
-            },
+            }
+        }
+    }
+
+    /// Queues bytes that are already on-the-wire form (TLS records from the handshake).
+    pub(crate) fn queue_raw(&mut self, key: usize, bytes: Bytes) {
+        let len = bytes.len();
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.outbox.push_unbounded(bytes);
+            self.queued(key, len);
         }
     }
 
@@ -345,8 +359,9 @@ impl<D> Core<D> {
 
     /// Queues a frame whatever the cap: control frames and handshake answers must get out.
     pub(crate) fn queue_always(&mut self, key: usize, frame: Bytes) {
-        let len = frame.len();
         if let Some(conn) = self.conns.get_mut(key) {
+            let frame = seal(conn, frame);
+            let len = frame.len();
             conn.outbox.push_unbounded(frame);
             self.queued(key, len);
         }
@@ -490,6 +505,14 @@ impl<D> Core<D> {
         conn.timer_at = Some(at);
         let tag = conn.generation | (u32::from(conn.timer_seq) << 24);
         self.timers.schedule(key as u32, tag, at);
+    }
+}
+
+/// The frame as it goes on the wire: sealed into TLS records on a TLS connection.
+fn seal<D>(conn: &mut Connection<D>, frame: Bytes) -> Bytes {
+    match conn.tls.as_mut() {
+        Some(tls) => tls.seal(&frame),
+        None => frame,
     }
 }
 

@@ -48,6 +48,7 @@ pub mod outbox;
 mod socket;
 mod stats;
 pub mod timers;
+mod tls;
 mod topics;
 mod worker;
 
@@ -65,6 +66,7 @@ pub use id::ConnId;
 pub use outbox::Backpressure;
 pub use socket::Socket;
 pub use stats::{CloseCounts, Stats};
+pub use tls::tls_config_from_pem;
 pub use topics::MAX_TOPIC_LEN;
 
 use crate::error::Error;

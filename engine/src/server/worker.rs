@@ -50,6 +50,8 @@ pub(crate) struct Worker<H: Handler> {
     shutdown_at: Option<Instant>,
     /// Reused between sends and timer runs.
     batch: Vec<Bytes>,
+    /// Plaintext opened from TLS records, reused between receives.
+    plain: Vec<u8>,
     due: Vec<(u32, u32)>,
 }
 
@@ -74,6 +76,7 @@ impl<H: Handler> Worker<H> {
             accept_backoff: ACCEPT_BACKOFF.0,
             shutdown_at: None,
             batch: Vec::with_capacity(crate::sys::MAX_SEND_FRAMES),
+            plain: Vec::new(),
             due: Vec::new(),
         }
     }
@@ -167,8 +170,20 @@ impl<H: Handler> Worker<H> {
             .core
             .insert(fd, Role::Server, Phase::Handshake { head: Vec::new() });
         let deadline = self.core.now + self.core.config.handshake_timeout();
+        let tls = match &self.core.config.tls {
+            Some(config) => match super::tls::Tls::new(config.clone()) {
+                Ok(tls) => Some(tls),
+                Err(err) => {
+                    tracing::warn!(%err, "tls session could not be set up");
+                    self.core.counters.incr(Counter::HandshakesFailed);
+                    return self.core.doom(key);
+                }
+            },
+            None => None,
+        };
         let conn = &mut self.core.conns[key];
         conn.deadline = deadline;
+        conn.tls = tls;
         let token = Token::new(OpKind::Recv, key as u32, conn.generation);
         self.driver.recv(fd, token);
         self.core.arm_timer(key);
@@ -231,21 +246,67 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    fn received(&mut self, key: usize, mut buffer: RecvBuf) {
+    fn received(&mut self, key: usize, buffer: RecvBuf) {
         let conn = &mut self.core.conns[key];
         conn.last_read = self.core.now;
+        if let Some(tls) = conn.tls.as_mut() {
+            // Open the records into the worker's scratch buffer and go on with plaintext.
+            let mut plain = std::mem::take(&mut self.plain);
+            plain.clear();
+            let opened = tls.open(buffer.as_slice(), &mut plain);
+            drop(buffer);
+            if let Some(records) = tls.take_output() {
+                self.core.queue_raw(key, records); // handshake messages or an alert
+            }
+            match opened {
+                Ok(()) if !plain.is_empty() => self.received_plain(key, &mut plain),
+                Ok(()) => {}
+                Err(err) => self.tls_failed(key, err),
+            }
+            plain.clear();
+            self.plain = plain;
+            return;
+        }
+        let mut buffer = buffer;
+        self.received_plain(key, buffer.as_mut_slice());
+    }
+
+    /// A TLS record or handshake failed: the alert (if any) goes out, then the socket.
+    fn tls_failed(&mut self, key: usize, err: Error) {
+        tracing::debug!(worker = self.core.worker, %err, "tls failed");
+        match self.core.conns[key].phase {
+            Phase::Handshake { .. } => self.core.counters.incr(Counter::HandshakesFailed),
+            Phase::Open => {
+                self.core.counters.incr(Counter::ClosedProtocolError);
+                self.core
+                    .notify_close(key, CloseCode::TLS_HANDSHAKE, "tls failure");
+            }
+            _ => {}
+        }
+        let deadline = self.core.now + self.core.config.close_timeout;
+        let conn = &mut self.core.conns[key];
+        if conn.outbox.is_empty() && !conn.sending {
+            self.core.doom(key);
+        } else {
+            conn.phase = Phase::Flushing;
+            conn.deadline = deadline;
+            self.core.arm_timer(key);
+        }
+    }
+
+    /// Bytes off the wire, or plaintext opened from TLS records.
+    fn received_plain(&mut self, key: usize, bytes: &mut [u8]) {
+        let conn = &mut self.core.conns[key];
         match &mut conn.phase {
             Phase::Handshake { head } => {
-                head.extend_from_slice(buffer.as_slice());
-                drop(buffer);
+                head.extend_from_slice(bytes);
                 self.request_head(key);
             }
             Phase::Dialing { head, .. } => {
-                head.extend_from_slice(buffer.as_slice());
-                drop(buffer);
+                head.extend_from_slice(bytes);
                 self.response_head(key);
             }
-            Phase::Open | Phase::CloseSent => self.frames(key, buffer.as_mut_slice()),
+            Phase::Open | Phase::CloseSent => self.frames(key, bytes),
             // Bytes after our final answer, or before connecting: nothing to do with them.
             Phase::Flushing | Phase::Connecting(_) => {}
         }

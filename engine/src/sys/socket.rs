@@ -226,6 +226,21 @@ pub fn bind(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
 /// `count` listeners on one address, one per worker. With port 0 the first one picks a free
 /// port and the others bind that same port.
 pub fn listeners(addr: &SocketAddr, count: usize, backlog: i32) -> io::Result<Vec<OwnedFd>> {
+    if addr.port() != 0 {
+        // SO_REUSEPORT would let this process share a port another server of the same
+        // user already listens on, silently splitting its clients: a plain bind first
+        // turns that into the usual "address in use".
+        let probe = tcp_socket(addr)?;
+        set_opt(
+            probe.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_REUSEADDR,
+            1 as libc::c_int,
+        )?;
+        let sa = SockAddr::from_std(addr);
+        // SAFETY: `sa` outlives the call and `len` is its length.
+        unsafe { syscall!(bind(probe.as_raw_fd(), sa.as_ptr(), sa.len())) }?;
+    }
     let mut out = Vec::with_capacity(count);
     let mut addr = *addr;
     for _ in 0..count {
@@ -397,6 +412,15 @@ mod tests {
             .collect();
         assert_ne!(ports[0], 0);
         assert!(ports.iter().all(|&p| p == ports[0]), "{ports:?}");
+    }
+
+    #[test]
+    fn a_port_another_server_listens_on_is_refused() {
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("literal");
+        let first = listeners(&any, 2, 16).expect("listeners");
+        let taken = local_addr(first[0].as_raw_fd()).expect("addr");
+        let err = listeners(&taken, 2, 16).expect_err("port in use");
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     }
 
     #[test]
