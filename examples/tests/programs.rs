@@ -146,3 +146,30 @@ fn pubsub_delivers_ticks_of_the_topics_asked_for() {
         assert!(Instant::now() < deadline, "no tick of b");
     }
 }
+
+#[test]
+fn sigterm_closes_every_client_with_1001_then_exits() {
+    let mut chat = Program::start(env!("CARGO_BIN_EXE_chat"), &[]);
+    let mut client = dial(&format!("ws://{}/ws", chat.addr));
+    assert!(text(&mut client).contains(r#""type":"join""#));
+    let status = Command::new("kill")
+        .args(["-TERM", &chat.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    match client.read_message() {
+        Err(ringcast::Error::Closed(close)) => {
+            assert_eq!(close.code, ringcast::CloseCode::GOING_AWAY)
+        }
+        other => panic!("expected close 1001, got {:?}", other.map(|_| ())),
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = chat.child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "the server did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "graceful exit, not killed: {exit}");
+}
