@@ -290,6 +290,8 @@ impl ReadState {
             Some(Event::Close(None)) => Step::Close(CloseCode::NO_STATUS_RECEIVED, String::new()),
             Some(Event::Close(Some((code, reason)))) => Step::Close(code, reason.to_owned()),
         };
+        // What the event borrowed is copied out by now.
+        self.inflater.trim();
         self.pos += used;
         if self.pos >= self.end {
             self.pos = 0;

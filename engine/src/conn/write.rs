@@ -143,7 +143,7 @@ impl<S: Stream> WriteSide<S> {
     }
 
     /// Encode one frame of a data message into `out`; the first frame of a message may be
-    /// compressed (only a whole message can be: libdeflater has no streaming state).
+    /// compressed (only a whole message can be: each is compressed on its own).
     pub(crate) fn encode_data(
         &mut self,
         opcode: OpCode,

@@ -2,8 +2,8 @@
 //!
 //! Bytes gather in the write buffer; each time it fills, a fragment goes out, so a
 //! message larger than the buffer leaves as several frames. [`MessageWriter::close`]
-//! sends the last frame. Compressed messages are the exception: libdeflater compresses
-//! whole buffers only, so they are gathered and sent as one frame at close.
+//! sends the last frame. Compressed messages are the exception: each is compressed on
+//! its own, whole, so they are gathered and sent as one frame at close.
 
 use std::io::{self, Write};
 use std::sync::MutexGuard;

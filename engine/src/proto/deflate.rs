@@ -1,6 +1,7 @@
 //! permessage-deflate (RFC 7692): negotiation, compression and bounded inflation.
 //!
-//! Compression is whole-message with libdeflater, so no sliding window is kept between
+//! Each message is compressed on its own (flate2, sync flush, the compressor reset per
+//! message) and inflated whole (libdeflater), so no sliding window is kept between
 //! messages: ringcast always asks for (and answers with) no context takeover both ways.
 //! That is also what lets one compressed frame serve every subscriber of a broadcast.
 
@@ -337,6 +338,10 @@ impl Deflater {
 /// inflation also ends for streams flushed with sync flushes (browsers, zlib).
 const TAIL: [u8; 9] = [0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff];
 
+/// What an [`Inflater`] keeps between messages at most, after [`Inflater::trim`]: 1 MiB,
+/// room for the messages of ordinary traffic.
+pub const RETAINED_BYTES: usize = 1 << 20;
+
 /// Inflates whole messages with the output bounded. Allocates nothing until used.
 #[derive(Default)]
 pub struct Inflater {
@@ -412,6 +417,19 @@ impl Inflater {
     /// The output of the last successful [`inflate`](Self::inflate).
     pub fn output(&self) -> &[u8] {
         &self.output[..self.len]
+    }
+
+    /// Bytes of buffer held between messages.
+    pub fn held_bytes(&self) -> usize {
+        self.input.capacity() + self.output.capacity()
+    }
+
+    /// Frees the buffers if they hold more than [`RETAINED_BYTES`]: one large message (or
+    /// a bomb stopped at the read limit) must not pin up to the read limit for good.
+    pub fn trim(&mut self) {
+        if self.held_bytes() > RETAINED_BYTES {
+            self.release_memory();
+        }
     }
 
     /// Free the buffers (kept between messages for speed).

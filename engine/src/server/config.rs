@@ -65,8 +65,11 @@ pub struct ServerConfig {
     pub close_timeout: Duration,
     /// How long a graceful shutdown waits for peers to answer the 1001 close. Default 5 s.
     pub shutdown_timeout: Duration,
-    /// The compression level for messages compressed on a connection (-2..=9). Default 1:
-    /// for chat-sized text it compresses nearly as well as 6 at a fraction of the cost.
+    /// The compression level for messages compressed on a connection (-2..=9). Default 1,
+    /// the cheapest (about 1.7 µs for a chat line). With the zlib-rs backend it codes short
+    /// messages with fixed Huffman tables only, so chat text shrinks about 5% against about
+    /// 23% at 6, for 3.5 times the CPU (docs/compression.md). A broadcast compresses once
+    /// per publish, so raising it costs little where bandwidth matters.
     pub compression_level: i32,
     /// The listen backlog. Default 4096: bursts of reconnecting clients queue in the kernel
     /// instead of being refused.

@@ -615,6 +615,7 @@ impl<H: Handler> Worker<H> {
             }
         }
         decoder.release_idle_memory();
+        self.inflater.trim();
         if let Some(conn) = self.core.conns.get_mut(key) {
             conn.decoder = decoder;
         }
