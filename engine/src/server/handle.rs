@@ -287,10 +287,17 @@ impl ServerHandle {
             origin: None,
             include_origin: false,
         });
+        // Every worker that runs gets it, even if one has stopped.
+        let mut failed = None;
         for index in 0..self.workers() {
-            self.shared.send(index, Command::Publish(publish.clone()))?;
+            if let Err(err) = self.shared.send(index, Command::Publish(publish.clone())) {
+                failed = Some(err);
+            }
         }
-        Ok(publish)
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(publish),
+        }
     }
 
     /// The number of connections subscribed to `topic`, all workers together (as of each

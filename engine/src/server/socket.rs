@@ -218,11 +218,19 @@ impl<'a, D> Socket<'a, D> {
             include_origin: include_self,
         });
         let shared = self.core.shared.clone();
+        // Every worker that runs gets it, even if one has stopped.
+        let mut failed = None;
         for index in (0..shared.workers.len()).filter(|&i| i != self.core.worker) {
-            shared.send(index, Command::Publish(publish.clone()))?;
+            if let Err(err) = shared.send(index, Command::Publish(publish.clone())) {
+                failed = Some(err);
+            }
         }
         shared.forward(&publish);
-        Ok(self.core.deliver(&publish))
+        let delivered = self.core.deliver(&publish);
+        match failed {
+            Some(err) => Err(err),
+            None => Ok(delivered),
+        }
     }
 
     /// Starts the closing handshake: a close frame with `code` and `reason` (cut to 123

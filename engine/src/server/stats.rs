@@ -38,9 +38,11 @@ pub(crate) enum Counter {
     ClosedAbnormal,
     DialsOk,
     DialsFailed,
+    /// Receives that found the provided-buffer ring empty (copied from the driver).
+    RecvBufferShortages,
 }
 
-const COUNTERS: usize = Counter::DialsFailed as usize + 1;
+const COUNTERS: usize = Counter::RecvBufferShortages as usize + 1;
 
 /// A worker's own counters (not shared).
 #[derive(Debug, Default)]
@@ -55,6 +57,10 @@ impl Counters {
 
     pub(crate) fn incr(&mut self, counter: Counter) {
         self.add(counter, 1);
+    }
+
+    pub(crate) fn set(&mut self, counter: Counter, value: u64) {
+        self.values[counter as usize] = value;
     }
 
     pub(crate) fn sub(&mut self, counter: Counter, n: u64) {
@@ -156,6 +162,9 @@ pub struct Stats {
     pub dials_ok: u64,
     /// Outgoing connections that failed to connect or to complete the handshake.
     pub dials_failed: u64,
+    /// Receives that found the io_uring provided-buffer ring empty and were re-armed
+    /// (`ENOBUFS`): many mean `DriverConfig::recv_buffers` is too small for the load.
+    pub recv_buffer_shortages: u64,
 }
 
 /// Metric name, kind and help of each figure, in the order written.
@@ -221,6 +230,11 @@ const METRICS: &[(&str, &str, &str)] = &[
     ),
     ("closes_total", "counter", "Connections closed, by cause."),
     ("dials_total", "counter", "Outgoing connections by result."),
+    (
+        "recv_buffer_shortages_total",
+        "counter",
+        "Receives that found the provided-buffer ring empty (ENOBUFS).",
+    ),
 ];
 
 impl Stats {
@@ -300,6 +314,7 @@ impl Stats {
                 (vec![("result", "ok")], self.dials_ok),
                 (vec![("result", "failed")], self.dials_failed),
             ],
+            "recv_buffer_shortages_total" => one(self.recv_buffer_shortages),
             _ => Vec::new(),
         }
     }
@@ -332,6 +347,7 @@ impl Stats {
         self.closes.abnormal += w.get(C::ClosedAbnormal);
         self.dials_ok += w.get(C::DialsOk);
         self.dials_failed += w.get(C::DialsFailed);
+        self.recv_buffer_shortages += w.get(C::RecvBufferShortages);
     }
 }
 

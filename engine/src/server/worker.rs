@@ -933,7 +933,11 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    fn publish_stats(&self) {
+    fn publish_stats(&mut self) {
+        let shortages = self.driver.stats().enobufs;
+        self.core
+            .counters
+            .set(Counter::RecvBufferShortages, shortages);
         self.core.shared.workers[self.core.worker]
             .counters
             .publish(&self.core.counters);
