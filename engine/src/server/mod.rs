@@ -6,6 +6,8 @@
 //!   hot path), with a [`Socket`] for the connection at hand.
 //! - [`ServerHandle`]: the running server from any thread: send, close, dial, stats,
 //!   graceful shutdown.
+//! - [`Broker`]: the link to other nodes of one service; `RedisBroker` (cargo feature
+//!   `redis`) shares publishes through Redis pub/sub.
 //!
 //! ```
 //! use ringcast::server::{Handler, Server, ServerConfig, Socket};
@@ -45,6 +47,8 @@ mod handle;
 mod handler;
 pub mod id;
 pub mod outbox;
+#[cfg(feature = "redis")]
+mod redis;
 mod socket;
 mod stats;
 pub mod timers;
@@ -57,6 +61,11 @@ use std::sync::Arc;
 use crossbeam_channel::unbounded;
 
 pub use self::core::SendError;
+#[cfg(feature = "redis")]
+pub use self::redis::{
+    decode_envelope, encode_envelope, Envelope, RedisBroker, RedisConfig, RedisStats,
+    ENVELOPE_HEADER_LEN, ENVELOPE_MAGIC, ENVELOPE_VERSION,
+};
 pub use broker::Broker;
 pub use config::ServerConfig;
 pub use dial::DialRequest;

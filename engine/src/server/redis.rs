@@ -1,0 +1,1217 @@
+//! [`RedisBroker`]: several nodes share their publishes through Redis pub/sub (cargo
+//! feature `redis`). It is a [`Broker`]: the engine calls it on worker threads, and it only
+//! hands work over to its own two threads, so a worker never waits on Redis.
+//!
+//! - The publisher thread takes this node's publishes from a bounded queue and sends them
+//!   with `PUBLISH`, in batches, on one connection: messages from one publishing thread
+//!   keep their order on every node.
+//! - The subscriber thread holds a dedicated pub/sub connection, subscribed to the channels
+//!   of the topics that have local subscribers (the engine reports the first and the last
+//!   one), and delivers what other nodes publish with
+//!   [`ServerHandle::publish_local`]. Its reads time out every
+//!   [`poll_interval`](RedisConfig::poll_interval) to apply subscription changes.
+//! - Each message travels in an [envelope](encode_envelope) that names the node that
+//!   published it, so a node skips its own messages when Redis sends them back.
+//! - When Redis goes away, local fan-out goes on; publishes meanwhile are dropped and
+//!   counted, both threads reconnect with exponential backoff, the subscriber subscribes
+//!   again to every topic with local subscribers, and the outage (its length, the
+//!   publishes lost) is logged and kept in [`RedisStats`].
+//!
+//! This module may use the public side of the engine (the handle, prepared messages) and
+//! the `redis` crate's blocking client; it never touches a worker's state.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+
+use crate::error::Error;
+use crate::prepared::PreparedMessage;
+use crate::proto::MessageType;
+
+use super::{Broker, ServerHandle};
+
+/// The first byte of every envelope: not a ringcast message when it differs.
+pub const ENVELOPE_MAGIC: u8 = 0xB7;
+/// The envelope layout version this code writes and reads.
+pub const ENVELOPE_VERSION: u8 = 1;
+/// Bytes before the payload: magic, version, 8-byte node id, message type.
+pub const ENVELOPE_HEADER_LEN: usize = 11;
+
+/// The most publishes sent to Redis in one pipelined write.
+const MAX_BATCH: usize = 256;
+
+/// Settings of a [`RedisBroker`]. Build one with struct update syntax over
+/// `RedisConfig::default()`; [`RedisBroker::connect`] checks them and names the field it
+/// refuses.
+///
+/// ```
+/// use std::time::Duration;
+/// use ringcast::server::RedisConfig;
+/// let config = RedisConfig {
+///     channel_prefix: "chat:".into(),
+///     reconnect_max: Duration::from_secs(2),
+///     ..RedisConfig::default()
+/// };
+/// assert_eq!(config.publish_queue, 65_536);
+/// ```
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// This node's id in the envelopes. Default `None`: a random 64-bit number, drawn at
+    /// [`connect`](RedisBroker::connect); two nodes with the same id would drop each
+    /// other's messages, so set it only to make ids readable in logs, and keep them unique.
+    pub node_id: Option<u64>,
+    /// Put before each topic to make its Redis channel name. Default `ringcast:`, so the
+    /// nodes' traffic is easy to tell from other users of the same Redis; nodes that
+    /// should hear each other need the same prefix.
+    pub channel_prefix: String,
+    /// Publishes waiting for the publisher thread, at most. Default 65 536: several seconds
+    /// of a busy node, so only a stalled Redis fills it; past it, publishes are dropped and
+    /// counted, and workers never wait.
+    pub publish_queue: usize,
+    /// The first wait before connecting again after a failed attempt. Default 100 ms.
+    pub reconnect_min: Duration,
+    /// The longest wait between two attempts (the wait doubles up to it, each one drawn
+    /// between its half and its whole, so restarted nodes do not all knock at once).
+    /// Default 5 s: a Redis back after a restart is found within seconds.
+    pub reconnect_max: Duration,
+    /// How long the subscriber thread blocks on its connection before it applies waiting
+    /// subscribe and unsubscribe changes. Default 50 ms: a new room hears other nodes
+    /// almost at once, and an idle node wakes 20 times a second.
+    pub poll_interval: Duration,
+    /// The bound on connecting and on each command's answer; past it the link counts as
+    /// down. Default 2 s: far above a healthy Redis's answers, short enough to notice a
+    /// dead one.
+    pub io_timeout: Duration,
+    /// Ping Redis on a connection that was quiet for this long, so a dead link is noticed
+    /// before traffic needs it. Default 1 s.
+    pub keepalive: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            node_id: None,
+            channel_prefix: "ringcast:".into(),
+            publish_queue: 65_536,
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(50),
+            io_timeout: Duration::from_secs(2),
+            keepalive: Duration::from_secs(1),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Checks the settings; the error names the field.
+    fn validate(&self) -> Result<(), Error> {
+        let bad = |field: &str, why: &str| Err(Error::InvalidArgument(format!("{field}: {why}")));
+        if self.publish_queue == 0 {
+            return bad("publish_queue", "must be above 0");
+        }
+        if self.reconnect_min.is_zero() {
+            return bad("reconnect_min", "must be above zero");
+        }
+        if self.reconnect_max < self.reconnect_min {
+            return bad("reconnect_max", "below reconnect_min");
+        }
+        for (field, value) in [
+            ("poll_interval", self.poll_interval),
+            ("io_timeout", self.io_timeout),
+            ("keepalive", self.keepalive),
+        ] {
+            if value.is_zero() {
+                return bad(field, "must be above zero");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The counters of a [`RedisBroker`], as [`RedisBroker::stats`] returns them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RedisStats {
+    /// This node's id in the envelopes.
+    pub node_id: u64,
+    /// Both links are up: the publisher's connection and the subscriber's (subscribed to
+    /// every topic with local subscribers).
+    pub connected: bool,
+    /// The publisher's connection is up (as of its last command or ping).
+    pub publisher_connected: bool,
+    /// The subscriber's connection is up and subscribed.
+    pub subscriber_connected: bool,
+    /// Topics with local subscribers, so subscribed on Redis while connected.
+    pub topics: u64,
+    /// Outages that ended: both links were up, one went down, and both are back.
+    pub reconnects: u64,
+    /// Messages of this node sent to Redis.
+    pub published: u64,
+    /// Messages of this node not sent: the publisher's link was down or its queue full.
+    pub publish_drops: u64,
+    /// Messages of this node handed to a connection that then failed (lost with it).
+    pub publish_failures: u64,
+    /// Messages from other nodes delivered to this node's subscribers.
+    pub received: u64,
+    /// Messages of this node that Redis sent back, skipped (already delivered locally).
+    pub skipped_own: u64,
+    /// Messages on a subscribed channel that are not a well-formed envelope (another
+    /// program publishing there, an unknown version, text that is not UTF-8), skipped.
+    pub malformed: u64,
+    /// Messages from other nodes that had nowhere to go: before
+    /// [`attach`](RedisBroker::attach), or after the server stopped.
+    pub undelivered: u64,
+    /// How long the last outage that ended lasted (from the first link lost to both
+    /// back). Messages other nodes published in that window did not reach this node.
+    pub last_outage: Option<Duration>,
+    /// This node's publishes lost in the last outage that ended (drops and failures).
+    pub last_outage_lost: u64,
+    /// How long the outage going on now has lasted; `None` while connected (and before
+    /// the first connection).
+    pub down_for: Option<Duration>,
+}
+
+impl RedisStats {
+    /// The figures in the Prometheus text format, every name prefixed with
+    /// `ringcast_redis_`, to serve next to [`Stats::to_prometheus`](super::Stats::to_prometheus).
+    ///
+    /// ```
+    /// use ringcast::server::RedisStats;
+    /// let text = RedisStats::default().to_prometheus();
+    /// assert!(text.contains("ringcast_redis_connected 0\n"));
+    /// assert!(text.contains("ringcast_redis_publish_drops_total 0\n"));
+    /// ```
+    pub fn to_prometheus(&self) -> String {
+        use std::fmt::Write as _;
+        let seconds = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64());
+        let figures: [(&str, &str, &str, String); 15] = [
+            (
+                "connected",
+                "gauge",
+                "1 when the publisher and the subscriber links are both up.",
+                u64::from(self.connected).to_string(),
+            ),
+            (
+                "publisher_connected",
+                "gauge",
+                "1 when the publisher link is up.",
+                u64::from(self.publisher_connected).to_string(),
+            ),
+            (
+                "subscriber_connected",
+                "gauge",
+                "1 when the subscriber link is up and subscribed.",
+                u64::from(self.subscriber_connected).to_string(),
+            ),
+            (
+                "topics",
+                "gauge",
+                "Topics with local subscribers.",
+                self.topics.to_string(),
+            ),
+            (
+                "reconnects_total",
+                "counter",
+                "Outages that ended.",
+                self.reconnects.to_string(),
+            ),
+            (
+                "published_total",
+                "counter",
+                "Messages of this node sent to Redis.",
+                self.published.to_string(),
+            ),
+            (
+                "publish_drops_total",
+                "counter",
+                "Messages of this node not sent: link down or queue full.",
+                self.publish_drops.to_string(),
+            ),
+            (
+                "publish_failures_total",
+                "counter",
+                "Messages of this node lost with a failing connection.",
+                self.publish_failures.to_string(),
+            ),
+            (
+                "received_total",
+                "counter",
+                "Messages from other nodes delivered locally.",
+                self.received.to_string(),
+            ),
+            (
+                "skipped_own_total",
+                "counter",
+                "Messages of this node sent back by Redis, skipped.",
+                self.skipped_own.to_string(),
+            ),
+            (
+                "malformed_total",
+                "counter",
+                "Messages on a subscribed channel that are not a ringcast envelope.",
+                self.malformed.to_string(),
+            ),
+            (
+                "undelivered_total",
+                "counter",
+                "Messages from other nodes with no server to deliver them to.",
+                self.undelivered.to_string(),
+            ),
+            (
+                "last_outage_seconds",
+                "gauge",
+                "Length of the last outage that ended.",
+                seconds(self.last_outage).to_string(),
+            ),
+            (
+                "last_outage_lost",
+                "gauge",
+                "Publishes of this node lost in the last outage that ended.",
+                self.last_outage_lost.to_string(),
+            ),
+            (
+                "down_seconds",
+                "gauge",
+                "Length of the outage going on now (0 when connected).",
+                seconds(self.down_for).to_string(),
+            ),
+        ];
+        let mut out = String::with_capacity(2048);
+        for (name, kind, help, value) in figures {
+            let _ = writeln!(out, "# HELP ringcast_redis_{name} {help}");
+            let _ = writeln!(out, "# TYPE ringcast_redis_{name} {kind}");
+            let _ = writeln!(out, "ringcast_redis_{name} {value}");
+        }
+        out
+    }
+}
+
+/// A message in its envelope: who published it, its type, its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    /// The node that published it.
+    pub node_id: u64,
+    /// The message type.
+    pub message_type: MessageType,
+    /// The payload, as published.
+    pub payload: &'a [u8],
+}
+
+/// Appends the envelope of a message to `out`: magic byte [`ENVELOPE_MAGIC`], version
+/// [`ENVELOPE_VERSION`], the node id (8 bytes, big-endian), the message type (the seed's
+/// numbers: 1 text, 2 binary, 8 close, 9 ping, 10 pong), then the payload unchanged.
+///
+/// ```
+/// use ringcast::server::{decode_envelope, encode_envelope};
+/// use ringcast::MessageType;
+/// let mut out = Vec::new();
+/// encode_envelope(7, MessageType::Text, b"hi", &mut out);
+/// assert_eq!(out, b"\xb7\x01\0\0\0\0\0\0\0\x07\x01hi");
+/// let envelope = decode_envelope(&out).unwrap();
+/// assert_eq!((envelope.node_id, envelope.payload), (7, &b"hi"[..]));
+/// ```
+pub fn encode_envelope(node_id: u64, message_type: MessageType, payload: &[u8], out: &mut Vec<u8>) {
+    out.reserve(ENVELOPE_HEADER_LEN + payload.len());
+    out.push(ENVELOPE_MAGIC);
+    out.push(ENVELOPE_VERSION);
+    out.extend_from_slice(&node_id.to_be_bytes());
+    out.push(message_type as u8);
+    out.extend_from_slice(payload);
+}
+
+/// Reads an envelope written by [`encode_envelope`]; `None` when `bytes` is not one (too
+/// short, another magic byte or version, an unknown message type, a text payload that is
+/// not UTF-8, a control payload over 125 bytes).
+pub fn decode_envelope(bytes: &[u8]) -> Option<Envelope<'_>> {
+    if bytes.len() < ENVELOPE_HEADER_LEN
+        || bytes[0] != ENVELOPE_MAGIC
+        || bytes[1] != ENVELOPE_VERSION
+    {
+        return None;
+    }
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&bytes[2..10]);
+    let message_type = MessageType::from_u8(bytes[10])?;
+    let payload = &bytes[ENVELOPE_HEADER_LEN..];
+    // What reaches browsers must be what ringcast itself would send.
+    if message_type == MessageType::Text && simdutf8::basic::from_utf8(payload).is_err() {
+        return None;
+    }
+    if message_type.is_control() && payload.len() > 125 {
+        return None;
+    }
+    Some(Envelope {
+        node_id: u64::from_be_bytes(id),
+        message_type,
+        payload,
+    })
+}
+
+/// Exponential backoff: `min`, doubling to `max`, each wait drawn between its half and
+/// its whole.
+#[derive(Debug)]
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            min,
+            max,
+            next: min,
+        }
+    }
+
+    /// The wait before the next attempt.
+    fn next_wait(&mut self) -> Duration {
+        let ceiling = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let half = ceiling / 2;
+        half + half.mul_f64(fastrand::f64())
+    }
+
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// Which of the two connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Publisher,
+    Subscriber,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Publisher => "publisher",
+            Side::Subscriber => "subscriber",
+        }
+    }
+}
+
+/// The outage bookkeeping, changed only when a link goes down or comes up.
+#[derive(Debug, Default)]
+struct Outage {
+    /// When the current outage began (the first link lost).
+    since: Option<Instant>,
+    /// Publishes lost (drops and failures) when it began.
+    lost_at_start: u64,
+    /// Both links have been up at least once.
+    ever_connected: bool,
+    last: Option<Duration>,
+    last_lost: u64,
+}
+
+/// What the broker and its two threads share.
+struct Link {
+    node_id: u64,
+    prefix: Vec<u8>,
+    config: RedisConfig,
+    client: redis::Client,
+    /// The address, for logs (the URL may hold a password).
+    addr: String,
+    stop: AtomicBool,
+    publisher_up: AtomicBool,
+    subscriber_up: AtomicBool,
+    topics: AtomicUsize,
+    published: AtomicU64,
+    publish_drops: AtomicU64,
+    publish_failures: AtomicU64,
+    received: AtomicU64,
+    skipped_own: AtomicU64,
+    malformed: AtomicU64,
+    undelivered: AtomicU64,
+    reconnects: AtomicU64,
+    outage: Mutex<Outage>,
+}
+
+/// Why a thread left its connection.
+enum Ended {
+    /// The broker was closed or dropped: the thread ends.
+    Stopped,
+    /// The connection failed: connect again.
+    Failed(redis::RedisError),
+}
+
+impl Link {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn lost(&self) -> u64 {
+        self.publish_drops.load(Ordering::Relaxed) + self.publish_failures.load(Ordering::Relaxed)
+    }
+
+    fn outage(&self) -> std::sync::MutexGuard<'_, Outage> {
+        // The bookkeeping is a few plain fields set together; a panic elsewhere leaves
+        // them usable.
+        self.outage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn flag(&self, side: Side) -> &AtomicBool {
+        match side {
+            Side::Publisher => &self.publisher_up,
+            Side::Subscriber => &self.subscriber_up,
+        }
+    }
+
+    /// A connection, with every read and write bounded by the I/O timeout.
+    fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        let con = self
+            .client
+            .get_connection_with_timeout(self.config.io_timeout)?;
+        con.set_read_timeout(Some(self.config.io_timeout))?;
+        con.set_write_timeout(Some(self.config.io_timeout))?;
+        Ok(con)
+    }
+
+    fn channel(&self, topic: &[u8], out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&self.prefix);
+        out.extend_from_slice(topic);
+    }
+
+    /// `side` is up; when both are, an outage ends (or the first connection is made).
+    fn link_up(&self, side: Side) {
+        let mut outage = self.outage();
+        self.flag(side).store(true, Ordering::Relaxed);
+        if !(self.publisher_up.load(Ordering::Relaxed)
+            && self.subscriber_up.load(Ordering::Relaxed))
+        {
+            return;
+        }
+        let since = outage.since.take();
+        if !outage.ever_connected {
+            outage.ever_connected = true;
+            tracing::info!(
+                addr = %self.addr,
+                node = %format_args!("{:016x}", self.node_id),
+                "redis broker connected"
+            );
+            return;
+        }
+        let Some(since) = since else {
+            return;
+        };
+        let lasted = since.elapsed();
+        let lost = self.lost().saturating_sub(outage.lost_at_start);
+        outage.last = Some(lasted);
+        outage.last_lost = lost;
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            addr = %self.addr,
+            outage_ms = lasted.as_millis() as u64,
+            publishes_lost = lost,
+            "redis link back after {lasted:.1?}: {lost} publishes of this node were not sent, \
+             and what other nodes published meanwhile did not reach this node"
+        );
+    }
+
+    /// `side` went down with `err`; the first link lost starts an outage.
+    fn link_down(&self, side: Side, err: &redis::RedisError) {
+        let mut outage = self.outage();
+        self.flag(side).store(false, Ordering::Relaxed);
+        if outage.since.is_some() || !outage.ever_connected {
+            tracing::debug!(link = side.name(), %err, "redis link down");
+            return;
+        }
+        outage.since = Some(Instant::now());
+        outage.lost_at_start = self.lost();
+        tracing::warn!(
+            addr = %self.addr,
+            link = side.name(),
+            %err,
+            "redis link lost: local fan-out goes on, publishes are dropped until it is back; reconnecting"
+        );
+    }
+
+    /// A connection attempt failed: said once per run of failures, then quietly.
+    fn connect_failed(&self, side: Side, err: &redis::RedisError, first: bool) {
+        if first {
+            tracing::warn!(addr = %self.addr, link = side.name(), %err, "cannot reach redis; retrying with backoff");
+        } else {
+            tracing::debug!(addr = %self.addr, link = side.name(), %err, "cannot reach redis");
+        }
+    }
+}
+
+/// A publish waiting for the publisher thread.
+struct Outbound {
+    topic: Bytes,
+    message: Arc<PreparedMessage>,
+}
+
+/// What the engine and the application tell the subscriber thread.
+enum Control {
+    Subscribe(Bytes),
+    Unsubscribe(Bytes),
+    Attach(ServerHandle),
+}
+
+/// A [`Broker`] over Redis pub/sub: this node's publishes go to Redis once, and what other
+/// nodes publish on topics with local subscribers comes back through
+/// [`ServerHandle::publish_local`]. Needs the cargo feature `redis`.
+///
+/// ```no_run
+/// use ringcast::server::{Handler, RedisBroker, RedisConfig, Server, ServerConfig};
+/// # struct Chat;
+/// # impl Handler for Chat { type Data = (); }
+/// let broker = RedisBroker::connect("redis://127.0.0.1:6379", RedisConfig::default())?;
+/// let config = ServerConfig {
+///     addr: Some("127.0.0.1:8080".parse().unwrap()),
+///     broker: Some(broker.clone()),
+///     ..ServerConfig::default()
+/// };
+/// let server = Server::new(config).start(|_| Chat)?;
+/// broker.attach(server.clone()); // messages from other nodes reach this server from now on
+/// server.wait();
+/// broker.close();
+/// # Ok::<(), ringcast::Error>(())
+/// ```
+pub struct RedisBroker {
+    link: Arc<Link>,
+    outbound: Sender<Outbound>,
+    controls: Sender<Control>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl RedisBroker {
+    /// Starts the broker's two threads, which connect to the Redis at `url`
+    /// (`redis://[:PASSWORD@]HOST:PORT[/DB]`). A Redis that cannot be reached now is not an
+    /// error: it is logged, and the threads keep trying with backoff (publishes are dropped
+    /// and counted until then). Errors: a malformed URL, or a [`RedisConfig`] field out of
+    /// range.
+    pub fn connect(url: &str, config: RedisConfig) -> Result<Arc<RedisBroker>, Error> {
+        config.validate()?;
+        let client = redis::Client::open(url)
+            .map_err(|e| Error::InvalidArgument(format!("redis url: {e}")))?;
+        let addr = client.get_connection_info().addr().to_string();
+        let node_id = config
+            .node_id
+            .unwrap_or_else(|| getrandom::u64().unwrap_or_else(|_| fastrand::u64(..)));
+        let (outbound, outbound_rx) = crossbeam_channel::bounded(config.publish_queue);
+        // Subscription changes are rare and must not be lost: unbounded.
+        let (controls, controls_rx) = crossbeam_channel::unbounded();
+        let link = Arc::new(Link {
+            node_id,
+            prefix: config.channel_prefix.clone().into_bytes(),
+            config,
+            client,
+            addr,
+            stop: AtomicBool::new(false),
+            publisher_up: AtomicBool::new(false),
+            subscriber_up: AtomicBool::new(false),
+            topics: AtomicUsize::new(0),
+            published: AtomicU64::new(0),
+            publish_drops: AtomicU64::new(0),
+            publish_failures: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+            skipped_own: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
+            undelivered: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            outage: Mutex::new(Outage {
+                since: Some(Instant::now()),
+                ..Outage::default()
+            }),
+        });
+        let publisher = {
+            let link = link.clone();
+            std::thread::Builder::new()
+                .name("redis-publisher".into())
+                .spawn(move || run_publisher(&link, &outbound_rx))?
+        };
+        let subscriber = {
+            let link = link.clone();
+            std::thread::Builder::new()
+                .name("redis-subscriber".into())
+                .spawn(move || run_subscriber(&link, &controls_rx))?
+        };
+        Ok(Arc::new(RedisBroker {
+            link,
+            outbound,
+            controls,
+            threads: Mutex::new(vec![publisher, subscriber]),
+        }))
+    }
+
+    /// Delivers messages from other nodes to `server`'s subscribers from now on. Call it
+    /// once [`Server::start`](super::Server::start) has returned (the server needs the
+    /// broker in its config before it exists); messages that arrive before are counted
+    /// in [`RedisStats::undelivered`].
+    pub fn attach(&self, server: ServerHandle) {
+        // The thread is gone only after close: nothing left to deliver then.
+        let _ = self.controls.send(Control::Attach(server));
+    }
+
+    /// This node's id in the envelopes.
+    pub fn node_id(&self) -> u64 {
+        self.link.node_id
+    }
+
+    /// The counters, read now.
+    pub fn stats(&self) -> RedisStats {
+        let link = &self.link;
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let outage = link.outage();
+        let publisher_connected = link.publisher_up.load(Ordering::Relaxed);
+        let subscriber_connected = link.subscriber_up.load(Ordering::Relaxed);
+        RedisStats {
+            node_id: link.node_id,
+            connected: publisher_connected && subscriber_connected,
+            publisher_connected,
+            subscriber_connected,
+            topics: link.topics.load(Ordering::Relaxed) as u64,
+            reconnects: get(&link.reconnects),
+            published: get(&link.published),
+            publish_drops: get(&link.publish_drops),
+            publish_failures: get(&link.publish_failures),
+            received: get(&link.received),
+            skipped_own: get(&link.skipped_own),
+            malformed: get(&link.malformed),
+            undelivered: get(&link.undelivered),
+            last_outage: outage.last,
+            last_outage_lost: outage.last_lost,
+            down_for: outage
+                .since
+                .filter(|_| outage.ever_connected)
+                .map(|since| since.elapsed()),
+        }
+    }
+
+    /// Stops both threads and waits for them: at most about
+    /// [`io_timeout`](RedisConfig::io_timeout) plus [`keepalive`](RedisConfig::keepalive).
+    /// Publishes after this are dropped. Dropping the last `Arc` stops the threads too,
+    /// without waiting; but a broker attached to a server is held by that server, so call
+    /// this after [`ServerHandle::wait`] to end it before the process does.
+    pub fn close(&self) {
+        self.link.stop.store(true, Ordering::Relaxed);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
+            // A thread that panicked has printed why; the other still ends.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Broker for RedisBroker {
+    fn subscribe(&self, topic: &[u8]) {
+        let _ = self
+            .controls
+            .send(Control::Subscribe(Bytes::copy_from_slice(topic)));
+    }
+
+    fn unsubscribe(&self, topic: &[u8]) {
+        let _ = self
+            .controls
+            .send(Control::Unsubscribe(Bytes::copy_from_slice(topic)));
+    }
+
+    fn publish(&self, topic: &[u8], message: &Arc<PreparedMessage>) {
+        let link = &self.link;
+        // While the link is down, queueing would only delay the drop.
+        if !link.publisher_up.load(Ordering::Relaxed) || link.stopped() {
+            link.publish_drops.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let outbound = Outbound {
+            topic: Bytes::copy_from_slice(topic),
+            message: message.clone(),
+        };
+        match self.outbound.try_send(outbound) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                link.publish_drops.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        // The threads see their channels close too; the flag makes them quicker about it.
+        self.link.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("addr", &self.link.addr)
+            .field("node_id", &format_args!("{:016x}", self.link.node_id))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The publisher thread: connect, send batches until the connection fails, wait, again.
+fn run_publisher(link: &Link, queue: &Receiver<Outbound>) {
+    let mut backoff = Backoff::new(link.config.reconnect_min, link.config.reconnect_max);
+    let mut first_failure = true;
+    loop {
+        if link.stopped() {
+            return;
+        }
+        let mut con = match link.connect() {
+            Ok(con) => con,
+            Err(err) => {
+                link.connect_failed(Side::Publisher, &err, first_failure);
+                first_failure = false;
+                if !drop_while_waiting(link, queue, backoff.next_wait()) {
+                    return;
+                }
+                continue;
+            }
+        };
+        backoff.reset();
+        first_failure = true;
+        link.link_up(Side::Publisher);
+        match serve_publisher(link, &mut con, queue) {
+            Ended::Stopped => return,
+            Ended::Failed(err) => link.link_down(Side::Publisher, &err),
+        }
+    }
+}
+
+/// Waits `wait` before the next connection attempt, dropping (and counting) publishes
+/// that were queued before the link was seen down. `false`: stop the thread.
+fn drop_while_waiting(link: &Link, queue: &Receiver<Outbound>, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        if link.stopped() {
+            return false;
+        }
+        // Check the stop flag at least every keepalive.
+        let slice = deadline
+            .saturating_duration_since(Instant::now())
+            .min(link.config.keepalive);
+        match queue.recv_timeout(slice) {
+            Ok(_) => {
+                link.publish_drops.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => return true,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return false,
+        }
+    }
+}
+
+/// Sends queued publishes in pipelined batches; pings when idle for the keepalive.
+fn serve_publisher(link: &Link, con: &mut redis::Connection, queue: &Receiver<Outbound>) -> Ended {
+    let mut batch: Vec<Outbound> = Vec::with_capacity(MAX_BATCH);
+    let (mut channel, mut envelope) = (Vec::new(), Vec::new());
+    loop {
+        match queue.recv_timeout(link.config.keepalive) {
+            Ok(first) => batch.push(first),
+            Err(RecvTimeoutError::Timeout) => {
+                if link.stopped() {
+                    return Ended::Stopped;
+                }
+                if let Err(err) = redis::cmd("PING").exec(con) {
+                    return Ended::Failed(err);
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return Ended::Stopped,
+        }
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
+            }
+        }
+        let mut pipe = redis::pipe();
+        for outbound in &batch {
+            link.channel(&outbound.topic, &mut channel);
+            envelope.clear();
+            let message = &outbound.message;
+            encode_envelope(
+                link.node_id,
+                message.message_type(),
+                message.payload(),
+                &mut envelope,
+            );
+            // The pipeline copies its arguments, so the two buffers are reused.
+            pipe.cmd("PUBLISH")
+                .arg(&channel[..])
+                .arg(&envelope[..])
+                .ignore();
+        }
+        let count = batch.len() as u64;
+        batch.clear();
+        // Counted first, so whoever sees a message arrive sees it counted.
+        link.published.fetch_add(count, Ordering::Relaxed);
+        if let Err(err) = pipe.exec(con) {
+            link.published.fetch_sub(count, Ordering::Relaxed);
+            link.publish_failures.fetch_add(count, Ordering::Relaxed);
+            return Ended::Failed(err);
+        }
+        if link.stopped() {
+            return Ended::Stopped;
+        }
+    }
+}
+
+/// What the subscriber thread keeps across connections.
+struct Subscriber {
+    /// Topics with local subscribers: subscribed on every new connection.
+    wanted: HashSet<Bytes>,
+    server: Option<ServerHandle>,
+    /// `wanted` changed since the connection last followed it.
+    dirty: bool,
+}
+
+impl Subscriber {
+    /// Takes every waiting control message. `false`: the broker is gone.
+    fn absorb(&mut self, link: &Link, controls: &Receiver<Control>) -> bool {
+        loop {
+            match controls.try_recv() {
+                Ok(control) => self.apply(link, control),
+                Err(TryRecvError::Empty) => return !link.stopped(),
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn apply(&mut self, link: &Link, control: Control) {
+        match control {
+            Control::Subscribe(topic) => {
+                self.wanted.insert(topic);
+                self.dirty = true;
+            }
+            Control::Unsubscribe(topic) => {
+                self.wanted.remove(&topic);
+                self.dirty = true;
+            }
+            Control::Attach(server) => self.server = Some(server),
+        }
+        link.topics.store(self.wanted.len(), Ordering::Relaxed);
+    }
+
+    /// Delivers one message from Redis to this node's subscribers.
+    fn deliver(&mut self, link: &Link, message: &redis::Msg) {
+        let Some(topic) = message
+            .get_channel::<Vec<u8>>()
+            .ok()
+            .and_then(|channel| channel.strip_prefix(&link.prefix[..]).map(<[u8]>::to_vec))
+        else {
+            link.malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let Some(envelope) = decode_envelope(message.get_payload_bytes()) else {
+            link.malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if envelope.node_id == link.node_id {
+            link.skipped_own.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let Some(server) = &self.server else {
+            link.undelivered.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let prepared = match PreparedMessage::new(
+            envelope.message_type,
+            Bytes::copy_from_slice(envelope.payload),
+        ) {
+            Ok(prepared) => prepared,
+            Err(_) => {
+                link.malformed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        // Counted first, so whoever sees the message delivered sees it counted.
+        link.received.fetch_add(1, Ordering::Relaxed);
+        if let Err(err) = server.publish_local(&topic, Arc::new(prepared)) {
+            link.received.fetch_sub(1, Ordering::Relaxed);
+            if let Error::Io(_) = err {
+                // The server stopped: let go of it, so nothing keeps it alive.
+                link.undelivered.fetch_add(1, Ordering::Relaxed);
+                self.server = None;
+            } else {
+                // A topic longer than the engine takes.
+                link.malformed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The subscriber thread: connect, subscribe to every wanted topic, deliver until the
+/// connection fails, wait, again.
+fn run_subscriber(link: &Link, controls: &Receiver<Control>) {
+    let mut state = Subscriber {
+        wanted: HashSet::new(),
+        server: None,
+        dirty: false,
+    };
+    let mut backoff = Backoff::new(link.config.reconnect_min, link.config.reconnect_max);
+    let mut first_failure = true;
+    loop {
+        if !state.absorb(link, controls) {
+            return;
+        }
+        let mut con = match link.connect() {
+            Ok(con) => con,
+            Err(err) => {
+                link.connect_failed(Side::Subscriber, &err, first_failure);
+                first_failure = false;
+                if !absorb_while_waiting(link, controls, &mut state, backoff.next_wait()) {
+                    return;
+                }
+                continue;
+            }
+        };
+        first_failure = true;
+        match serve_subscriber(link, &mut con, controls, &mut state, &mut backoff) {
+            Ended::Stopped => return,
+            Ended::Failed(err) => link.link_down(Side::Subscriber, &err),
+        }
+    }
+}
+
+/// Waits `wait`, keeping up with subscription changes. `false`: stop the thread.
+fn absorb_while_waiting(
+    link: &Link,
+    controls: &Receiver<Control>,
+    state: &mut Subscriber,
+    wait: Duration,
+) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        if link.stopped() {
+            return false;
+        }
+        let slice = deadline
+            .saturating_duration_since(Instant::now())
+            .min(link.config.keepalive);
+        match controls.recv_timeout(slice) {
+            Ok(control) => state.apply(link, control),
+            Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => return true,
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return false,
+        }
+    }
+}
+
+/// Holds one pub/sub connection: subscribes, follows changes, delivers, pings when quiet.
+fn serve_subscriber(
+    link: &Link,
+    con: &mut redis::Connection,
+    controls: &Receiver<Control>,
+    state: &mut Subscriber,
+    backoff: &mut Backoff,
+) -> Ended {
+    let mut pubsub = con.as_pubsub();
+    // Nothing is subscribed on a new connection.
+    let mut subscribed: HashSet<Bytes> = HashSet::new();
+    if let Err(err) = follow(link, &mut pubsub, &state.wanted, &mut subscribed) {
+        return Ended::Failed(err);
+    }
+    state.dirty = false;
+    link.link_up(Side::Subscriber);
+    backoff.reset();
+    let mut quiet_since = Instant::now();
+    loop {
+        if !state.absorb(link, controls) {
+            return Ended::Stopped;
+        }
+        if state.dirty {
+            state.dirty = false;
+            if let Err(err) = follow(link, &mut pubsub, &state.wanted, &mut subscribed) {
+                return Ended::Failed(err);
+            }
+        }
+        match pubsub.get_message() {
+            Ok(message) => {
+                quiet_since = Instant::now();
+                state.deliver(link, &message);
+            }
+            Err(err) if err.is_timeout() => {
+                if quiet_since.elapsed() >= link.config.keepalive {
+                    let pong = with_io_timeout(link, &mut pubsub, |p| p.ping::<redis::Value>());
+                    if let Err(err) = pong {
+                        return Ended::Failed(err);
+                    }
+                    quiet_since = Instant::now();
+                }
+            }
+            Err(err) => return Ended::Failed(err),
+        }
+    }
+}
+
+/// The most channels named in one SUBSCRIBE or UNSUBSCRIBE.
+const MAX_CHANNELS_PER_COMMAND: usize = 1024;
+
+/// Makes the connection's subscriptions those of `wanted`: subscribes to the new topics'
+/// channels and unsubscribes from the old ones, in commands of many channels each.
+fn follow(
+    link: &Link,
+    pubsub: &mut redis::PubSub<'_>,
+    wanted: &HashSet<Bytes>,
+    subscribed: &mut HashSet<Bytes>,
+) -> redis::RedisResult<()> {
+    let channels = |topics: Vec<&Bytes>| -> Vec<Vec<u8>> {
+        topics
+            .into_iter()
+            .map(|topic| {
+                let mut channel = Vec::new();
+                link.channel(topic, &mut channel);
+                channel
+            })
+            .collect()
+    };
+    let add = channels(wanted.difference(subscribed).collect());
+    let remove = channels(subscribed.difference(wanted).collect());
+    with_io_timeout(link, pubsub, |pubsub| {
+        for chunk in add.chunks(MAX_CHANNELS_PER_COMMAND) {
+            pubsub.subscribe(chunk)?;
+        }
+        for chunk in remove.chunks(MAX_CHANNELS_PER_COMMAND) {
+            pubsub.unsubscribe(chunk)?;
+        }
+        Ok(())
+    })?;
+    subscribed.clone_from(wanted);
+    Ok(())
+}
+
+/// Runs `command` on the pub/sub connection with the I/O timeout for its answer, then
+/// puts back the poll interval, which bounds the waits for messages.
+fn with_io_timeout<T>(
+    link: &Link,
+    pubsub: &mut redis::PubSub<'_>,
+    command: impl FnOnce(&mut redis::PubSub<'_>) -> redis::RedisResult<T>,
+) -> redis::RedisResult<T> {
+    pubsub.set_read_timeout(Some(link.config.io_timeout))?;
+    let result = command(pubsub);
+    pubsub.set_read_timeout(Some(link.config.poll_interval))?;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_round_trips_every_message_type() {
+        for kind in [
+            MessageType::Text,
+            MessageType::Binary,
+            MessageType::Close,
+            MessageType::Ping,
+            MessageType::Pong,
+        ] {
+            let mut out = Vec::new();
+            encode_envelope(0x0102_0304_0506_0708, kind, b"payload", &mut out);
+            assert_eq!(out.len(), ENVELOPE_HEADER_LEN + 7);
+            let envelope = decode_envelope(&out).expect("an envelope");
+            assert_eq!(envelope.node_id, 0x0102_0304_0506_0708);
+            assert_eq!(envelope.message_type, kind);
+            assert_eq!(envelope.payload, b"payload");
+        }
+    }
+
+    #[test]
+    fn envelope_payload_is_binary_safe() {
+        let payload: Vec<u8> = (0..=255).collect();
+        let mut out = Vec::new();
+        encode_envelope(1, MessageType::Binary, &payload, &mut out);
+        assert_eq!(
+            decode_envelope(&out).expect("an envelope").payload,
+            &payload[..]
+        );
+        out.clear();
+        encode_envelope(1, MessageType::Binary, b"", &mut out);
+        assert_eq!(decode_envelope(&out).expect("an envelope").payload, b"");
+    }
+
+    #[test]
+    fn foreign_or_broken_envelopes_are_refused() {
+        let mut good = Vec::new();
+        encode_envelope(9, MessageType::Text, b"ok", &mut good);
+        assert!(
+            decode_envelope(&good[..ENVELOPE_HEADER_LEN - 1]).is_none(),
+            "short"
+        );
+        let mut magic = good.clone();
+        magic[0] = b'{';
+        assert!(decode_envelope(&magic).is_none(), "another program's JSON");
+        let mut version = good.clone();
+        version[1] = ENVELOPE_VERSION + 1;
+        assert!(decode_envelope(&version).is_none(), "a newer layout");
+        let mut kind = good.clone();
+        kind[10] = 3;
+        assert!(decode_envelope(&kind).is_none(), "a reserved opcode");
+        let mut text = Vec::new();
+        encode_envelope(9, MessageType::Text, b"\xff\xfe", &mut text);
+        assert!(decode_envelope(&text).is_none(), "text that is not UTF-8");
+        let mut ping = Vec::new();
+        encode_envelope(9, MessageType::Ping, &[0; 126], &mut ping);
+        assert!(
+            decode_envelope(&ping).is_none(),
+            "a control payload over 125 bytes"
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_below_each_step() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(5));
+        let mut backoff = Backoff::new(min, max);
+        let mut ceiling = min;
+        for _ in 0..12 {
+            let wait = backoff.next_wait();
+            assert!(
+                wait >= ceiling / 2 && wait <= ceiling,
+                "{wait:?} within {ceiling:?}"
+            );
+            ceiling = (ceiling * 2).min(max);
+        }
+        assert_eq!(ceiling, max);
+        backoff.reset();
+        assert!(backoff.next_wait() <= min);
+    }
+
+    #[test]
+    fn config_refusal_names_the_field() {
+        let config = RedisConfig {
+            reconnect_max: Duration::from_millis(10),
+            ..RedisConfig::default()
+        };
+        match RedisBroker::connect("redis://127.0.0.1:1", config) {
+            Err(Error::InvalidArgument(message)) => assert!(message.starts_with("reconnect_max")),
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+        match RedisBroker::connect("http://127.0.0.1:1", RedisConfig::default()) {
+            Err(Error::InvalidArgument(message)) => assert!(message.starts_with("redis url")),
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unreachable_redis_is_not_an_error_and_publishes_are_counted_as_dropped() {
+        // Port 1 on loopback: nothing listens, connections are refused at once.
+        let config = RedisConfig {
+            node_id: Some(42),
+            ..RedisConfig::default()
+        };
+        let broker = RedisBroker::connect("redis://127.0.0.1:1", config).expect("a broker");
+        let message = Arc::new(PreparedMessage::new(MessageType::Text, "lost").expect("text"));
+        broker.subscribe(b"room");
+        broker.publish(b"room", &message);
+        let stats = broker.stats();
+        assert_eq!(stats.node_id, 42);
+        assert!(!stats.connected);
+        assert_eq!(stats.publish_drops, 1);
+        assert_eq!(stats.down_for, None, "never connected: no outage yet");
+        broker.close();
+    }
+}
