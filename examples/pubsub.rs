@@ -4,13 +4,18 @@
 //! A connected client may also send `+NAME` to subscribe and `-NAME` to unsubscribe.
 //!
 //! `cargo run --release --bin pubsub -- --topics prices,news --interval-ms 100`
+//!
+//! With `--redis redis://127.0.0.1:6379`, several `pubsub` nodes share their topics
+//! through Redis: a subscriber on any node gets the ticks of every node (each tick then
+//! names its node). The broker's counters are at `/metrics/redis`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use ringcast::proto::handshake::{HandshakeError, Request};
-use ringcast::server::{Handler, HttpResponse, Server, ServerConfig, Socket};
+use ringcast::server::{Handler, HttpResponse, RedisBroker, Server, ServerConfig, Socket};
 use ringcast::{CloseCode, MessageType, Upgrader};
 
 #[global_allocator]
@@ -35,11 +40,19 @@ struct Args {
     /// Milliseconds between two ticks of each topic.
     #[arg(long, default_value_t = 1000)]
     interval_ms: u64,
+    /// Share topics with other nodes through this Redis (redis://HOST:PORT).
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// This node's id in Redis messages, decimal or 0x-hex (default: random).
+    #[arg(long, value_parser = ringcast_examples::parse_node_id, requires = "redis")]
+    node_id: Option<u64>,
 }
 
 /// Subscribes each connection to the topics of its URL; `+NAME`/`-NAME` messages change
 /// them later.
-struct Subscriptions;
+struct Subscriptions {
+    broker: Option<Arc<RedisBroker>>,
+}
 
 impl Handler for Subscriptions {
     type Data = ();
@@ -75,7 +88,10 @@ impl Handler for Subscriptions {
         }
     }
 
-    fn on_http(&mut self, _request: &Request) -> HttpResponse {
+    fn on_http(&mut self, request: &Request) -> HttpResponse {
+        if request.path() == ringcast_examples::BROKER_METRICS_PATH {
+            return ringcast_examples::broker_metrics(self.broker.as_deref());
+        }
         HttpResponse::new(
             200,
             "text/plain; charset=utf-8",
@@ -92,6 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let args = Args::parse();
+    let broker = ringcast_examples::redis_broker(args.redis.as_deref(), args.node_id)?;
     let config = ServerConfig {
         addr: Some(args.addr),
         workers: args.workers,
@@ -103,22 +120,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         // Prometheus text at /metrics (the engine answers it; the handler never sees it).
         metrics_path: Some("/metrics".into()),
+        broker: broker.clone().map(|b| b as _),
         ..ServerConfig::default()
     };
-    let server = Server::new(config).start(|_| Subscriptions)?;
+    let handler_broker = broker.clone();
+    let server = Server::new(config).start(move |_| Subscriptions {
+        broker: handler_broker.clone(),
+    })?;
+    if let Some(broker) = &broker {
+        broker.attach(server.clone());
+    }
     ringcast_examples::shutdown_on_signals(&server)?;
     println!("listening on {}", server.local_addr().ok_or("no address")?);
 
     // The service's data source: a plain thread with a handle, nothing async.
     let publisher = server.clone();
     let interval = Duration::from_millis(args.interval_ms.max(1));
+    let node = broker.as_ref().map(|b| format!("{:016x}", b.node_id()));
     std::thread::spawn(move || {
         for seq in 0u64.. {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis());
             for topic in &args.topics {
-                let tick = serde_json::json!({ "topic": topic, "seq": seq, "ms": now });
+                let mut tick = serde_json::json!({ "topic": topic, "seq": seq, "ms": now });
+                if let Some(node) = &node {
+                    tick["node"] = node.clone().into();
+                }
                 if publisher
                     .publish(topic.as_bytes(), MessageType::Text, tick.to_string())
                     .is_err()
@@ -130,5 +158,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
     server.wait();
+    if let Some(broker) = broker {
+        broker.close();
+    }
     Ok(())
 }

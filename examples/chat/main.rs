@@ -11,13 +11,21 @@
 //!   `{"type":"join","room":"lobby","count":3}`; the joining client gets its own.
 //! - Messages are at most `--max-message` bytes (4096): a larger one closes the
 //!   connection with 1009.
+//! - `--redis redis://127.0.0.1:6379` makes this server one node of several: rooms are
+//!   shared through Redis pub/sub, so clients of different nodes (behind one load
+//!   balancer) talk to each other. Join and leave notices travel too, but their `count`
+//!   is the joining node's own (the members connected to that node). The broker's
+//!   counters are at `/metrics/redis`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use ringcast::proto::handshake::{HandshakeError, Request};
-use ringcast::server::{Handler, HttpResponse, Server, ServerConfig, ServerHandle, Socket};
+use ringcast::server::{
+    Handler, HttpResponse, RedisBroker, Server, ServerConfig, ServerHandle, Socket,
+};
 use ringcast::{CloseCode, MessageType, Upgrader};
 
 #[global_allocator]
@@ -48,11 +56,18 @@ struct Args {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Share rooms with other nodes through this Redis (redis://HOST:PORT).
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// This node's id in Redis messages, decimal or 0x-hex (default: random).
+    #[arg(long, value_parser = ringcast_examples::parse_node_id, requires = "redis")]
+    node_id: Option<u64>,
 }
 
 /// One per worker; the room of each connection is its data.
 struct Chat {
     server: Option<ServerHandle>,
+    broker: Option<Arc<RedisBroker>>,
 }
 
 fn room_topic(room: &str) -> Vec<u8> {
@@ -131,6 +146,9 @@ impl Handler for Chat {
                 HttpResponse::new(200, "text/html; charset=utf-8", PAGE)
             }
             ("GET", "/ws") => HttpResponse::upgrade_required(),
+            ("GET", ringcast_examples::BROKER_METRICS_PATH) => {
+                ringcast_examples::broker_metrics(self.broker.as_deref())
+            }
             _ => HttpResponse::not_found(),
         }
     }
@@ -144,6 +162,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let args = Args::parse();
+    let broker = ringcast_examples::redis_broker(args.redis.as_deref(), args.node_id)?;
     let config = ServerConfig {
         addr: Some(args.addr),
         workers: args.workers,
@@ -161,9 +180,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         // Prometheus text at /metrics (the engine answers it; the handler never sees it).
         metrics_path: Some("/metrics".into()),
+        broker: broker.clone().map(|b| b as _),
         ..ServerConfig::default()
     };
-    let server = Server::new(config).start(|_| Chat { server: None })?;
+    let handler_broker = broker.clone();
+    let server = Server::new(config).start(move |_| Chat {
+        server: None,
+        broker: handler_broker.clone(),
+    })?;
+    if let Some(broker) = &broker {
+        broker.attach(server.clone());
+    }
     ringcast_examples::shutdown_on_signals(&server)?;
     let addr = server.local_addr().ok_or("no address")?;
     let scheme = if args.tls_cert.is_some() {
@@ -173,5 +200,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     println!("chat: open {scheme}://{addr}/ in a browser (rooms: {scheme}://{addr}/?room=NAME)");
     server.wait();
+    if let Some(broker) = broker {
+        broker.close();
+    }
     Ok(())
 }

@@ -1,6 +1,52 @@
 //! Shared bits of the example programs.
 
-use ringcast::server::ServerHandle;
+use std::sync::Arc;
+
+use ringcast::server::{HttpResponse, RedisBroker, RedisConfig, ServerHandle};
+
+/// The path where the examples serve their [`RedisBroker`]'s counters (Prometheus text),
+/// beside the engine's at `/metrics`.
+pub const BROKER_METRICS_PATH: &str = "/metrics/redis";
+
+/// The Redis broker asked for on the command line (`--redis URL`, `--node-id ID`), or
+/// `None` for a single node. A Redis that is down now is no error: the broker logs it
+/// and keeps trying.
+pub fn redis_broker(
+    url: Option<&str>,
+    node_id: Option<u64>,
+) -> Result<Option<Arc<RedisBroker>>, ringcast::Error> {
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    let config = RedisConfig {
+        node_id,
+        ..RedisConfig::default()
+    };
+    let broker = RedisBroker::connect(url, config)?;
+    tracing::info!(node = %format_args!("{:016x}", broker.node_id()), "sharing topics through redis");
+    Ok(Some(broker))
+}
+
+/// The answer to `GET /metrics/redis`: the broker's counters, or 404 without a broker.
+pub fn broker_metrics(broker: Option<&RedisBroker>) -> HttpResponse {
+    match broker {
+        Some(broker) => HttpResponse::new(
+            200,
+            "text/plain; version=0.0.4",
+            broker.stats().to_prometheus(),
+        ),
+        None => HttpResponse::not_found(),
+    }
+}
+
+/// Reads a node id given as decimal or as hex with `0x` (`--node-id 0x2a`).
+pub fn parse_node_id(text: &str) -> Result<u64, String> {
+    let parsed = match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|e| format!("node id {text:?}: {e}"))
+}
 
 /// Starts a thread that turns the first SIGINT or SIGTERM into a graceful shutdown of
 /// `server` (close 1001 to every connection, wait for the answers, stop). A second signal
@@ -56,5 +102,12 @@ mod tests {
         );
         assert_eq!(query_param("/ws", "room"), None);
         assert_eq!(query_params("/ws?topic=a&topic=b", "topic"), ["a", "b"]);
+    }
+
+    #[test]
+    fn node_ids_are_decimal_or_hex() {
+        assert_eq!(parse_node_id("42"), Ok(42));
+        assert_eq!(parse_node_id("0x2a"), Ok(42));
+        assert!(parse_node_id("x").is_err());
     }
 }
