@@ -88,4 +88,7 @@ mod guides {
     struct Client;
     #[doc = include_str!("../../docs/embedding.md")]
     struct Embedding;
+    #[cfg(feature = "redis")]
+    #[doc = include_str!("../../docs/operations.md")]
+    struct Operations;
 }
