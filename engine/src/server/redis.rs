@@ -544,10 +544,15 @@ impl Link {
     }
 }
 
-/// A publish waiting for the publisher thread.
-struct Outbound {
-    topic: Bytes,
-    message: Arc<PreparedMessage>,
+/// What waits in the publisher thread's queue.
+enum Queued {
+    /// A publish of this node.
+    Publish {
+        topic: Bytes,
+        message: Arc<PreparedMessage>,
+    },
+    /// Nothing to send: look at the stop flag now (sent by `close`).
+    Wake,
 }
 
 /// What the engine and the application tell the subscriber thread.
@@ -579,7 +584,7 @@ enum Control {
 /// ```
 pub struct RedisBroker {
     link: Arc<Link>,
-    outbound: Sender<Outbound>,
+    outbound: Sender<Queued>,
     controls: Sender<Control>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -689,12 +694,14 @@ impl RedisBroker {
     }
 
     /// Stops both threads and waits for them: at most about
-    /// [`io_timeout`](RedisConfig::io_timeout) plus [`keepalive`](RedisConfig::keepalive).
-    /// Publishes after this are dropped. Dropping the last `Arc` stops the threads too,
+    /// [`io_timeout`](RedisConfig::io_timeout) (a command under way) plus the
+    /// [`poll_interval`](RedisConfig::poll_interval). Publishes after this are dropped. Dropping the last `Arc` stops the threads too,
     /// without waiting; but a broker attached to a server is held by that server, so call
     /// this after [`ServerHandle::wait`] to end it before the process does.
     pub fn close(&self) {
         self.link.stop.store(true, Ordering::Relaxed);
+        // A full queue means a busy publisher, which looks at the flag after each batch.
+        let _ = self.outbound.try_send(Queued::Wake);
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for thread in threads {
             // A thread that panicked has printed why; the other still ends.
@@ -723,7 +730,7 @@ impl Broker for RedisBroker {
             link.publish_drops.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let outbound = Outbound {
+        let outbound = Queued::Publish {
             topic: Bytes::copy_from_slice(topic),
             message: message.clone(),
         };
@@ -753,7 +760,7 @@ impl std::fmt::Debug for RedisBroker {
 }
 
 /// The publisher thread: connect, send batches until the connection fails, wait, again.
-fn run_publisher(link: &Link, queue: &Receiver<Outbound>) {
+fn run_publisher(link: &Link, queue: &Receiver<Queued>) {
     let mut backoff = Backoff::new(link.config.reconnect_min, link.config.reconnect_max);
     let mut first_failure = true;
     loop {
@@ -783,20 +790,21 @@ fn run_publisher(link: &Link, queue: &Receiver<Outbound>) {
 
 /// Waits `wait` before the next connection attempt, dropping (and counting) publishes
 /// that were queued before the link was seen down. `false`: stop the thread.
-fn drop_while_waiting(link: &Link, queue: &Receiver<Outbound>, wait: Duration) -> bool {
+fn drop_while_waiting(link: &Link, queue: &Receiver<Queued>, wait: Duration) -> bool {
     let deadline = Instant::now() + wait;
     loop {
         if link.stopped() {
             return false;
         }
-        // Check the stop flag at least every keepalive.
+        // `close` wakes this wait with a `Wake`; the keepalive bounds it all the same.
         let slice = deadline
             .saturating_duration_since(Instant::now())
             .min(link.config.keepalive);
         match queue.recv_timeout(slice) {
-            Ok(_) => {
+            Ok(Queued::Publish { .. }) => {
                 link.publish_drops.fetch_add(1, Ordering::Relaxed);
             }
+            Ok(Queued::Wake) => {}
             Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => return true,
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return false,
@@ -805,12 +813,18 @@ fn drop_while_waiting(link: &Link, queue: &Receiver<Outbound>, wait: Duration) -
 }
 
 /// Sends queued publishes in pipelined batches; pings when idle for the keepalive.
-fn serve_publisher(link: &Link, con: &mut redis::Connection, queue: &Receiver<Outbound>) -> Ended {
-    let mut batch: Vec<Outbound> = Vec::with_capacity(MAX_BATCH);
+fn serve_publisher(link: &Link, con: &mut redis::Connection, queue: &Receiver<Queued>) -> Ended {
+    let mut batch: Vec<(Bytes, Arc<PreparedMessage>)> = Vec::with_capacity(MAX_BATCH);
     let (mut channel, mut envelope) = (Vec::new(), Vec::new());
     loop {
         match queue.recv_timeout(link.config.keepalive) {
-            Ok(first) => batch.push(first),
+            Ok(Queued::Publish { topic, message }) => batch.push((topic, message)),
+            Ok(Queued::Wake) => {
+                if link.stopped() {
+                    return Ended::Stopped;
+                }
+                continue;
+            }
             Err(RecvTimeoutError::Timeout) => {
                 if link.stopped() {
                     return Ended::Stopped;
@@ -824,15 +838,16 @@ fn serve_publisher(link: &Link, con: &mut redis::Connection, queue: &Receiver<Ou
         }
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(Queued::Publish { topic, message }) => batch.push((topic, message)),
+                // The stop flag is looked at after this batch.
+                Ok(Queued::Wake) => {}
                 Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
             }
         }
         let mut pipe = redis::pipe();
-        for outbound in &batch {
-            link.channel(&outbound.topic, &mut channel);
+        for (topic, message) in &batch {
+            link.channel(topic, &mut channel);
             envelope.clear();
-            let message = &outbound.message;
             encode_envelope(
                 link.node_id,
                 message.message_type(),
@@ -989,9 +1004,10 @@ fn absorb_while_waiting(
         if link.stopped() {
             return false;
         }
+        // Look at the stop flag as often as a connected subscriber does.
         let slice = deadline
             .saturating_duration_since(Instant::now())
-            .min(link.config.keepalive);
+            .min(link.config.poll_interval);
         match controls.recv_timeout(slice) {
             Ok(control) => state.apply(link, control),
             Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => return true,
