@@ -913,14 +913,16 @@ impl Subscriber {
 
     /// Delivers one message from Redis to this node's subscribers.
     fn deliver(&mut self, link: &Link, message: &redis::Msg) {
-        let Some(topic) = message
+        // The channel is the prefix and the topic.
+        let Some(mut topic) = message
             .get_channel::<Vec<u8>>()
             .ok()
-            .and_then(|channel| channel.strip_prefix(&link.prefix[..]).map(<[u8]>::to_vec))
+            .filter(|channel| channel.starts_with(&link.prefix))
         else {
             link.malformed.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        topic.drain(..link.prefix.len());
         let Some(envelope) = decode_envelope(message.get_payload_bytes()) else {
             link.malformed.fetch_add(1, Ordering::Relaxed);
             return;
