@@ -162,8 +162,9 @@ pub struct RedisStats {
     /// Messages on a subscribed channel that are not a well-formed envelope (another
     /// program publishing there, an unknown version, text that is not UTF-8), skipped.
     pub malformed: u64,
-    /// Messages from other nodes that had nowhere to go: before
-    /// [`attach`](RedisBroker::attach), or after the server stopped.
+    /// Messages from other nodes that did not reach every worker: they came before
+    /// [`attach`](RedisBroker::attach), or after the server (or one of its workers)
+    /// stopped.
     pub undelivered: u64,
     /// How long the last outage that ended lasted (from the first link lost to both
     /// back). Messages other nodes published in that window did not reach this node.
@@ -258,7 +259,7 @@ impl RedisStats {
             (
                 "undelivered_total",
                 "counter",
-                "Messages from other nodes with no server to deliver them to.",
+                "Messages from other nodes that did not reach every worker.",
                 self.undelivered.to_string(),
             ),
             (
@@ -950,9 +951,9 @@ impl Subscriber {
         if let Err(err) = server.publish_local(&topic, Arc::new(prepared)) {
             link.received.fetch_sub(1, Ordering::Relaxed);
             if let Error::Io(_) = err {
-                // The server stopped: let go of it, so nothing keeps it alive.
+                // A worker (or the whole server) stopped; the handle cannot tell which,
+                // and the running workers got the message, so keep it.
                 link.undelivered.fetch_add(1, Ordering::Relaxed);
-                self.server = None;
             } else {
                 // A topic longer than the engine takes.
                 link.malformed.fetch_add(1, Ordering::Relaxed);
