@@ -7,15 +7,14 @@
 //!
 //! With `--redis redis://127.0.0.1:6379`, several `pubsub` nodes share their topics
 //! through Redis: a subscriber on any node gets the ticks of every node (each tick then
-//! names its node). The broker's counters are at `/metrics/redis`.
+//! names its node). The broker's counters are in `/metrics` with the engine's.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use ringcast::proto::handshake::{HandshakeError, Request};
-use ringcast::server::{Handler, HttpResponse, RedisBroker, Server, ServerConfig, Socket};
+use ringcast::server::{Handler, HttpResponse, Server, ServerConfig, Socket};
 use ringcast::{CloseCode, MessageType, Upgrader};
 
 #[global_allocator]
@@ -50,9 +49,7 @@ struct Args {
 
 /// Subscribes each connection to the topics of its URL; `+NAME`/`-NAME` messages change
 /// them later.
-struct Subscriptions {
-    broker: Option<Arc<RedisBroker>>,
-}
+struct Subscriptions;
 
 impl Handler for Subscriptions {
     type Data = ();
@@ -88,10 +85,7 @@ impl Handler for Subscriptions {
         }
     }
 
-    fn on_http(&mut self, request: &Request) -> HttpResponse {
-        if request.path() == ringcast_examples::BROKER_METRICS_PATH {
-            return ringcast_examples::broker_metrics(self.broker.as_deref());
-        }
+    fn on_http(&mut self, _request: &Request) -> HttpResponse {
         HttpResponse::new(
             200,
             "text/plain; charset=utf-8",
@@ -123,13 +117,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         broker: broker.clone().map(|b| b as _),
         ..ServerConfig::default()
     };
-    let handler_broker = broker.clone();
-    let server = Server::new(config).start(move |_| Subscriptions {
-        broker: handler_broker.clone(),
-    })?;
-    if let Some(broker) = &broker {
-        broker.attach(server.clone());
-    }
+    let server = Server::new(config).start(|_| Subscriptions)?;
     ringcast_examples::shutdown_on_signals(&server)?;
     println!("listening on {}", server.local_addr().ok_or("no address")?);
 
@@ -157,9 +145,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             std::thread::sleep(interval);
         }
     });
+    // The engine attaches the broker at start and stops it once every worker has.
     server.wait();
-    if let Some(broker) = broker {
-        broker.close();
-    }
     Ok(())
 }

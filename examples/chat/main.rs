@@ -15,17 +15,14 @@
 //!   shared through Redis pub/sub, so clients of different nodes (behind one load
 //!   balancer) talk to each other. Join and leave notices travel too, but their `count`
 //!   is the joining node's own (the members connected to that node). The broker's
-//!   counters are at `/metrics/redis`.
+//!   counters are in `/metrics` with the engine's.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use ringcast::proto::handshake::{HandshakeError, Request};
-use ringcast::server::{
-    Handler, HttpResponse, RedisBroker, Server, ServerConfig, ServerHandle, Socket,
-};
+use ringcast::server::{Handler, HttpResponse, Server, ServerConfig, ServerHandle, Socket};
 use ringcast::{CloseCode, MessageType, Upgrader};
 
 #[global_allocator]
@@ -67,7 +64,6 @@ struct Args {
 /// One per worker; the room of each connection is its data.
 struct Chat {
     server: Option<ServerHandle>,
-    broker: Option<Arc<RedisBroker>>,
 }
 
 fn room_topic(room: &str) -> Vec<u8> {
@@ -146,9 +142,6 @@ impl Handler for Chat {
                 HttpResponse::new(200, "text/html; charset=utf-8", PAGE)
             }
             ("GET", "/ws") => HttpResponse::upgrade_required(),
-            ("GET", ringcast_examples::BROKER_METRICS_PATH) => {
-                ringcast_examples::broker_metrics(self.broker.as_deref())
-            }
             _ => HttpResponse::not_found(),
         }
     }
@@ -183,14 +176,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         broker: broker.clone().map(|b| b as _),
         ..ServerConfig::default()
     };
-    let handler_broker = broker.clone();
-    let server = Server::new(config).start(move |_| Chat {
-        server: None,
-        broker: handler_broker.clone(),
-    })?;
-    if let Some(broker) = &broker {
-        broker.attach(server.clone());
-    }
+    let server = Server::new(config).start(|_| Chat { server: None })?;
     ringcast_examples::shutdown_on_signals(&server)?;
     let addr = server.local_addr().ok_or("no address")?;
     let scheme = if args.tls_cert.is_some() {
@@ -199,9 +185,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "http"
     };
     println!("chat: open {scheme}://{addr}/ in a browser (rooms: {scheme}://{addr}/?room=NAME)");
+    // The engine attaches the broker at start and stops it once every worker has.
     server.wait();
-    if let Some(broker) = broker {
-        broker.close();
-    }
     Ok(())
 }

@@ -2,11 +2,7 @@
 
 use std::sync::Arc;
 
-use ringcast::server::{HttpResponse, RedisBroker, RedisConfig, ServerHandle};
-
-/// The path where the examples serve their [`RedisBroker`]'s counters (Prometheus text),
-/// beside the engine's at `/metrics`.
-pub const BROKER_METRICS_PATH: &str = "/metrics/redis";
+use ringcast::server::{RedisBroker, RedisConfig, ServerHandle};
 
 /// The Redis broker asked for on the command line (`--redis URL`, `--node-id ID`), or
 /// `None` for a single node. A Redis that is down now is no error: the broker logs it
@@ -25,18 +21,6 @@ pub fn redis_broker(
     let broker = RedisBroker::connect(url, config)?;
     tracing::info!(node = %format_args!("{:016x}", broker.node_id()), "sharing topics through redis");
     Ok(Some(broker))
-}
-
-/// The answer to `GET /metrics/redis`: the broker's counters, or 404 without a broker.
-pub fn broker_metrics(broker: Option<&RedisBroker>) -> HttpResponse {
-    match broker {
-        Some(broker) => HttpResponse::new(
-            200,
-            "text/plain; version=0.0.4",
-            broker.stats().to_prometheus(),
-        ),
-        None => HttpResponse::not_found(),
-    }
 }
 
 /// Reads a node id given as decimal or as hex with `0x` (`--node-id 0x2a`).

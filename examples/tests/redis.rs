@@ -194,14 +194,14 @@ impl Node {
         conn
     }
 
-    /// The broker's counters from `/metrics/redis`.
+    /// The broker's counters, from the engine's `/metrics`.
     fn broker(&self) -> HashMap<String, f64> {
         let mut stream = TcpStream::connect(&self.addr).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
         stream
-            .write_all(b"GET /metrics/redis HTTP/1.1\r\nHost: x\r\n\r\n")
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             .expect("write");
         let mut response = String::new();
         stream.read_to_string(&mut response).expect("read");

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use crate::prepared::PreparedMessage;
 
+use super::ServerHandle;
+
 /// A link between this node and the others. Its methods are called on worker threads and
 /// on the threads that publish through a [`ServerHandle`](super::ServerHandle): they must
 /// return at once (hand the work to the broker's own thread).
@@ -24,4 +26,22 @@ pub trait Broker: Send + Sync + 'static {
     /// `message` was published to `topic` on this node (by a socket or the handle): send
     /// it to the other nodes. Local subscribers already have it.
     fn publish(&self, topic: &[u8], message: &Arc<PreparedMessage>);
+
+    /// The server has started: hand messages from other nodes to `server` from now on
+    /// (with [`ServerHandle::publish_local`]). Called once by
+    /// [`Server::start`](super::Server::start). Default: nothing.
+    fn attach(&self, server: ServerHandle) {
+        let _ = server;
+    }
+
+    /// Every worker has stopped ([`ServerHandle::wait`] returned): let go of the handle
+    /// and stop the broker's threads. Default: nothing.
+    fn detach(&self) {}
+
+    /// Appends the broker's own counters, in the Prometheus text format, to the server's
+    /// metrics page ([`ServerConfig::metrics_path`](super::ServerConfig::metrics_path)).
+    /// Default: nothing.
+    fn metrics(&self, out: &mut String) {
+        let _ = out;
+    }
 }

@@ -378,9 +378,15 @@ impl ServerHandle {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         );
+        let stopped = !threads.is_empty();
         for thread in threads {
             // A worker that panicked has already printed why; the others still stop.
             let _ = thread.join();
+        }
+        if stopped {
+            if let Some(broker) = &self.shared.broker {
+                broker.detach();
+            }
         }
     }
 }

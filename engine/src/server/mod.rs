@@ -214,6 +214,9 @@ impl Server {
             handle.wait();
             return Err(Error::Io(err));
         }
+        if let Some(broker) = &config.broker {
+            broker.attach(handle.clone());
+        }
         Ok(handle)
     }
 }

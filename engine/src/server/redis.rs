@@ -577,10 +577,9 @@ enum Control {
 ///     broker: Some(broker.clone()),
 ///     ..ServerConfig::default()
 /// };
+/// // The engine attaches the broker when it starts and closes it when it has stopped.
 /// let server = Server::new(config).start(|_| Chat)?;
-/// broker.attach(server.clone()); // messages from other nodes reach this server from now on
 /// server.wait();
-/// broker.close();
 /// # Ok::<(), ringcast::Error>(())
 /// ```
 pub struct RedisBroker {
@@ -650,10 +649,9 @@ impl RedisBroker {
         }))
     }
 
-    /// Delivers messages from other nodes to `server`'s subscribers from now on. Call it
-    /// once [`Server::start`](super::Server::start) has returned (the server needs the
-    /// broker in its config before it exists); messages that arrive before are counted
-    /// in [`RedisStats::undelivered`].
+    /// Delivers messages from other nodes to `server`'s subscribers from now on. The
+    /// engine calls it (through [`Broker::attach`]) when `Server::start` returns; messages
+    /// that arrive before are counted in [`RedisStats::undelivered`].
     pub fn attach(&self, server: ServerHandle) {
         // The thread is gone only after close: nothing left to deliver then.
         let _ = self.controls.send(Control::Attach(server));
@@ -712,6 +710,18 @@ impl RedisBroker {
 }
 
 impl Broker for RedisBroker {
+    fn attach(&self, server: ServerHandle) {
+        RedisBroker::attach(self, server);
+    }
+
+    fn detach(&self) {
+        self.close();
+    }
+
+    fn metrics(&self, out: &mut String) {
+        out.push_str(&self.stats().to_prometheus());
+    }
+
     fn subscribe(&self, topic: &[u8]) {
         let _ = self
             .controls

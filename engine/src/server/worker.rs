@@ -432,7 +432,10 @@ impl<H: Handler> Worker<H> {
             let workers: Vec<_> = (0..handle.workers())
                 .map(|i| handle.worker_stats(i))
                 .collect();
-            let text = handle.stats().to_prometheus(&workers);
+            let mut text = handle.stats().to_prometheus(&workers);
+            if let Some(broker) = &self.core.shared.broker {
+                broker.metrics(&mut text);
+            }
             super::HttpResponse::new(200, "text/plain; version=0.0.4; charset=utf-8", text)
         } else {
             self.handler.on_http(request)
