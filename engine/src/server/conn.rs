@@ -40,7 +40,9 @@ pub(crate) struct Connection<D> {
     pub(crate) generation: u32,
     pub(crate) role: Role,
     pub(crate) phase: Phase,
-    pub(crate) decoder: Decoder,
+    /// The decoder of a frame or message in progress; `None` between messages, when a
+    /// fresh one (built from the settings, no allocation) would be the same.
+    pub(crate) decoder: Option<Box<Decoder>>,
     pub(crate) outbox: Outbox,
     /// Agreed permessage-deflate settings for what this side sends.
     pub(crate) compression: Option<DeflateSettings>,
@@ -85,7 +87,7 @@ impl<D: Default> Connection<D> {
             generation,
             role,
             phase,
-            decoder: Decoder::new(role),
+            decoder: None,
             outbox: Outbox::default(),
             compression: None,
             subprotocol: None,

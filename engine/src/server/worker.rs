@@ -367,11 +367,10 @@ impl<H: Handler> Worker<H> {
         let mut response = Vec::with_capacity(256);
         handshake::write_response(&accepted, &extra, &mut response);
         self.core.queue_always(key, Bytes::from(response));
-        let read_limit = self.core.config.upgrader.read_limit;
         let level = self.core.config.compression_level;
         let conn = &mut self.core.conns[key];
         conn.subprotocol = accepted.subprotocol.map(String::into_boxed_str);
-        self.open(key, accepted.compression, read_limit, level);
+        self.open(key, accepted.compression, level);
         Self::call(&mut self.handler, &mut self.core, key, |h, s| {
             h.on_open(s, &request)
         });
@@ -382,13 +381,7 @@ impl<H: Handler> Worker<H> {
     }
 
     /// The handshake is done (either side): the connection is open.
-    fn open(
-        &mut self,
-        key: usize,
-        agreed: Option<PerMessageDeflate>,
-        read_limit: Option<u64>,
-        level: i32,
-    ) {
+    fn open(&mut self, key: usize, agreed: Option<PerMessageDeflate>, level: i32) {
         let now = self.core.now;
         let conn = &mut self.core.conns[key];
         conn.phase = Phase::Open;
@@ -403,9 +396,6 @@ impl<H: Handler> Worker<H> {
             }
             .unwrap_or(15),
         });
-        conn.decoder.set_compression(agreed.is_some());
-        conn.decoder
-            .set_read_limit(read_limit.unwrap_or(DEFAULT_READ_LIMIT));
         self.core.counters.incr(Counter::HandshakesOk);
         self.core.counters.incr(Counter::Connections);
         self.core.arm_timer(key);
@@ -544,10 +534,9 @@ impl<H: Handler> Worker<H> {
         let mut leftover = head[used..].to_vec();
         let request = pending.as_request();
         self.core.counters.incr(Counter::DialsOk);
-        let read_limit = self.core.config.upgrader.read_limit;
         let level = self.core.config.compression_level;
         self.core.conns[key].subprotocol = agreed.subprotocol.map(String::into_boxed_str);
-        self.open(key, agreed.compression, read_limit, level);
+        self.open(key, agreed.compression, level);
         Self::call(&mut self.handler, &mut self.core, key, |h, s| {
             h.on_open(s, &request)
         });
@@ -569,7 +558,18 @@ impl<H: Handler> Worker<H> {
     /// Decodes what arrived on an open (or closing) connection and hands each event on.
     fn frames(&mut self, key: usize, input: &mut [u8]) {
         let role = self.core.conns[key].role;
-        let mut decoder = std::mem::replace(&mut self.core.conns[key].decoder, Decoder::new(role));
+        let conn = &mut self.core.conns[key];
+        let mut decoder = match conn.decoder.take() {
+            Some(partial) => *partial,
+            None => {
+                // Between messages a decoder is all settings: make one on the stack.
+                let mut fresh = Decoder::new(role);
+                fresh.set_compression(conn.compression.is_some());
+                let limit = self.core.config.upgrader.read_limit;
+                fresh.set_read_limit(limit.unwrap_or(DEFAULT_READ_LIMIT));
+                fresh
+            }
+        };
         let mut pos = 0;
         loop {
             let conn = &self.core.conns[key];
@@ -617,10 +617,12 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
-        decoder.release_idle_memory();
         self.inflater.trim();
         if let Some(conn) = self.core.conns.get_mut(key) {
-            conn.decoder = decoder;
+            // Only a frame or message in progress is kept: an idle connection holds none.
+            if !decoder.is_idle() {
+                conn.decoder = Some(Box::new(decoder));
+            }
         }
     }
 
