@@ -195,12 +195,14 @@ impl Report {
         ));
         match &self.figures {
             Figures::Fanout(f) => {
-                let rate = f
+                let mode = f
                     .rate
-                    .map_or("max throughput".to_owned(), |r| format!("{r} msg/s"));
+                    .map_or(format!("max throughput, window {}", f.window), |r| {
+                        format!("{r} msg/s")
+                    });
                 line(format!(
-                    "  {} subscribers ({} open), {} publishers, {} B, {rate}, window {}",
-                    f.subscribers, f.subscribers_open, f.publishers, f.size, f.window
+                    "  {} subscribers ({} open), {} publishers, {} B, {mode}",
+                    f.subscribers, f.subscribers_open, f.publishers, f.size
                 ));
                 line(format!(
                     "  published {} ({:.0}/s), deliveries {} of {} expected ({:.0}/s)",
@@ -288,6 +290,7 @@ pub fn plot(report: &Report, path: &Path) -> Result<(), Box<dyn std::error::Erro
         .map(|(q, us)| (nines(q), us.max(1.0)))
         .collect();
     let top_y = curve.iter().map(|p| p.1).fold(1.0, f64::max) * 1.5;
+    let bottom_y = (curve.iter().map(|p| p.1).fold(top_y, f64::min) / 1.5).max(1.0);
     let max_x = curve.iter().map(|p| p.0).fold(1.0, f64::max);
     let mut chart = ChartBuilder::on(&top)
         .caption(
@@ -295,9 +298,10 @@ pub fn plot(report: &Report, path: &Path) -> Result<(), Box<dyn std::error::Erro
             ("sans-serif", 20),
         )
         .margin(15)
+        .margin_right(40)
         .x_label_area_size(35)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..max_x, (1f64..top_y).log_scale())?;
+        .build_cartesian_2d(0f64..max_x, (bottom_y..top_y).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("percentile")
@@ -334,7 +338,13 @@ pub fn plot(report: &Report, path: &Path) -> Result<(), Box<dyn std::error::Erro
         .configure_mesh()
         .x_desc("seconds since start")
         .y_desc(unit)
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_label_formatter(&|x| {
+            if x.fract() == 0.0 {
+                format!("{x:.0}")
+            } else {
+                format!("{x:.1}")
+            }
+        })
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
     // The warm-up, shaded: its second(s) are not in the figures.
