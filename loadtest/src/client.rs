@@ -12,7 +12,7 @@
 //! Also here: the process-wide clock every timestamp is measured on, and the text of the
 //! messages the scenarios send ([`Stamp`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -68,6 +68,12 @@ impl Stamp {
             out.push(b' ');
             out.resize(size.max(out.len()), b'x');
         }
+    }
+
+    /// Whether `line` starts the way this load generator's messages do (so one that does
+    /// not parse was mangled, rather than being the server's own).
+    pub fn looks_like_one(line: &[u8]) -> bool {
+        line.starts_with(b"p=")
     }
 
     /// The stamp at the start of `line`, if it is one of ours.
@@ -142,8 +148,10 @@ pub enum Event {
         /// The connection's id, for [`ServerHandle::send_to`].
         id: ConnId,
     },
-    /// A dial failed.
+    /// The dial with this tag failed.
     DialFailed {
+        /// The dial's tag.
+        tag: u64,
         /// Why.
         error: String,
     },
@@ -181,10 +189,11 @@ impl Link {
         let _ = self.events.send(Event::Opened { tag, id });
     }
 
-    /// Notes that a dial failed.
-    pub fn dial_failed(&self, error: &Error) {
+    /// Notes that the dial with `tag` failed.
+    pub fn dial_failed(&self, tag: u64, error: &Error) {
         self.live().errors.fetch_add(1, Ordering::Relaxed);
         let _ = self.events.send(Event::DialFailed {
+            tag,
             error: error.to_string(),
         });
     }
@@ -247,6 +256,8 @@ pub struct Roster {
     pub closed: u64,
     /// The first few error messages, for the report.
     pub samples: Vec<String>,
+    /// Tags of dials that opened or failed since [`Fleet::connect_all`] last looked.
+    resolved: Vec<u64>,
 }
 
 impl Roster {
@@ -257,8 +268,10 @@ impl Roster {
             Event::Opened { tag, id } => {
                 self.ids.insert(tag, id);
                 self.opened += 1;
+                self.resolved.push(tag);
             }
-            Event::DialFailed { error, .. } => {
+            Event::DialFailed { tag, error } => {
+                self.resolved.push(tag);
                 self.dial_failures += 1;
                 self.sample(format!("dial: {error}"));
             }
@@ -391,10 +404,14 @@ impl Fleet {
         mut tick: impl FnMut(&Fleet),
     ) -> Result<(), Error> {
         let deadline = Instant::now() + timeout;
-        let base = self.roster.opened + self.roster.dial_failures;
+        let mut pending: HashSet<u64> = tags.iter().copied().collect();
+        self.roster.resolved.clear();
         let mut dialed = 0usize;
         loop {
-            let done = (self.roster.opened + self.roster.dial_failures - base) as usize;
+            for tag in self.roster.resolved.drain(..) {
+                pending.remove(&tag);
+            }
+            let done = tags.len() - pending.len();
             while dialed < tags.len() && dialed - done < concurrency.max(1) {
                 self.dial(dialed, tags[dialed])?;
                 dialed += 1;

@@ -87,6 +87,9 @@ struct Target {
     /// Handshakes under way at once while connecting (fanout, echo).
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
+    /// Seconds connecting may take before the run goes on with what opened (fanout, echo).
+    #[arg(long, default_value_t = 60.0)]
+    connect_timeout: f64,
 }
 
 /// `fanout`'s arguments.
@@ -239,6 +242,7 @@ fn common(target: &Target) -> Result<Common, BoxError> {
         server_pid: target.server_pid,
         json: target.json,
         concurrency: target.concurrency,
+        connect_timeout: seconds("--connect-timeout", target.connect_timeout)?,
     })
 }
 

@@ -85,8 +85,10 @@ pub struct FanoutFigures {
     pub duplicates: u64,
     /// Deliveries overtaken by a later message of the same publisher.
     pub out_of_order: u64,
-    /// Lines that are not this generator's messages.
+    /// Lines that start like this generator's messages but do not parse (errors).
     pub malformed: u64,
+    /// Lines of the server's own, such as join notices (not errors).
+    pub other_lines: u64,
     /// Sends refused by the load generator's engine.
     pub send_errors: u64,
     /// Dials that failed.
@@ -120,8 +122,10 @@ pub struct EchoFigures {
     pub duplicates: u64,
     /// Echoes overtaken by a later one on the same connection.
     pub out_of_order: u64,
-    /// Lines that are not this generator's messages.
+    /// Lines that start like this generator's messages but do not parse (errors).
     pub malformed: u64,
+    /// Lines of the server's own, such as join notices (not errors).
+    pub other_lines: u64,
     /// Sends refused by the load generator's engine.
     pub send_errors: u64,
     /// Dials that failed.
@@ -147,6 +151,8 @@ pub struct ConnsFigures {
     pub failed: u64,
     /// Connections that closed before the end of the hold.
     pub closed: u64,
+    /// Messages the server sent to the idle connections (not errors).
+    pub messages: u64,
     /// Seconds from the first dial to the last open or failure.
     pub ramp_s: f64,
     /// `opened / ramp_s`.
@@ -209,8 +215,8 @@ impl Report {
                     f.published, f.publishes_per_s, f.received, f.expected, f.deliveries_per_s
                 ));
                 line(format!(
-                    "  loss {}, duplicates {}, out of order {}, malformed {}",
-                    f.loss, f.duplicates, f.out_of_order, f.malformed
+                    "  loss {}, duplicates {}, out of order {}, malformed {}, server's own lines {}",
+                    f.loss, f.duplicates, f.out_of_order, f.malformed, f.other_lines
                 ));
             }
             Figures::Echo(f) => {

@@ -27,8 +27,6 @@ use crate::stats::{Arrival, ProcessSample, SeqTracker, ServerProbe, Tally};
 /// A boxed error for the command line.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
-/// How long connecting may take, at most, before a scenario goes on with what opened.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pause between the last open and the first message: servers may register a client in
 /// its room just after the handshake, and a message sent before that would count as lost.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -44,6 +42,9 @@ pub struct Common {
     pub json: bool,
     /// Handshakes under way at once while connecting (fanout, echo).
     pub concurrency: usize,
+    /// How long connecting may take before the scenario goes on with what opened
+    /// (fanout, echo).
+    pub connect_timeout: Duration,
 }
 
 /// What the window of a run is, on [`now_ns`]'s clock. Set once by the main thread when
@@ -340,11 +341,11 @@ impl FanoutWorker {
         let (origin, start, end) = self.plan.clock.get();
         let mut lines = 0;
         for line in payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            lines += 1;
             let Some(stamp) = Stamp::parse(line) else {
-                self.tally.malformed += 1;
+                self.foreign(line);
                 continue;
             };
+            lines += 1;
             let Some(tracker) = from.get_mut(stamp.sender as usize) else {
                 self.tally.malformed += 1;
                 continue;
@@ -369,6 +370,15 @@ impl FanoutWorker {
         }
         self.seen += lines;
         self.tally.timeline.add(now.saturating_sub(origin), lines);
+    }
+
+    /// A line that is not one of ours: mangled, or the server's own.
+    fn foreign(&mut self, line: &[u8]) {
+        if Stamp::looks_like_one(line) {
+            self.tally.malformed += 1;
+        } else {
+            self.tally.other += 1;
+        }
     }
 
     /// Max throughput: one local subscriber received message `seq` of publisher `p`.
@@ -474,8 +484,8 @@ impl Handler for FanoutWorker {
         }
     }
 
-    fn on_dial_error(&mut self, _tag: u64, error: Error) {
-        self.link.dial_failed(&error);
+    fn on_dial_error(&mut self, tag: u64, error: Error) {
+        self.link.dial_failed(tag, &error);
     }
 }
 
@@ -566,7 +576,7 @@ pub fn fanout(common: &Common, f: &Fanout) -> Result<Report, BoxError> {
         .map(|i| PUBLISHER | i)
         .collect();
     for tags in [&subscribers, &publishers] {
-        fleet.connect_all(tags, common.concurrency, CONNECT_TIMEOUT, |fl| {
+        fleet.connect_all(tags, common.concurrency, common.connect_timeout, |fl| {
             progress.tick(fl.totals())
         })?;
     }
@@ -585,9 +595,16 @@ pub fn fanout(common: &Common, f: &Fanout) -> Result<Report, BoxError> {
         })
         .collect();
     if open_publishers.is_empty() || subscribers_open == 0 {
-        let why = fleet.roster.samples.join("; ");
+        let why = format!(
+            "{subscribers_open} of {} subscribers and {} of {} publishers opened within {:?}; {}",
+            f.subscribers,
+            open_publishers.len(),
+            f.publishers,
+            common.connect_timeout,
+            fleet.roster.samples.join("; ")
+        );
         fleet.stop();
-        return Err(format!("too few connections opened: {why}").into());
+        return Err(why.into());
     }
     for (w, &count) in per_worker.iter().enumerate() {
         if count == 0 {
@@ -684,6 +701,7 @@ pub fn fanout(common: &Common, f: &Fanout) -> Result<Report, BoxError> {
             duplicates: tally.duplicates,
             out_of_order: tally.out_of_order,
             malformed: tally.malformed,
+            other_lines: tally.other,
             send_errors,
             dial_failures: roster.dial_failures,
             closed: roster.closed,
@@ -772,15 +790,23 @@ impl Handler for EchoWorker {
         let (origin, start, end) = self.plan.clock.get();
         let mut release = 0;
         for line in payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            self.seen += 1;
             let conn = socket.data();
             let stamp = match Stamp::parse(line) {
                 Some(stamp) if stamp.sender == conn.index => stamp,
-                _ => {
+                Some(_) => {
                     self.tally.malformed += 1;
                     continue;
                 }
+                None if Stamp::looks_like_one(line) => {
+                    self.tally.malformed += 1;
+                    continue;
+                }
+                None => {
+                    self.tally.other += 1;
+                    continue;
+                }
             };
+            self.seen += 1;
             let arrival = conn.tracker.observe(stamp.seq);
             if arrival == Arrival::Duplicate {
                 if stamp.time >= start && stamp.time < end {
@@ -829,8 +855,8 @@ impl Handler for EchoWorker {
         self.link.closed(socket.tag(), code.into(), reason);
     }
 
-    fn on_dial_error(&mut self, _tag: u64, error: Error) {
-        self.link.dial_failed(&error);
+    fn on_dial_error(&mut self, tag: u64, error: Error) {
+        self.link.dial_failed(tag, &error);
     }
 }
 
@@ -862,7 +888,7 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
     let mut progress = Progress::new(common.json, "echoes/s");
     watch.before = watch.sample();
     let tags: Vec<u64> = (0..u64::from(e.connections)).collect();
-    fleet.connect_all(&tags, common.concurrency, CONNECT_TIMEOUT, |fl| {
+    fleet.connect_all(&tags, common.concurrency, common.connect_timeout, |fl| {
         progress.tick(fl.totals())
     })?;
     fleet.wait_until(Instant::now() + SETTLE, |fl| progress.tick(fl.totals()));
@@ -874,9 +900,13 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
         .collect();
     open.sort_unstable();
     if open.is_empty() {
-        let why = fleet.roster.samples.join("; ");
+        let why = format!(
+            "no connection opened within {:?}; {}",
+            common.connect_timeout,
+            fleet.roster.samples.join("; ")
+        );
         fleet.stop();
-        return Err(format!("no connection could be opened: {why}").into());
+        return Err(why.into());
     }
     watch.connected = watch.sample();
 
@@ -942,6 +972,7 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
             duplicates: tally.duplicates,
             out_of_order: tally.out_of_order,
             malformed: tally.malformed,
+            other_lines: tally.other,
             send_errors: tally.send_errors,
             dial_failures: roster.dial_failures,
             closed: roster.closed,
@@ -998,15 +1029,16 @@ impl Handler for ConnsWorker {
     }
 
     fn on_message(&mut self, _socket: &mut Socket<'_, ()>, _kind: MessageType, _payload: &[u8]) {
-        self.tally.malformed += 1;
+        // Idle connections send nothing; what a server sends them is its own business.
+        self.tally.other += 1;
     }
 
     fn on_close(&mut self, socket: &mut Socket<'_, ()>, code: CloseCode, reason: &str) {
         self.link.closed(socket.tag(), code.into(), reason);
     }
 
-    fn on_dial_error(&mut self, _tag: u64, error: Error) {
-        self.link.dial_failed(&error);
+    fn on_dial_error(&mut self, tag: u64, error: Error) {
+        self.link.dial_failed(tag, &error);
     }
 }
 
@@ -1094,6 +1126,7 @@ pub fn conns(common: &Common, c: &Conns) -> Result<Report, BoxError> {
             opened,
             failed: roster.dial_failures,
             closed: roster.closed,
+            messages: tally.other,
             ramp_s,
             connects_per_s: if ramp_s > 0.0 {
                 opened as f64 / ramp_s
@@ -1104,7 +1137,7 @@ pub fn conns(common: &Common, c: &Conns) -> Result<Report, BoxError> {
         latency_us: tally.latency.summary(),
         timeline: tally.timeline.seconds().to_vec(),
         server,
-        errors: roster.dial_failures + roster.closed + tally.malformed,
+        errors: roster.dial_failures + roster.closed,
         error_samples: roster.samples,
         latency: tally.latency,
     })

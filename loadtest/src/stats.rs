@@ -186,8 +186,12 @@ pub struct Tally {
     pub duplicates: u64,
     /// Messages that arrived after a later one from the same sender.
     pub out_of_order: u64,
-    /// Received lines that are not messages of this load generator.
+    /// Received lines that start like this load generator's messages but do not parse,
+    /// or name a sender that does not exist: a server that mangles messages.
     pub malformed: u64,
+    /// Received lines of the server's own (a chat server's join notices, say): not
+    /// counted as deliveries, not errors.
+    pub other: u64,
     /// Sends the engine refused (connection closing, queue full).
     pub send_errors: u64,
     /// Latency of each counted message: delivery, round trip, or connect, by scenario.
@@ -205,6 +209,7 @@ impl Tally {
         self.duplicates += other.duplicates;
         self.out_of_order += other.out_of_order;
         self.malformed += other.malformed;
+        self.other += other.other;
         self.send_errors += other.send_errors;
         self.latency.merge(&other.latency);
         self.timeline.merge(&other.timeline);

@@ -28,11 +28,13 @@ impl Handler for Echo {
 }
 
 /// One room: every text message goes to every member, the sender included, in the order
-/// received. With `pairs`, messages go out two at a time joined by `\n` in one frame, as
-/// gorilla's chat example joins what is queued for a client.
+/// received. With `chatty`, messages go out two at a time joined by `\n` in one frame, as
+/// gorilla's chat example joins what is queued for a client, and each join is announced
+/// to the room with a JSON line, as ringcast's chat server does.
+#[derive(Default)]
 struct Room {
     members: Vec<ConnId>,
-    pairs: bool,
+    chatty: bool,
     held: Option<Vec<u8>>,
 }
 
@@ -52,6 +54,10 @@ impl Handler for Room {
 
     fn on_open(&mut self, socket: &mut Socket<'_, ()>, _request: &Request) {
         self.members.push(socket.id());
+        if self.chatty {
+            let notice = format!(r#"{{"type":"join","count":{}}}"#, self.members.len());
+            self.broadcast(&socket.server(), notice.into_bytes());
+        }
     }
 
     fn on_message(&mut self, socket: &mut Socket<'_, ()>, kind: MessageType, payload: &[u8]) {
@@ -59,7 +65,7 @@ impl Handler for Room {
             return;
         }
         let handle = socket.server();
-        if !self.pairs {
+        if !self.chatty {
             return self.broadcast(&handle, payload.to_vec());
         }
         match self.held.take() {
@@ -184,11 +190,7 @@ fn echo_counts_every_message_on_both_backends() {
 
 #[test]
 fn fanout_at_a_fixed_rate_delivers_everything_once_in_order() {
-    let server = start(|| Room {
-        members: Vec::new(),
-        pairs: false,
-        held: None,
-    });
+    let server = start(Room::default);
     let report = run(
         Backend::Uring,
         &[
@@ -229,11 +231,10 @@ fn fanout_at_a_fixed_rate_delivers_everything_once_in_order() {
 }
 
 #[test]
-fn fanout_counts_each_line_of_a_joined_frame() {
+fn fanout_counts_each_line_of_a_joined_frame_and_leaves_notices_out() {
     let server = start(|| Room {
-        members: Vec::new(),
-        pairs: true,
-        held: None,
+        chatty: true,
+        ..Room::default()
     });
     let report = run(
         Backend::Uring,
@@ -257,6 +258,9 @@ fn fanout_counts_each_line_of_a_joined_frame() {
     assert_eq!(uint(&report, "published"), 100, "{report}");
     assert_eq!(uint(&report, "received"), 100 * 10, "{report}");
     assert_eq!(uint(&report, "malformed"), 0);
+    // Each subscriber hears the joins after its own: 10 + 9 + ... + 1 for the
+    // subscribers, and the publisher's join (the 11th) reaches all of them.
+    assert_eq!(uint(&report, "other_lines"), 55 + 10, "{report}");
     assert_eq!(uint(&report, "errors"), 0, "{report}");
     server.shutdown();
     server.wait();
@@ -264,11 +268,7 @@ fn fanout_counts_each_line_of_a_joined_frame() {
 
 #[test]
 fn fanout_at_max_throughput_loses_nothing_and_draws_a_plot() {
-    let server = start(|| Room {
-        members: Vec::new(),
-        pairs: false,
-        held: None,
-    });
+    let server = start(Room::default);
     let plot = std::env::temp_dir().join(format!("ringcast-load-{}.svg", std::process::id()));
     let report = run(
         Backend::Uring,
