@@ -456,6 +456,9 @@ impl<H: Handler> Worker<H> {
             return self.handler.on_dial_error(pending.tag, Error::Io(error));
         }
         let fd = match socket::tcp_socket(&pending.addr).and_then(|fd| {
+            // As for accepted sockets: frames are batched per turn, so Nagle only adds
+            // latency (tens of ms when it meets the peer's delayed ACK).
+            let _ = socket::set_nodelay(fd.as_raw_fd());
             if let Some(source) = pending.source {
                 socket::bind(fd.as_raw_fd(), &std::net::SocketAddr::new(source, 0))?;
             }

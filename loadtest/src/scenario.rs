@@ -1,0 +1,1144 @@
+//! The scenarios: [`fanout`] (one room, publishers and subscribers), [`echo`] (request
+//! and echo with a pipeline) and [`conns`] (a ramp of idle connections). Each one starts
+//! a [`Fleet`] with its own [`Handler`], connects, measures, and returns a [`Report`].
+//!
+//! Time on every path is [`now_ns`]: a message carries the time it was meant to be sent,
+//! and latency is counted from there, so a late send (the generator's or the server's
+//! fault) shows as latency instead of vanishing (no coordinated omission). A run is
+//! warm-up, then the measured window; only messages *sent* inside the window count,
+//! wherever they arrive, and the run waits a grace period after the window for the last
+//! of them.
+
+use std::error::Error as StdError;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use ringcast::proto::handshake::Request;
+use ringcast::server::{ConnId, Handler, ServerHandle, Socket};
+use ringcast::{CloseCode, Error, MessageType};
+
+use crate::client::{self, instant_at, now_ns, Fleet, FleetConfig, Link, Stamp};
+use crate::report::{
+    ConnsFigures, EchoFigures, FanoutFigures, Figures, Progress, Report, ServerFigures,
+};
+use crate::stats::{Arrival, ProcessSample, SeqTracker, ServerProbe, Tally};
+
+/// A boxed error for the command line.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Pause between the last open and the first message: servers may register a client in
+/// its room just after the handshake, and a message sent before that would count as lost.
+const SETTLE: Duration = Duration::from_millis(500);
+
+/// Settings every scenario shares.
+#[derive(Debug, Clone)]
+pub struct Common {
+    /// Where and how to connect.
+    pub fleet: FleetConfig,
+    /// The server process to sample (CPU time, RSS), if any.
+    pub server_pid: Option<u32>,
+    /// JSON output: no progress line.
+    pub json: bool,
+    /// Handshakes under way at once while connecting (fanout, echo).
+    pub concurrency: usize,
+    /// How long connecting may take before the scenario goes on with what opened
+    /// (fanout, echo).
+    pub connect_timeout: Duration,
+}
+
+/// What the window of a run is, on [`now_ns`]'s clock. Set once by the main thread when
+/// sending starts; read by every worker.
+#[derive(Debug)]
+struct Window {
+    /// When sending started: second 0 of the timeline.
+    origin: AtomicU64,
+    /// The end of the warm-up.
+    start: AtomicU64,
+    /// The end of the measured window: nothing is sent from here on.
+    end: AtomicU64,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            origin: AtomicU64::new(0),
+            start: AtomicU64::new(u64::MAX),
+            end: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl Window {
+    fn set(&self, origin: u64, warmup: Duration, duration: Duration) -> (u64, u64) {
+        let start = origin + warmup.as_nanos() as u64;
+        let end = start + duration.as_nanos() as u64;
+        self.origin.store(origin, Ordering::Relaxed);
+        self.start.store(start, Ordering::Relaxed);
+        self.end.store(end, Ordering::Relaxed);
+        (start, end)
+    }
+
+    /// The origin, start and end.
+    fn get(&self) -> (u64, u64, u64) {
+        (
+            self.origin.load(Ordering::Relaxed),
+            self.start.load(Ordering::Relaxed),
+            self.end.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The server process's samples over a run.
+struct Watch {
+    probe: Option<ServerProbe>,
+    before: Option<ProcessSample>,
+    connected: Option<ProcessSample>,
+    start: Option<ProcessSample>,
+    end: Option<ProcessSample>,
+}
+
+impl Watch {
+    fn new(pid: Option<u32>) -> Result<Watch, BoxError> {
+        let probe = match pid {
+            Some(pid) => Some(
+                ServerProbe::new(pid)
+                    .map_err(|e| format!("--server-pid {pid}: cannot read /proc: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Watch {
+            probe,
+            before: None,
+            connected: None,
+            start: None,
+            end: None,
+        })
+    }
+
+    fn sample(&self) -> Option<ProcessSample> {
+        self.probe.as_ref().and_then(|p| p.sample().ok())
+    }
+
+    /// The figures, with `units` of work done in the window and `connections` open.
+    fn figures(&self, units: u64, connections: u64) -> Option<ServerFigures> {
+        let probe = self.probe.as_ref()?;
+        let (before, connected) = (self.before?, self.connected?);
+        let (start, end) = (self.start?, self.end?);
+        let cpu_s = (end.cpu_seconds - start.cpu_seconds).max(0.0);
+        let per = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        Some(ServerFigures {
+            pid: probe.pid(),
+            cpu_s,
+            per_cpu_s: per(units as f64, cpu_s),
+            cpu_s_per_million: per(cpu_s * 1e6, units as f64),
+            rss_before_kib: before.rss_kib,
+            rss_connected_kib: connected.rss_kib,
+            rss_after_kib: end.rss_kib,
+            rss_per_connection_bytes: per(
+                (connected.rss_kib as f64 - before.rss_kib as f64) * 1024.0,
+                connections as f64,
+            ),
+        })
+    }
+}
+
+// --- fan-out ----------------------------------------------------------------------------
+
+/// Tag bit of publisher connections; the rest of the tag is the publisher's id.
+/// Subscribers' tags are their index.
+const PUBLISHER: u64 = 1 << 63;
+
+/// The fan-out scenario's settings.
+#[derive(Debug, Clone)]
+pub struct Fanout {
+    /// Subscriber connections.
+    pub subscribers: u32,
+    /// Publisher connections.
+    pub publishers: u32,
+    /// Message size in bytes.
+    pub size: usize,
+    /// Publishes per second, all publishers together; `None`: max throughput.
+    pub rate: Option<f64>,
+    /// Max throughput: messages per publisher not yet delivered to every subscriber.
+    pub window: u32,
+    /// Warm-up, not measured.
+    pub warmup: Duration,
+    /// The measured window.
+    pub duration: Duration,
+    /// How long to wait after the window for deliveries still on their way.
+    pub grace: Duration,
+}
+
+/// A shared counter alone on its cache lines, so that workers never write the same one.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Slot(AtomicU64);
+
+/// One publisher's flow control in max-throughput mode.
+///
+/// The window counts messages not yet delivered to *every* subscriber. (Counting only
+/// the publisher's own copy coming back, as a simpler generator would, lets the server
+/// serve the publisher first while subscribers fall behind, until servers that shed slow
+/// readers drop them: tt-server closed 593 of 1000 subscribers that way in a trial.)
+/// Each worker publishes how far its own subscribers have all got (`FanoutPlan::done`);
+/// whoever moves that forward releases the messages the window now allows, sending them
+/// through [`ServerHandle::send_to`] on the publisher's connection. `busy` keeps one
+/// releaser at a time, so messages enter the publisher's queue in sequence order;
+/// `pending` makes the releaser look again when another was turned away meanwhile. Both
+/// are tried, never waited on.
+#[derive(Debug, Default)]
+struct Gate {
+    conn: OnceLock<ConnId>,
+    /// The next sequence number to send (written only by the holder of `busy`).
+    next_seq: AtomicU64,
+    busy: AtomicBool,
+    pending: AtomicBool,
+}
+
+/// What the fan-out workers share with the main thread.
+#[derive(Debug)]
+struct FanoutPlan {
+    publishers: u32,
+    workers: usize,
+    size: usize,
+    window: u32,
+    max_throughput: bool,
+    clock: Window,
+    gates: Box<[Gate]>,
+    /// `[worker * publishers + publisher]`: how many of the publisher's messages (from
+    /// seq 0) every subscriber of the worker has received; `u64::MAX` for a worker
+    /// without subscribers.
+    done: Box<[Slot]>,
+}
+
+impl FanoutPlan {
+    /// Sends what publisher `p`'s window allows, if no one else is at it; returns how
+    /// many of the messages sent fall in the measured window.
+    fn release(&self, p: usize, handle: &ServerHandle, out: &mut Vec<u8>) -> (u64, u64) {
+        let gate = &self.gates[p];
+        let Some(&conn) = gate.conn.get() else {
+            return (0, 0);
+        };
+        let (_, start, end) = self.clock.get();
+        let (mut counted, mut errors) = (0, 0);
+        gate.pending.store(true, Ordering::SeqCst);
+        loop {
+            if gate
+                .busy
+                .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                return (counted, errors); // the holder will see `pending`
+            }
+            gate.pending.store(false, Ordering::SeqCst);
+            let everyone = (0..self.workers)
+                .map(|w| {
+                    self.done[w * self.publishers as usize + p]
+                        .0
+                        .load(Ordering::SeqCst)
+                })
+                .min()
+                .unwrap_or(0);
+            let bound = everyone.saturating_add(u64::from(self.window));
+            let mut seq = gate.next_seq.load(Ordering::SeqCst);
+            while seq < bound {
+                let time = now_ns();
+                if time >= end {
+                    break;
+                }
+                let stamp = Stamp {
+                    sender: p as u32,
+                    seq,
+                    time,
+                };
+                stamp.write(self.size, out);
+                if handle
+                    .send_to(conn, MessageType::Text, out.clone())
+                    .is_err()
+                {
+                    errors += 1;
+                    break;
+                }
+                seq += 1;
+                if time >= start {
+                    counted += 1;
+                }
+            }
+            gate.next_seq.store(seq, Ordering::SeqCst);
+            gate.busy.store(false, Ordering::SeqCst);
+            if !gate.pending.load(Ordering::SeqCst) {
+                return (counted, errors);
+            }
+        }
+    }
+}
+
+/// A fan-out connection's part.
+#[derive(Debug, Default)]
+enum Member {
+    /// Not open yet, or opened after publishing started (not counted).
+    #[default]
+    Bystander,
+    /// Counts what each publisher's messages do on the way to it.
+    Subscriber(Box<[SeqTracker]>),
+    /// Publishes (the main thread, the pacer or the flow control send on it). Its own
+    /// messages come back to it, since the room includes the sender; they and other
+    /// publishers' messages are ignored: publishers are not subscribers.
+    Publisher,
+}
+
+/// How far one worker's subscribers have all got with one publisher's messages.
+#[derive(Debug)]
+struct Flow {
+    /// Messages (from seq 0) every local subscriber has received.
+    done: u64,
+    /// Receptions of the messages after those, by `seq % counts.len()`.
+    counts: Box<[u32]>,
+}
+
+/// One worker's fan-out handler.
+struct FanoutWorker {
+    link: Link,
+    plan: Arc<FanoutPlan>,
+    tally: Tally,
+    seen: u64,
+    /// Subscribers on this worker that were open when publishing started.
+    local: u32,
+    /// Max throughput: per publisher.
+    flows: Vec<Flow>,
+    /// Publishers whose `done` moved during the current callback.
+    moved: Vec<usize>,
+    handle: Option<ServerHandle>,
+    out: Vec<u8>,
+}
+
+impl FanoutWorker {
+    fn new(link: Link, plan: Arc<FanoutPlan>) -> FanoutWorker {
+        let ring = (plan.window as usize).next_power_of_two() * 2;
+        let flows = (0..plan.publishers)
+            .map(|_| Flow {
+                done: 0,
+                counts: vec![0; ring].into_boxed_slice(),
+            })
+            .collect();
+        FanoutWorker {
+            link,
+            plan,
+            tally: Tally::default(),
+            seen: 0,
+            local: 0,
+            flows,
+            moved: Vec::new(),
+            handle: None,
+            out: Vec::new(),
+        }
+    }
+
+    /// A subscriber's frame: one message, or several joined by `\n` (gorilla's chat
+    /// example joins what is queued for a client into one frame).
+    fn deliveries(&mut self, from: &mut [SeqTracker], now: u64, payload: &[u8]) {
+        let (origin, start, end) = self.plan.clock.get();
+        let mut lines = 0;
+        for line in payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let Some(stamp) = Stamp::parse(line) else {
+                self.foreign(line);
+                continue;
+            };
+            lines += 1;
+            let Some(tracker) = from.get_mut(stamp.sender as usize) else {
+                self.tally.malformed += 1;
+                continue;
+            };
+            let arrival = tracker.observe(stamp.seq);
+            if arrival != Arrival::Duplicate && self.plan.max_throughput {
+                self.count_reception(stamp.sender as usize, stamp.seq);
+            }
+            if stamp.time < start || stamp.time >= end {
+                continue;
+            }
+            match arrival {
+                Arrival::Duplicate => {
+                    self.tally.duplicates += 1;
+                    continue;
+                }
+                Arrival::Late => self.tally.out_of_order += 1,
+                Arrival::InOrder => {}
+            }
+            self.tally.received += 1;
+            self.tally.latency.record(now.saturating_sub(stamp.time));
+        }
+        self.seen += lines;
+        self.tally.timeline.add(now.saturating_sub(origin), lines);
+    }
+
+    /// A line that is not one of ours: mangled, or the server's own.
+    fn foreign(&mut self, line: &[u8]) {
+        if Stamp::looks_like_one(line) {
+            self.tally.malformed += 1;
+        } else {
+            self.tally.other += 1;
+        }
+    }
+
+    /// Max throughput: one local subscriber received message `seq` of publisher `p`.
+    fn count_reception(&mut self, p: usize, seq: u64) {
+        let flow = &mut self.flows[p];
+        let ring = flow.counts.len() as u64;
+        // The window keeps every message in flight within `ring` of `done`.
+        if seq < flow.done || seq >= flow.done + ring {
+            return;
+        }
+        flow.counts[(seq % ring) as usize] += 1;
+        if Self::advance(flow, self.local) && !self.moved.contains(&p) {
+            self.moved.push(p);
+        }
+    }
+
+    /// Moves `done` past every message all `local` subscribers have; whether it moved.
+    fn advance(flow: &mut Flow, local: u32) -> bool {
+        if local == 0 {
+            return false; // nobody left to wait for: see `release_moved`
+        }
+        let ring = flow.counts.len() as u64;
+        let before = flow.done;
+        while flow.counts[(flow.done % ring) as usize] >= local {
+            flow.counts[(flow.done % ring) as usize] = 0;
+            flow.done += 1;
+        }
+        flow.done != before
+    }
+
+    /// Publishes this worker's progress for the publishers that moved, and sends what
+    /// their windows now allow.
+    fn release_moved(&mut self, socket: &Socket<'_, Member>) {
+        if self.moved.is_empty() {
+            return;
+        }
+        let handle = self.handle.get_or_insert_with(|| socket.server());
+        let worker = socket.worker();
+        for p in self.moved.drain(..) {
+            let done = if self.local == 0 {
+                u64::MAX
+            } else {
+                self.flows[p].done
+            };
+            self.plan.done[worker * self.plan.publishers as usize + p]
+                .0
+                .store(done, Ordering::SeqCst);
+            let (counted, errors) = self.plan.release(p, handle, &mut self.out);
+            self.tally.sent += counted;
+            self.tally.send_errors += errors;
+        }
+        self.link
+            .live()
+            .sent
+            .store(self.tally.sent, Ordering::Relaxed);
+    }
+}
+
+impl Handler for FanoutWorker {
+    type Data = Member;
+
+    fn on_open(&mut self, socket: &mut Socket<'_, Member>, _request: &Request) {
+        let tag = socket.tag();
+        let started = self.plan.clock.get().1 != u64::MAX;
+        *socket.data() = if tag & PUBLISHER != 0 {
+            Member::Publisher
+        } else if started {
+            Member::Bystander
+        } else {
+            self.local += 1;
+            let trackers = vec![SeqTracker::default(); self.plan.publishers as usize];
+            Member::Subscriber(trackers.into_boxed_slice())
+        };
+        self.link.opened(tag, socket.id());
+    }
+
+    fn on_message(&mut self, socket: &mut Socket<'_, Member>, _kind: MessageType, payload: &[u8]) {
+        if let Member::Subscriber(from) = socket.data() {
+            self.deliveries(from, now_ns(), payload);
+            let live = self.link.live();
+            live.seen.store(self.seen, Ordering::Relaxed);
+            live.received.store(self.tally.received, Ordering::Relaxed);
+            self.release_moved(socket);
+        }
+    }
+
+    fn on_close(&mut self, socket: &mut Socket<'_, Member>, code: CloseCode, reason: &str) {
+        self.link.closed(socket.tag(), code.into(), reason);
+        if matches!(socket.data(), Member::Subscriber(_)) {
+            // One subscriber fewer to wait for: the others may have all got further.
+            self.local -= 1;
+            for p in 0..self.flows.len() {
+                if Self::advance(&mut self.flows[p], self.local) || self.local == 0 {
+                    self.moved.push(p);
+                }
+            }
+            *socket.data() = Member::Bystander;
+            if self.plan.max_throughput && self.plan.clock.get().1 != u64::MAX {
+                self.release_moved(socket);
+            } else {
+                self.moved.clear();
+            }
+        }
+    }
+
+    fn on_dial_error(&mut self, tag: u64, error: Error) {
+        self.link.dial_failed(tag, &error);
+    }
+}
+
+impl Drop for FanoutWorker {
+    fn drop(&mut self) {
+        self.link.report(std::mem::take(&mut self.tally));
+    }
+}
+
+/// Publishes `rate` messages per second over `publishers` in turn, from a plain thread,
+/// on a fixed schedule: message `k` is due at `origin + k / rate` and carries that time,
+/// whenever it actually leaves. Stops at `end`. Returns (messages sent with a due time
+/// in `[start, end)`, refused sends).
+fn pace(
+    handle: ServerHandle,
+    publishers: Vec<(u32, ConnId)>,
+    rate: f64,
+    size: usize,
+    (origin, start, end): (u64, u64, u64),
+) -> (u64, u64) {
+    let interval = 1e9 / rate;
+    let mut seqs = vec![0u64; publishers.len()];
+    let (mut sent, mut errors) = (0u64, 0u64);
+    let mut out = Vec::with_capacity(size);
+    let mut k: u64 = 0;
+    loop {
+        let due = origin + (k as f64 * interval) as u64;
+        if due >= end {
+            return (sent, errors);
+        }
+        let now = now_ns();
+        if due > now {
+            std::thread::sleep(Duration::from_nanos(due - now));
+            continue;
+        }
+        let slot = (k % publishers.len() as u64) as usize;
+        let (id, conn) = publishers[slot];
+        let stamp = Stamp {
+            sender: id,
+            seq: seqs[slot],
+            time: due,
+        };
+        stamp.write(size, &mut out);
+        if handle.send_to(conn, MessageType::Text, out.clone()).is_ok() {
+            seqs[slot] += 1;
+            if due >= start {
+                sent += 1;
+            }
+        } else {
+            errors += 1;
+        }
+        k += 1;
+    }
+}
+
+/// Runs the fan-out scenario.
+pub fn fanout(common: &Common, f: &Fanout) -> Result<Report, BoxError> {
+    if f.subscribers == 0 || f.publishers == 0 {
+        return Err("fanout needs at least one subscriber and one publisher".into());
+    }
+    if f.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err("--rate must be a positive number".into());
+    }
+    let mut watch = Watch::new(common.server_pid)?;
+    let workers = client::worker_count(common.fleet.workers);
+    let plan = Arc::new(FanoutPlan {
+        publishers: f.publishers,
+        workers,
+        size: f.size,
+        window: f.window.max(1),
+        max_throughput: f.rate.is_none(),
+        clock: Window::default(),
+        gates: (0..f.publishers).map(|_| Gate::default()).collect(),
+        done: (0..workers * f.publishers as usize)
+            .map(|_| Slot::default())
+            .collect(),
+    });
+    let shared = plan.clone();
+    let mut fleet = Fleet::start(common.fleet.clone(), move |link| {
+        FanoutWorker::new(link, shared.clone())
+    })?;
+    let mut progress = Progress::new(common.json, "deliveries/s");
+    watch.before = watch.sample();
+
+    // Subscribers first: every one is in the room before the first publish.
+    let subscribers: Vec<u64> = (0..u64::from(f.subscribers)).collect();
+    let publishers: Vec<u64> = (0..u64::from(f.publishers))
+        .map(|i| PUBLISHER | i)
+        .collect();
+    for tags in [&subscribers, &publishers] {
+        fleet.connect_all(tags, common.concurrency, common.connect_timeout, |fl| {
+            progress.tick(fl.totals())
+        })?;
+    }
+    fleet.wait_until(Instant::now() + SETTLE, |fl| progress.tick(fl.totals()));
+    let mut per_worker = vec![0u64; workers];
+    for (&tag, id) in &fleet.roster.ids {
+        if tag & PUBLISHER == 0 {
+            per_worker[id.worker()] += 1;
+        }
+    }
+    let subscribers_open: u64 = per_worker.iter().sum();
+    let open_publishers: Vec<(u32, ConnId)> = (0..f.publishers)
+        .filter_map(|i| {
+            let id = fleet.roster.ids.get(&(PUBLISHER | u64::from(i)))?;
+            Some((i, *id))
+        })
+        .collect();
+    if open_publishers.is_empty() || subscribers_open == 0 {
+        let why = format!(
+            "{subscribers_open} of {} subscribers and {} of {} publishers opened within {:?}; {}",
+            f.subscribers,
+            open_publishers.len(),
+            f.publishers,
+            common.connect_timeout,
+            fleet.roster.samples.join("; ")
+        );
+        fleet.stop();
+        return Err(why.into());
+    }
+    for (w, &count) in per_worker.iter().enumerate() {
+        if count == 0 {
+            for p in 0..f.publishers as usize {
+                plan.done[w * f.publishers as usize + p]
+                    .0
+                    .store(u64::MAX, Ordering::SeqCst);
+            }
+        }
+    }
+    for &(p, conn) in &open_publishers {
+        let _ = plan.gates[p as usize].conn.set(conn);
+    }
+    watch.connected = watch.sample();
+
+    let origin = now_ns();
+    let (start, end) = plan.clock.set(origin, f.warmup, f.duration);
+    let (mut first_sent, mut first_errors) = (0u64, 0u64);
+    let pacer = match f.rate {
+        Some(rate) => {
+            let (handle, publishers, size) =
+                (fleet.handle().clone(), open_publishers.clone(), f.size);
+            Some(std::thread::spawn(move || {
+                pace(handle, publishers, rate, size, (origin, start, end))
+            }))
+        }
+        None => {
+            // Max throughput: each publisher's first window; deliveries release the rest.
+            let mut out = Vec::new();
+            for &(p, _) in &open_publishers {
+                let (counted, errors) = plan.release(p as usize, fleet.handle(), &mut out);
+                first_sent += counted;
+                first_errors += errors;
+            }
+            None
+        }
+    };
+    fleet.wait_until(instant_at(start), |fl| progress.tick(fl.totals()));
+    watch.start = watch.sample();
+    fleet.wait_until(instant_at(end), |fl| progress.tick(fl.totals()));
+    watch.end = watch.sample();
+    let (paced, pace_errors) = match pacer {
+        Some(thread) => thread.join().map_err(|_| "the pacing thread panicked")?,
+        None => (0, 0),
+    };
+
+    // Grace: until every expected delivery has arrived, or time is up.
+    let grace_end = Instant::now() + f.grace;
+    while Instant::now() < grace_end {
+        let totals = fleet.totals();
+        let published = totals.sent + paced + first_sent;
+        if totals.received >= published * subscribers_open {
+            break;
+        }
+        fleet.wait_until(
+            (Instant::now() + Duration::from_millis(20)).min(grace_end),
+            |fl| progress.tick(fl.totals()),
+        );
+    }
+    progress.finish();
+    let backend = fleet.backends().into_iter().next().unwrap_or_default();
+    let (tally, roster) = fleet.finish();
+
+    let published = tally.sent + paced + first_sent;
+    let expected = published * subscribers_open;
+    let seconds = f.duration.as_secs_f64();
+    let per_s = |n: u64| {
+        if seconds > 0.0 {
+            n as f64 / seconds
+        } else {
+            0.0
+        }
+    };
+    let send_errors = tally.send_errors + pace_errors + first_errors;
+    let errors = roster.dial_failures + roster.closed + send_errors + tally.malformed;
+    Ok(Report {
+        scenario: "fanout",
+        url: common.fleet.url.clone(),
+        workers,
+        client_backend: backend,
+        warmup_s: f.warmup.as_secs_f64(),
+        duration_s: seconds,
+        figures: Figures::Fanout(FanoutFigures {
+            subscribers: u64::from(f.subscribers),
+            publishers: u64::from(f.publishers),
+            subscribers_open,
+            size: f.size,
+            rate: f.rate,
+            window: u64::from(plan.window),
+            published,
+            expected,
+            received: tally.received,
+            loss: expected as i64 - tally.received as i64,
+            duplicates: tally.duplicates,
+            out_of_order: tally.out_of_order,
+            malformed: tally.malformed,
+            other_lines: tally.other,
+            send_errors,
+            dial_failures: roster.dial_failures,
+            closed: roster.closed,
+            publishes_per_s: per_s(published),
+            deliveries_per_s: per_s(tally.received),
+        }),
+        latency_us: tally.latency.summary(),
+        timeline: tally.timeline.seconds().to_vec(),
+        server: watch.figures(
+            tally.received,
+            subscribers_open + open_publishers.len() as u64,
+        ),
+        errors,
+        error_samples: roster.samples,
+        latency: tally.latency,
+    })
+}
+
+// --- echo -------------------------------------------------------------------------------
+
+/// The echo scenario's settings.
+#[derive(Debug, Clone)]
+pub struct Echo {
+    /// Connections.
+    pub connections: u32,
+    /// Messages in flight per connection.
+    pub pipeline: u32,
+    /// Message size in bytes.
+    pub size: usize,
+    /// Warm-up, not measured.
+    pub warmup: Duration,
+    /// The measured window.
+    pub duration: Duration,
+    /// How long to wait after the window for echoes still on their way.
+    pub grace: Duration,
+}
+
+/// What the echo workers share with the main thread.
+#[derive(Debug)]
+struct EchoPlan {
+    size: usize,
+    pipeline: u32,
+    clock: Window,
+}
+
+/// An echo connection's part: its index (the sender id in its messages), its next
+/// sequence number, and what came back so far.
+#[derive(Debug, Default)]
+struct EchoConn {
+    index: u32,
+    next_seq: u64,
+    tracker: SeqTracker,
+}
+
+/// One worker's echo handler: each echo that comes back releases the next message, so
+/// every connection keeps `pipeline` in flight.
+struct EchoWorker {
+    link: Link,
+    plan: Arc<EchoPlan>,
+    tally: Tally,
+    seen: u64,
+    out: Vec<u8>,
+}
+
+impl Handler for EchoWorker {
+    type Data = EchoConn;
+
+    fn on_open(&mut self, socket: &mut Socket<'_, EchoConn>, _request: &Request) {
+        let tag = socket.tag();
+        *socket.data() = EchoConn {
+            index: tag as u32,
+            // The main thread sends the first `pipeline` messages.
+            next_seq: u64::from(self.plan.pipeline),
+            tracker: SeqTracker::default(),
+        };
+        self.link.opened(tag, socket.id());
+    }
+
+    fn on_message(
+        &mut self,
+        socket: &mut Socket<'_, EchoConn>,
+        _kind: MessageType,
+        payload: &[u8],
+    ) {
+        let now = now_ns();
+        let (origin, start, end) = self.plan.clock.get();
+        let mut release = 0;
+        for line in payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let conn = socket.data();
+            let stamp = match Stamp::parse(line) {
+                Some(stamp) if stamp.sender == conn.index => stamp,
+                Some(_) => {
+                    self.tally.malformed += 1;
+                    continue;
+                }
+                None if Stamp::looks_like_one(line) => {
+                    self.tally.malformed += 1;
+                    continue;
+                }
+                None => {
+                    self.tally.other += 1;
+                    continue;
+                }
+            };
+            self.seen += 1;
+            let arrival = conn.tracker.observe(stamp.seq);
+            if arrival == Arrival::Duplicate {
+                if stamp.time >= start && stamp.time < end {
+                    self.tally.duplicates += 1;
+                }
+                continue;
+            }
+            release += 1;
+            if stamp.time >= start && stamp.time < end {
+                if arrival == Arrival::Late {
+                    self.tally.out_of_order += 1;
+                }
+                self.tally.received += 1;
+                self.tally.latency.record(now.saturating_sub(stamp.time));
+            }
+            self.tally.timeline.add(now.saturating_sub(origin), 1);
+        }
+        for _ in 0..release {
+            if now >= end {
+                break;
+            }
+            let conn = socket.data();
+            let stamp = Stamp {
+                sender: conn.index,
+                seq: conn.next_seq,
+                time: now,
+            };
+            conn.next_seq += 1;
+            stamp.write(self.plan.size, &mut self.out);
+            if socket.send(MessageType::Text, &self.out).is_err() {
+                self.tally.send_errors += 1;
+                self.link.live().errors.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            if now >= start {
+                self.tally.sent += 1;
+            }
+        }
+        let live = self.link.live();
+        live.seen.store(self.seen, Ordering::Relaxed);
+        live.received.store(self.tally.received, Ordering::Relaxed);
+        live.sent.store(self.tally.sent, Ordering::Relaxed);
+    }
+
+    fn on_close(&mut self, socket: &mut Socket<'_, EchoConn>, code: CloseCode, reason: &str) {
+        self.link.closed(socket.tag(), code.into(), reason);
+    }
+
+    fn on_dial_error(&mut self, tag: u64, error: Error) {
+        self.link.dial_failed(tag, &error);
+    }
+}
+
+impl Drop for EchoWorker {
+    fn drop(&mut self) {
+        self.link.report(std::mem::take(&mut self.tally));
+    }
+}
+
+/// Runs the echo scenario.
+pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
+    if e.connections == 0 {
+        return Err("echo needs at least one connection".into());
+    }
+    let mut watch = Watch::new(common.server_pid)?;
+    let plan = Arc::new(EchoPlan {
+        size: e.size,
+        pipeline: e.pipeline.max(1),
+        clock: Window::default(),
+    });
+    let shared = plan.clone();
+    let mut fleet = Fleet::start(common.fleet.clone(), move |link| EchoWorker {
+        link,
+        plan: shared.clone(),
+        tally: Tally::default(),
+        seen: 0,
+        out: Vec::new(),
+    })?;
+    let mut progress = Progress::new(common.json, "echoes/s");
+    watch.before = watch.sample();
+    let tags: Vec<u64> = (0..u64::from(e.connections)).collect();
+    fleet.connect_all(&tags, common.concurrency, common.connect_timeout, |fl| {
+        progress.tick(fl.totals())
+    })?;
+    fleet.wait_until(Instant::now() + SETTLE, |fl| progress.tick(fl.totals()));
+    let mut open: Vec<(u64, ConnId)> = fleet
+        .roster
+        .ids
+        .iter()
+        .map(|(&tag, &id)| (tag, id))
+        .collect();
+    open.sort_unstable();
+    if open.is_empty() {
+        let why = format!(
+            "no connection opened within {:?}; {}",
+            common.connect_timeout,
+            fleet.roster.samples.join("; ")
+        );
+        fleet.stop();
+        return Err(why.into());
+    }
+    watch.connected = watch.sample();
+
+    let origin = now_ns();
+    let (start, end) = plan.clock.set(origin, e.warmup, e.duration);
+    let mut first_sent = 0u64;
+    let mut out = Vec::new();
+    for &(tag, conn) in &open {
+        for seq in 0..u64::from(plan.pipeline) {
+            let time = now_ns();
+            Stamp {
+                sender: tag as u32,
+                seq,
+                time,
+            }
+            .write(e.size, &mut out);
+            fleet
+                .handle()
+                .send_to(conn, MessageType::Text, out.clone())?;
+            if time >= start {
+                first_sent += 1;
+            }
+        }
+    }
+    fleet.wait_until(instant_at(start), |fl| progress.tick(fl.totals()));
+    watch.start = watch.sample();
+    fleet.wait_until(instant_at(end), |fl| progress.tick(fl.totals()));
+    watch.end = watch.sample();
+    let grace_end = Instant::now() + e.grace;
+    while Instant::now() < grace_end {
+        let totals = fleet.totals();
+        if totals.received >= totals.sent + first_sent {
+            break;
+        }
+        fleet.wait_until(
+            (Instant::now() + Duration::from_millis(20)).min(grace_end),
+            |fl| progress.tick(fl.totals()),
+        );
+    }
+    progress.finish();
+    let backend = fleet.backends().into_iter().next().unwrap_or_default();
+    let workers = fleet.workers();
+    let (tally, roster) = fleet.finish();
+
+    let sent = tally.sent + first_sent;
+    let seconds = e.duration.as_secs_f64();
+    let errors = roster.dial_failures + roster.closed + tally.send_errors + tally.malformed;
+    Ok(Report {
+        scenario: "echo",
+        url: common.fleet.url.clone(),
+        workers,
+        client_backend: backend,
+        warmup_s: e.warmup.as_secs_f64(),
+        duration_s: seconds,
+        figures: Figures::Echo(EchoFigures {
+            connections: u64::from(e.connections),
+            connections_open: open.len() as u64,
+            pipeline: u64::from(plan.pipeline),
+            size: e.size,
+            sent,
+            received: tally.received,
+            loss: sent as i64 - tally.received as i64,
+            duplicates: tally.duplicates,
+            out_of_order: tally.out_of_order,
+            malformed: tally.malformed,
+            other_lines: tally.other,
+            send_errors: tally.send_errors,
+            dial_failures: roster.dial_failures,
+            closed: roster.closed,
+            messages_per_s: if seconds > 0.0 {
+                tally.received as f64 / seconds
+            } else {
+                0.0
+            },
+        }),
+        latency_us: tally.latency.summary(),
+        timeline: tally.timeline.seconds().to_vec(),
+        server: watch.figures(tally.received, open.len() as u64),
+        errors,
+        error_samples: roster.samples,
+        latency: tally.latency,
+    })
+}
+
+// --- connections ------------------------------------------------------------------------
+
+/// The connection scenario's settings.
+#[derive(Debug, Clone)]
+pub struct Conns {
+    /// Connections to open.
+    pub connections: u32,
+    /// Dials per second.
+    pub rate: f64,
+    /// How long to hold them open, idle, once all are open.
+    pub hold: Duration,
+}
+
+/// One worker's handler for the connection scenario. A dial's tag is the time it was
+/// started, so its connect latency (TCP and handshake) is known when it opens.
+struct ConnsWorker {
+    link: Link,
+    origin: Arc<AtomicU64>,
+    tally: Tally,
+    opened: u64,
+}
+
+impl Handler for ConnsWorker {
+    type Data = ();
+
+    fn on_open(&mut self, socket: &mut Socket<'_, ()>, _request: &Request) {
+        let now = now_ns();
+        let tag = socket.tag();
+        self.tally.latency.record(now.saturating_sub(tag));
+        let origin = self.origin.load(Ordering::Relaxed);
+        self.tally.timeline.add(now.saturating_sub(origin), 1);
+        self.tally.received += 1;
+        self.opened += 1;
+        self.link.live().seen.store(self.opened, Ordering::Relaxed);
+        self.link.opened(tag, socket.id());
+    }
+
+    fn on_message(&mut self, _socket: &mut Socket<'_, ()>, _kind: MessageType, _payload: &[u8]) {
+        // Idle connections send nothing; what a server sends them is its own business.
+        self.tally.other += 1;
+    }
+
+    fn on_close(&mut self, socket: &mut Socket<'_, ()>, code: CloseCode, reason: &str) {
+        self.link.closed(socket.tag(), code.into(), reason);
+    }
+
+    fn on_dial_error(&mut self, tag: u64, error: Error) {
+        self.link.dial_failed(tag, &error);
+    }
+}
+
+impl Drop for ConnsWorker {
+    fn drop(&mut self) {
+        self.link.report(std::mem::take(&mut self.tally));
+    }
+}
+
+/// Runs the connection scenario: dial `connections` at `rate` per second (open loop: a
+/// dial is never held back by slow earlier ones), wait for each to open or fail, let them
+/// sit idle a second and sample the server, hold them, then close them.
+pub fn conns(common: &Common, c: &Conns) -> Result<Report, BoxError> {
+    if !(c.rate > 0.0 && c.rate.is_finite()) {
+        return Err("--rate must be a positive number".into());
+    }
+    let mut watch = Watch::new(common.server_pid)?;
+    let origin = Arc::new(AtomicU64::new(0));
+    let shared = origin.clone();
+    let mut fleet = Fleet::start(common.fleet.clone(), move |link| ConnsWorker {
+        link,
+        origin: shared.clone(),
+        tally: Tally::default(),
+        opened: 0,
+    })?;
+    let mut progress = Progress::new(common.json, "connections/s");
+    watch.before = watch.sample();
+    watch.start = watch.before;
+
+    let first = now_ns();
+    origin.store(first, Ordering::Relaxed);
+    let interval = 1e9 / c.rate;
+    let total = c.connections as usize;
+    let mut dialed = 0usize;
+    while dialed < total {
+        let now = now_ns();
+        while dialed < total && first + (dialed as f64 * interval) as u64 <= now {
+            fleet.dial(dialed, now_ns())?;
+            dialed += 1;
+        }
+        if dialed < total {
+            let due = instant_at(first + (dialed as f64 * interval) as u64);
+            fleet.wait_until(due.min(Instant::now() + Duration::from_millis(50)), |fl| {
+                progress.tick(fl.totals())
+            });
+        }
+    }
+    // Every dial ends in an open or a failure within the handshake timeout (10 s).
+    let settle_end = Instant::now() + Duration::from_secs(15);
+    while (fleet.roster.opened + fleet.roster.dial_failures) < total as u64
+        && Instant::now() < settle_end
+    {
+        fleet.poll_events(Duration::from_millis(50));
+        progress.tick(fleet.totals());
+    }
+    let ramp_s = (now_ns() - first) as f64 / 1e9;
+    fleet.wait_until(Instant::now() + Duration::from_secs(1), |fl| {
+        progress.tick(fl.totals())
+    });
+    watch.connected = watch.sample();
+    watch.end = watch.connected;
+    fleet.wait_until(Instant::now() + c.hold, |fl| progress.tick(fl.totals()));
+    let after_hold = watch.sample();
+    progress.finish();
+    let backend = fleet.backends().into_iter().next().unwrap_or_default();
+    let workers = fleet.workers();
+    let (tally, roster) = fleet.finish();
+
+    let opened = tally.received;
+    let mut server = watch.figures(opened, opened);
+    if let (Some(server), Some(after)) = (server.as_mut(), after_hold) {
+        server.rss_after_kib = after.rss_kib;
+    }
+    Ok(Report {
+        scenario: "conns",
+        url: common.fleet.url.clone(),
+        workers,
+        client_backend: backend,
+        warmup_s: 0.0,
+        duration_s: c.hold.as_secs_f64(),
+        figures: Figures::Conns(ConnsFigures {
+            connections: u64::from(c.connections),
+            rate: c.rate,
+            hold_s: c.hold.as_secs_f64(),
+            opened,
+            failed: roster.dial_failures,
+            closed: roster.closed,
+            messages: tally.other,
+            ramp_s,
+            connects_per_s: if ramp_s > 0.0 {
+                opened as f64 / ramp_s
+            } else {
+                0.0
+            },
+        }),
+        latency_us: tally.latency.summary(),
+        timeline: tally.timeline.seconds().to_vec(),
+        server,
+        errors: roster.dial_failures + roster.closed,
+        error_samples: roster.samples,
+        latency: tally.latency,
+    })
+}

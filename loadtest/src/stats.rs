@@ -1,0 +1,362 @@
+//! What the load generator counts: latency histograms (hdrhistogram), per-second
+//! timelines, sequence tracking for duplicates and reordering, the per-worker
+//! [`Tally`] that holds them, and [`ServerProbe`], the server process's CPU time and
+//! resident memory read from `/proc`.
+//!
+//! A `Tally` belongs to one engine worker and is updated on that worker's thread only;
+//! tallies meet once, at the end, through [`Tally::merge`]. Nothing here locks.
+
+use std::fs;
+use std::io;
+
+use hdrhistogram::Histogram;
+
+/// The longest latency a histogram keeps apart from the rest: one hour, in nanoseconds.
+/// Longer ones are recorded as this (a run never lasts that long).
+const HIGHEST_NS: u64 = 3_600_000_000_000;
+
+/// Latencies in nanoseconds, kept with three significant digits.
+#[derive(Debug, Clone)]
+pub struct Latency {
+    histogram: Histogram<u64>,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency {
+            histogram: Histogram::new_with_bounds(1, HIGHEST_NS, 3)
+                .expect("1 ns to 1 h at 3 digits are valid histogram bounds"),
+        }
+    }
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct LatencySummary {
+    /// Samples recorded.
+    pub count: u64,
+    /// Arithmetic mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest sample.
+    pub max: f64,
+}
+
+impl Latency {
+    /// Records one latency of `ns` nanoseconds (0 counts as 1: the clock's floor).
+    pub fn record(&mut self, ns: u64) {
+        self.histogram.saturating_record(ns.max(1));
+    }
+
+    /// Adds another histogram's samples to this one.
+    pub fn merge(&mut self, other: &Latency) {
+        // Both have the same bounds, so adding cannot fail.
+        let _ = self.histogram.add(&other.histogram);
+    }
+
+    /// The percentiles, in microseconds (all 0 without samples).
+    pub fn summary(&self) -> LatencySummary {
+        let h = &self.histogram;
+        if h.is_empty() {
+            return LatencySummary::default();
+        }
+        let us = |ns: u64| ns as f64 / 1000.0;
+        LatencySummary {
+            count: h.len(),
+            mean: h.mean() / 1000.0,
+            p50: us(h.value_at_quantile(0.50)),
+            p90: us(h.value_at_quantile(0.90)),
+            p99: us(h.value_at_quantile(0.99)),
+            p999: us(h.value_at_quantile(0.999)),
+            max: us(h.max()),
+        }
+    }
+
+    /// The latency (µs) at each of `quantiles`, for a percentile curve.
+    pub fn curve(&self, quantiles: &[f64]) -> Vec<(f64, f64)> {
+        if self.histogram.is_empty() {
+            return Vec::new();
+        }
+        quantiles
+            .iter()
+            .map(|&q| (q, self.histogram.value_at_quantile(q) as f64 / 1000.0))
+            .collect()
+    }
+}
+
+/// Events counted per second since the run's start (second 0 is the first).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Timeline {
+    seconds: Vec<u64>,
+}
+
+impl Timeline {
+    /// Counts `n` events at `ns` nanoseconds after the start.
+    pub fn add(&mut self, ns: u64, n: u64) {
+        let second = (ns / 1_000_000_000) as usize;
+        // A run lasts minutes; a bogus timestamp must not allocate gigabytes.
+        if second > 86_400 {
+            return;
+        }
+        if self.seconds.len() <= second {
+            self.seconds.resize(second + 1, 0);
+        }
+        self.seconds[second] += n;
+    }
+
+    /// Adds another timeline, second by second.
+    pub fn merge(&mut self, other: &Timeline) {
+        if self.seconds.len() < other.seconds.len() {
+            self.seconds.resize(other.seconds.len(), 0);
+        }
+        for (mine, theirs) in self.seconds.iter_mut().zip(&other.seconds) {
+            *mine += theirs;
+        }
+    }
+
+    /// The counts, one per second.
+    pub fn seconds(&self) -> &[u64] {
+        &self.seconds
+    }
+}
+
+/// How a sequence number arrived, relative to those already seen from the same sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Above every number seen before (a gap before it may still fill in later).
+    InOrder,
+    /// Below the highest seen, and not seen before: overtaken by a later message.
+    Late,
+    /// Seen before.
+    Duplicate,
+}
+
+/// The sequence numbers one receiver has seen from one sender: the highest, and a
+/// 128-number window below it, so duplicates are told from late arrivals in 24 bytes.
+/// A number more than 128 below the highest counts as late (it cannot be checked).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeqTracker {
+    /// One more than the highest number seen; 0 before the first.
+    next: u64,
+    /// Bit `i`: number `next - 1 - i` was seen.
+    seen: u128,
+}
+
+impl SeqTracker {
+    /// Notes `seq` and says how it arrived.
+    pub fn observe(&mut self, seq: u64) -> Arrival {
+        if seq >= self.next {
+            let shift = seq + 1 - self.next;
+            self.seen = if shift >= 128 { 0 } else { self.seen << shift };
+            self.seen |= 1;
+            self.next = seq + 1;
+            return Arrival::InOrder;
+        }
+        let back = self.next - 1 - seq;
+        if back >= 128 {
+            return Arrival::Late;
+        }
+        let bit = 1u128 << back;
+        if self.seen & bit != 0 {
+            Arrival::Duplicate
+        } else {
+            self.seen |= bit;
+            Arrival::Late
+        }
+    }
+}
+
+/// One engine worker's counts. Which fields a scenario fills is its own business; the
+/// rest stay 0.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    /// Messages sent (publishes, echo requests) with a timestamp inside the measured window.
+    pub sent: u64,
+    /// Messages received (deliveries, echoes) sent inside the measured window, duplicates
+    /// left out.
+    pub received: u64,
+    /// Messages received a second time.
+    pub duplicates: u64,
+    /// Messages that arrived after a later one from the same sender.
+    pub out_of_order: u64,
+    /// Received lines that start like this load generator's messages but do not parse,
+    /// or name a sender that does not exist: a server that mangles messages.
+    pub malformed: u64,
+    /// Received lines of the server's own (a chat server's join notices, say): not
+    /// counted as deliveries, not errors.
+    pub other: u64,
+    /// Sends the engine refused (connection closing, queue full).
+    pub send_errors: u64,
+    /// Latency of each counted message: delivery, round trip, or connect, by scenario.
+    pub latency: Latency,
+    /// Received messages (or opened connections) per second since the start, warm-up
+    /// included.
+    pub timeline: Timeline,
+}
+
+impl Tally {
+    /// Adds another worker's counts.
+    pub fn merge(&mut self, other: &Tally) {
+        self.sent += other.sent;
+        self.received += other.received;
+        self.duplicates += other.duplicates;
+        self.out_of_order += other.out_of_order;
+        self.malformed += other.malformed;
+        self.other += other.other;
+        self.send_errors += other.send_errors;
+        self.latency.merge(&other.latency);
+        self.timeline.merge(&other.timeline);
+    }
+}
+
+/// CPU time and resident memory of one process, at one moment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessSample {
+    /// User plus system CPU time, all threads, since the process started, in seconds.
+    pub cpu_seconds: f64,
+    /// Resident set size, in KiB.
+    pub rss_kib: u64,
+}
+
+/// Reads a server process's figures from `/proc/PID/stat` and `/proc/PID/status`.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerProbe {
+    pid: u32,
+    ticks_per_second: f64,
+}
+
+impl ServerProbe {
+    /// A probe of process `pid`; fails when there is no such process to read.
+    pub fn new(pid: u32) -> io::Result<ServerProbe> {
+        // SAFETY: sysconf only reads a configuration value; it takes no pointer and has no
+        // precondition.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let probe = ServerProbe {
+            pid,
+            ticks_per_second: if ticks > 0 { ticks as f64 } else { 100.0 },
+        };
+        probe.sample()?;
+        Ok(probe)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The process's CPU time and RSS now.
+    pub fn sample(&self) -> io::Result<ProcessSample> {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        let ticks = parse_cpu_ticks(&stat).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "unreadable /proc/PID/stat")
+        })?;
+        let rss_kib = parse_rss_kib(&status).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "no VmRSS in /proc/PID/status")
+        })?;
+        Ok(ProcessSample {
+            cpu_seconds: ticks as f64 / self.ticks_per_second,
+            rss_kib,
+        })
+    }
+}
+
+/// utime + stime (fields 14 and 15 of `/proc/PID/stat`), in clock ticks. The command name
+/// (field 2) may hold spaces and parentheses, so fields are counted after its last `)`.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11); // field 3 (state) is the first here
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// The `VmRSS:` line of `/proc/PID/status`, in KiB.
+fn parse_rss_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_in_order_late_and_duplicate_are_told_apart() {
+        let mut t = SeqTracker::default();
+        assert_eq!(t.observe(0), Arrival::InOrder);
+        assert_eq!(t.observe(2), Arrival::InOrder);
+        assert_eq!(t.observe(1), Arrival::Late);
+        assert_eq!(t.observe(1), Arrival::Duplicate);
+        assert_eq!(t.observe(2), Arrival::Duplicate);
+        assert_eq!(t.observe(0), Arrival::Duplicate);
+        assert_eq!(t.observe(3), Arrival::InOrder);
+    }
+
+    #[test]
+    fn sequence_far_below_the_window_counts_as_late() {
+        let mut t = SeqTracker::default();
+        assert_eq!(t.observe(1000), Arrival::InOrder);
+        assert_eq!(t.observe(5), Arrival::Late);
+        assert_eq!(t.observe(5), Arrival::Late);
+        assert_eq!(t.observe(999), Arrival::Late);
+        assert_eq!(t.observe(999), Arrival::Duplicate);
+    }
+
+    #[test]
+    fn jump_past_the_window_forgets_it() {
+        let mut t = SeqTracker::default();
+        t.observe(1);
+        assert_eq!(t.observe(500), Arrival::InOrder);
+        assert_eq!(t.observe(499), Arrival::Late);
+    }
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let stat = "4242 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 3 0 100 0 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(300));
+    }
+
+    #[test]
+    fn rss_is_read_in_kib() {
+        let status = "Name:\tx\nVmPeak:\t  9 kB\nVmRSS:\t    1234 kB\nThreads:\t1\n";
+        assert_eq!(parse_rss_kib(status), Some(1234));
+    }
+
+    #[test]
+    fn own_process_can_be_probed() {
+        let probe = ServerProbe::new(std::process::id()).unwrap();
+        let sample = probe.sample().unwrap();
+        assert!(sample.rss_kib > 0);
+    }
+
+    #[test]
+    fn timelines_add_second_by_second() {
+        let mut a = Timeline::default();
+        a.add(500_000_000, 2);
+        a.add(2_100_000_000, 1);
+        let mut b = Timeline::default();
+        b.add(0, 1);
+        a.merge(&b);
+        assert_eq!(a.seconds(), &[3, 0, 1]);
+    }
+
+    #[test]
+    fn latency_summary_is_in_microseconds() {
+        let mut l = Latency::default();
+        for us in 1..=1000u64 {
+            l.record(us * 1000);
+        }
+        let s = l.summary();
+        assert_eq!(s.count, 1000);
+        assert!((s.p50 - 500.0).abs() < 1.0, "{s:?}");
+        assert!((s.max - 1000.0).abs() < 1.0, "{s:?}");
+    }
+}
