@@ -5,13 +5,13 @@ mod common;
 
 use std::fs::File;
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ringcast::server::{Handler, Server, ServerConfig, ServerHandle, Socket, Stats};
+use ringcast::server::{Handler, Server, ServerConfig, Socket};
 use ringcast::sys::Backend;
 use ringcast::MessageType;
 
-use common::{RawClient, Received, WAIT};
+use common::{wait_stats, RawClient, Received};
 
 struct Echo;
 
@@ -31,21 +31,6 @@ fn soft_limit() -> u64 {
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
     assert_eq!(rc, 0, "getrlimit");
     limit.rlim_cur
-}
-
-fn wait_stats(handle: &ServerHandle, what: &str, done: impl Fn(&Stats) -> bool) -> Stats {
-    let start = Instant::now();
-    loop {
-        let stats = handle.stats();
-        if done(&stats) {
-            return stats;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "timed out waiting for {what}: {stats:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// Connects a socket made earlier (non-blocking), then hands it over as a std stream.

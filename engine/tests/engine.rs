@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use ringcast::proto::OpCode;
 use ringcast::server::{
-    Backpressure, ConnId, DialRequest, Handler, Server, ServerConfig, ServerHandle, Socket, Stats,
+    Backpressure, ConnId, DialRequest, Handler, Server, ServerConfig, ServerHandle, Socket,
 };
 use ringcast::sys::Backend;
 use ringcast::{CloseCode, MessageType, PreparedMessage};
 use std::sync::Arc;
 
-use common::{RawClient, Received, WAIT};
+use common::{wait_stats, RawClient, Received, WAIT};
 
 /// What the test handler saw, reported to the test thread.
 #[derive(Debug)]
@@ -111,22 +111,6 @@ fn stop(handle: ServerHandle) {
 
 fn addr(handle: &ServerHandle) -> SocketAddr {
     handle.local_addr().expect("listening")
-}
-
-/// Polls the stats until `done` holds; fails the test after WAIT.
-fn wait_stats(handle: &ServerHandle, what: &str, done: impl Fn(&Stats) -> bool) -> Stats {
-    let start = Instant::now();
-    loop {
-        let stats = handle.stats();
-        if done(&stats) {
-            return stats;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "timed out waiting for {what}: {stats:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// The next event the handler reported that `pick` accepts; fails after WAIT.
@@ -806,16 +790,7 @@ fn ten_thousand_concurrent_connections_all_echo() {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        assert!(
-            status.success(),
-            "{backend}: client half failed; server {:#?}",
-            server.stats()
-        );
-        // A child whose test filter matched nothing would succeed too.
-        let mut stdout = String::new();
-        std::io::Read::read_to_string(child.stdout.as_mut().expect("piped"), &mut stdout)
-            .expect("child output");
-        assert!(stdout.contains("1 passed"), "{stdout}");
+        common::assert_child_passed(&mut child, status);
         let stats = wait_stats(&server, "every message to be counted", |s| {
             s.messages_in == TEN_K
         });

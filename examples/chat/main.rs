@@ -148,12 +148,7 @@ impl Handler for Chat {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    ringcast_examples::init_logs();
     let args = Args::parse();
     let broker = ringcast_examples::redis_broker(args.redis.as_deref(), args.node_id)?;
     let config = ServerConfig {

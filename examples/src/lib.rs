@@ -32,6 +32,16 @@ pub fn parse_node_id(text: &str) -> Result<u64, String> {
     parsed.map_err(|e| format!("node id {text:?}: {e}"))
 }
 
+/// Logs to stderr at `info` (or what `RUST_LOG` says), as every example does.
+pub fn init_logs() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+}
+
 /// Starts a thread that turns the first SIGINT or SIGTERM into a graceful shutdown of
 /// `server` (close 1001 to every connection, wait for the answers, stop). A second signal
 /// ends the process at once.

@@ -185,8 +185,7 @@ impl<'a, D> Socket<'a, D> {
         message_type: MessageType,
         payload: &[u8],
     ) -> Result<usize, Error> {
-        let message = PreparedMessage::new(message_type, Bytes::copy_from_slice(payload))?;
-        self.publish_prepared(topic, Arc::new(message), false)
+        self.publish_copy(topic, message_type, payload, false)
     }
 
     /// Publishes a message to every subscriber of `topic`, this connection included when
@@ -197,8 +196,19 @@ impl<'a, D> Socket<'a, D> {
         message_type: MessageType,
         payload: &[u8],
     ) -> Result<usize, Error> {
+        self.publish_copy(topic, message_type, payload, true)
+    }
+
+    /// The payload is borrowed from the caller: copy it once into a prepared message.
+    fn publish_copy(
+        &mut self,
+        topic: &[u8],
+        message_type: MessageType,
+        payload: &[u8],
+        include_self: bool,
+    ) -> Result<usize, Error> {
         let message = PreparedMessage::new(message_type, Bytes::copy_from_slice(payload))?;
-        self.publish_prepared(topic, Arc::new(message), true)
+        self.publish_prepared(topic, Arc::new(message), include_self)
     }
 
     /// Publishes a prepared message to the subscribers of `topic`, this connection included

@@ -164,3 +164,33 @@ pub fn conn_pair(upgrader: Upgrader, extra: &str) -> (RawClient, Conn<TcpStream>
     conn.set_read_deadline(Some(std::time::Instant::now() + WAIT));
     (client, conn)
 }
+
+/// Polls a server's stats until `done` holds; fails the test after WAIT.
+pub fn wait_stats(
+    handle: &ringcast::server::ServerHandle,
+    what: &str,
+    done: impl Fn(&ringcast::server::Stats) -> bool,
+) -> ringcast::server::Stats {
+    let start = std::time::Instant::now();
+    loop {
+        let stats = handle.stats();
+        if done(&stats) {
+            return stats;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "timed out waiting for {what}: {stats:#?}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A child process that ran this test binary on one test: it must have passed, and run
+/// that test (a filter that matched nothing would pass too).
+pub fn assert_child_passed(child: &mut std::process::Child, status: std::process::ExitStatus) {
+    assert!(status.success(), "the child test failed: {status}");
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().expect("piped"), &mut stdout)
+        .expect("child output");
+    assert!(stdout.contains("1 passed"), "{stdout}");
+}
