@@ -572,6 +572,15 @@ impl Driver {
         }
     }
 
+    /// Receives that found the buffer ring empty (`ENOBUFS`) so far; always 0 on epoll.
+    /// O(1), unlike [`stats`](Self::stats), so a worker may read it every turn.
+    pub fn enobufs(&self) -> u64 {
+        match &self.inner {
+            Inner::Uring(u) => u.stats().enobufs,
+            Inner::Epoll(_) => 0,
+        }
+    }
+
     /// Starts accepting on `listener` (multishot). Each accepted connection is one
     /// completion whose `result` is the new fd (non-blocking, close-on-exec, `TCP_NODELAY`
     /// set), owned by the caller from then on. An error (`-EMFILE`, `-ENFILE`, ...) ends the operation
