@@ -762,35 +762,16 @@ fn ten_thousand_concurrent_connections_all_echo() {
     for backend in Backend::ALL {
         let (server, _rx) = start(config(backend));
         let url = format!("ws://{}/", addr(&server));
-        let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "ten_thousand_client_half",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-            ])
-            .env("RINGCAST_TEN_K_URL", &url)
-            .env("RINGCAST_BACKEND", backend.name())
-            // Its own test summary would be counted as this binary's: keep it to check it.
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn the client half");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "{backend}: the client half did not finish; server {:#?}",
-                    server.stats()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        common::assert_child_passed(&mut child, status);
+        let child = common::spawn_child(
+            "ten_thousand_client_half",
+            &[
+                ("RINGCAST_TEN_K_URL", &url),
+                ("RINGCAST_BACKEND", backend.name()),
+            ],
+        );
+        common::wait_child(child, Duration::from_secs(120), || {
+            format!("{backend}: server {:#?}", server.stats())
+        });
         let stats = wait_stats(&server, "every message to be counted", |s| {
             s.messages_in == TEN_K
         });

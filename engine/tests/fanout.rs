@@ -61,14 +61,13 @@ fn fan_out(backend: Backend) {
     .start(|_| Subscribe)
     .expect("server");
     let url = format!("ws://{}/", server.local_addr().expect("addr"));
-    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(["subscriber_half", "--exact", "--ignored", "--nocapture"])
-        .env("RINGCAST_FANOUT_URL", &url)
-        .env("RINGCAST_BACKEND", backend.name())
-        // Its own test summary would be counted as this binary's: keep it to check it.
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn the subscribers");
+    let mut child = common::spawn_child(
+        "subscriber_half",
+        &[
+            ("RINGCAST_FANOUT_URL", &url),
+            ("RINGCAST_BACKEND", backend.name()),
+        ],
+    );
     eprintln!("{backend}: {SUBSCRIBERS} subscribers on {WORKERS} workers");
     wait_until("every subscriber", Duration::from_secs(120), || {
         if let Ok(Some(status)) = child.try_wait() {
@@ -99,20 +98,10 @@ fn fan_out(backend: Backend) {
         })
     };
     let sent = publisher.join().expect("publisher");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("subscribers did not finish; server {:#?}", server.stats());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
     // The subscribers assert no loss, no duplicate and no disorder themselves.
-    common::assert_child_passed(&mut child, status);
+    common::wait_child(child, Duration::from_secs(180), || {
+        format!("server {:#?}", server.stats())
+    });
     for message in &sent {
         // Half the subscribers agreed to compression: one compression serves them all.
         assert_eq!(message.compressions(), 1);

@@ -194,3 +194,35 @@ pub fn assert_child_passed(child: &mut std::process::Child, status: std::process
         .expect("child output");
     assert!(stdout.contains("1 passed"), "{stdout}");
 }
+
+/// Runs ignored test `test` of this test binary in a child process with `envs`, its
+/// standard output kept for [`wait_child`] to check.
+pub fn spawn_child(test: &str, envs: &[(&str, &str)]) -> std::process::Child {
+    let mut command = std::process::Command::new(std::env::current_exe().expect("test binary"));
+    command
+        .args([test, "--exact", "--ignored", "--nocapture"])
+        // Its own test summary would be counted as this binary's: keep it to check it.
+        .stdout(std::process::Stdio::piped());
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    command.spawn().expect("spawn the child test")
+}
+
+/// Waits up to `limit` for a child from [`spawn_child`] and checks that it ran its test
+/// and passed; on timeout kills it and fails with `context()`.
+pub fn wait_child(mut child: std::process::Child, limit: Duration, context: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the child test did not finish: {}", context());
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    assert_child_passed(&mut child, status);
+}
