@@ -61,10 +61,8 @@ pub(crate) struct Connection<D> {
     pub(crate) dirty: bool,
     /// The queue went over half its cap: `on_drain` is due when it falls back.
     pub(crate) over_half: bool,
-    /// `on_open` ran, so `on_close` must run exactly once.
+    /// `on_open` ran and `on_close` is not yet owed: it must run exactly once.
     pub(crate) opened: bool,
-    /// `on_close` ran (or is queued to run).
-    pub(crate) close_notified: bool,
     /// Listed to be closed and removed at the end of this step.
     pub(crate) doomed: bool,
     /// Bumped whenever the connection is filed in the timer wheel anew; older entries are
@@ -99,7 +97,6 @@ impl<D: Default> Connection<D> {
             dirty: false,
             over_half: false,
             opened: false,
-            close_notified: false,
             doomed: false,
             timer_seq: 0,
             timer_at: None,

@@ -393,7 +393,7 @@ impl<D> Core<D> {
             return;
         }
         let reason = truncate_reason(reason);
-        let frame = self.close_frame(key, code, reason);
+        let frame = self.close_frame(key, Some(code), reason);
         self.queue_always(key, frame);
         self.counters.incr(cause.counter());
         let deadline = self.now + self.config.close_timeout;
@@ -415,10 +415,7 @@ impl<D> Core<D> {
         cause: Cause,
     ) {
         let reason = truncate_reason(reason);
-        let frame = match frame_code {
-            Some(code) => self.close_frame(key, code, reason),
-            None => self.close_frame_empty(key),
-        };
+        let frame = self.close_frame(key, frame_code, reason);
         self.queue_always(key, frame);
         self.counters.incr(cause.counter());
         let deadline = self.now + self.config.close_timeout;
@@ -429,34 +426,29 @@ impl<D> Core<D> {
         self.arm_timer(key);
     }
 
-    fn close_frame(&mut self, key: usize, code: CloseCode, reason: &str) -> Bytes {
+    /// A close frame with `code` and `reason`, or with no body when `code` is `None`.
+    fn close_frame(&mut self, key: usize, code: Option<CloseCode>, reason: &str) -> Bytes {
         let mut payload = Vec::with_capacity(2 + reason.len());
-        write_close_payload(code, reason, &mut payload);
+        if let Some(code) = code {
+            write_close_payload(code, reason, &mut payload);
+        }
         let role = self.conns[key].role;
         self.encode(role, None, OpCode::Close, &payload)
     }
 
-    fn close_frame_empty(&mut self, key: usize) -> Bytes {
-        let role = self.conns[key].role;
-        self.encode(role, None, OpCode::Close, &[])
-    }
-
-    /// Owes the handler `on_close` for an opened connection, once.
+    /// Owes the handler `on_close` for an opened connection, once: `opened` goes false
+    /// here, so a second call does nothing.
     pub(crate) fn notify_close(&mut self, key: usize, code: CloseCode, reason: &str) {
         let conn = &mut self.conns[key];
-        if conn.opened && !conn.close_notified {
-            conn.close_notified = true;
+        if conn.opened {
+            conn.opened = false;
+            self.counters.sub(Counter::Connections, 1);
             self.notices.push_back(Notice::Close {
                 key: key as u32,
                 generation: conn.generation,
                 code,
                 reason: reason.into(),
             });
-        }
-        if conn.opened {
-            self.counters.sub(Counter::Connections, 1);
-            conn.opened = false;
-            conn.close_notified = true;
         }
     }
 

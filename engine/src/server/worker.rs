@@ -922,7 +922,7 @@ impl<H: Handler> Worker<H> {
             let Some(conn) = self.core.conns.get(key) else {
                 continue;
             };
-            if conn.opened && !conn.close_notified {
+            if conn.opened {
                 // Closed without a word from either side (reset, timeout): 1006.
                 self.core.counters.incr(Counter::ClosedAbnormal);
                 self.core.notify_close(key, CloseCode::ABNORMAL_CLOSURE, "");
@@ -934,9 +934,6 @@ impl<H: Handler> Worker<H> {
             self.core
                 .counters
                 .sub(Counter::QueuedBytes, conn.outbox.queued_bytes() as u64);
-            if conn.opened {
-                self.core.counters.sub(Counter::Connections, 1);
-            }
             self.driver.close(conn.fd, None);
         }
     }
