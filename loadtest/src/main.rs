@@ -75,7 +75,7 @@ struct Target {
     /// A subprotocol to offer (repeat for several, in order of preference).
     #[arg(long = "subprotocol")]
     subprotocols: Vec<String>,
-    /// The server's process id: sample its CPU time and RSS from /proc.
+    /// The server's process id: sample its CPU time (user and kernel) and RSS from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
     /// Print one line of JSON on stdout instead of the summary (and no progress line).

@@ -171,6 +171,15 @@ pub struct ServerFigures {
     pub per_cpu_s: f64,
     /// Server CPU-seconds per million of the scenario's unit.
     pub cpu_s_per_million: f64,
+    /// The user part of `cpu_s`: the server's own code.
+    pub user_cpu_s: f64,
+    /// The system part of `cpu_s`: the kernel working for the server. On loopback this
+    /// includes the receiving client's TCP work, which the kernel charges to the sender.
+    pub system_cpu_s: f64,
+    /// `user_cpu_s` per million of the scenario's unit.
+    pub user_cpu_s_per_million: f64,
+    /// `system_cpu_s` per million of the scenario's unit.
+    pub system_cpu_s_per_million: f64,
     /// RSS before the first dial, KiB.
     pub rss_before_kib: u64,
     /// RSS with every connection open (for `conns`: after one idle second), KiB.
@@ -251,9 +260,11 @@ impl Report {
         ));
         if let Some(v) = &self.server {
             line(format!(
-                "  server {}: {:.2} CPU-s, {:.0} per CPU-s ({:.3} CPU-s per million), RSS {} -> {} -> {} KiB, {:.0} B per connection",
+                "  server {}: {:.2} CPU-s (user {:.2}, kernel {:.2}), {:.0} per CPU-s ({:.3} CPU-s per million), RSS {} -> {} -> {} KiB, {:.0} B per connection",
                 v.pid,
                 v.cpu_s,
+                v.user_cpu_s,
+                v.system_cpu_s,
                 v.per_cpu_s,
                 v.cpu_s_per_million,
                 v.rss_before_kib,

@@ -126,12 +126,18 @@ impl Watch {
         let (before, connected) = (self.before?, self.connected?);
         let (start, end) = (self.start?, self.end?);
         let cpu_s = (end.cpu_seconds - start.cpu_seconds).max(0.0);
+        let user_cpu_s = (end.user_seconds - start.user_seconds).max(0.0);
+        let system_cpu_s = (end.system_seconds - start.system_seconds).max(0.0);
         let per = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
         Some(ServerFigures {
             pid: probe.pid(),
             cpu_s,
             per_cpu_s: per(units as f64, cpu_s),
             cpu_s_per_million: per(cpu_s * 1e6, units as f64),
+            user_cpu_s,
+            system_cpu_s,
+            user_cpu_s_per_million: per(user_cpu_s * 1e6, units as f64),
+            system_cpu_s_per_million: per(system_cpu_s * 1e6, units as f64),
             rss_before_kib: before.rss_kib,
             rss_connected_kib: connected.rss_kib,
             rss_after_kib: end.rss_kib,

@@ -221,6 +221,11 @@ impl Tally {
 pub struct ProcessSample {
     /// User plus system CPU time, all threads, since the process started, in seconds.
     pub cpu_seconds: f64,
+    /// The user part of `cpu_seconds`: time spent running the process's own code.
+    pub user_seconds: f64,
+    /// The system part of `cpu_seconds`: time the kernel spent working for the process
+    /// (system calls, and the TCP work charged to it).
+    pub system_seconds: f64,
     /// Resident set size, in KiB.
     pub rss_kib: u64,
 }
@@ -262,20 +267,31 @@ impl ServerProbe {
             io::Error::new(io::ErrorKind::InvalidData, "no VmRSS in /proc/PID/status")
         })?;
         Ok(ProcessSample {
-            cpu_seconds: ticks as f64 / self.ticks_per_second,
+            cpu_seconds: (ticks.user + ticks.system) as f64 / self.ticks_per_second,
+            user_seconds: ticks.user as f64 / self.ticks_per_second,
+            system_seconds: ticks.system as f64 / self.ticks_per_second,
             rss_kib,
         })
     }
 }
 
-/// utime + stime (fields 14 and 15 of `/proc/PID/stat`), in clock ticks. The command name
-/// (field 2) may hold spaces and parentheses, so fields are counted after its last `)`.
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+/// A process's CPU time since it started, in clock ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CpuTicks {
+    /// utime: running the process's own code.
+    user: u64,
+    /// stime: the kernel working for the process.
+    system: u64,
+}
+
+/// utime and stime (fields 14 and 15 of `/proc/PID/stat`). The command name (field 2) may
+/// hold spaces and parentheses, so fields are counted after its last `)`.
+fn parse_cpu_ticks(stat: &str) -> Option<CpuTicks> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace().skip(11); // field 3 (state) is the first here
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    let user = fields.next()?.parse().ok()?;
+    let system = fields.next()?.parse().ok()?;
+    Some(CpuTicks { user, system })
 }
 
 /// The `VmRSS:` line of `/proc/PID/status`, in KiB.
@@ -321,7 +337,18 @@ mod tests {
     #[test]
     fn stat_fields_are_counted_after_the_command_name() {
         let stat = "4242 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 3 0 100 0 0";
-        assert_eq!(parse_cpu_ticks(stat), Some(300));
+        assert_eq!(
+            parse_cpu_ticks(stat),
+            Some(CpuTicks {
+                user: 250,
+                system: 50
+            })
+        );
+    }
+
+    #[test]
+    fn truncated_stat_is_unreadable() {
+        assert_eq!(parse_cpu_ticks("1 (x) S 1 2 3 4 5 6 7 8 9 10 250"), None);
     }
 
     #[test]
@@ -335,6 +362,22 @@ mod tests {
         let probe = ServerProbe::new(std::process::id()).unwrap();
         let sample = probe.sample().unwrap();
         assert!(sample.rss_kib > 0);
+    }
+
+    #[test]
+    fn own_process_user_and_system_add_up_to_its_cpu_time() {
+        let sample = ServerProbe::new(std::process::id())
+            .unwrap()
+            .sample()
+            .unwrap();
+        let sum = sample.user_seconds + sample.system_seconds;
+        assert!(
+            (sum - sample.cpu_seconds).abs() < 1e-9,
+            "user {} + system {} != total {}",
+            sample.user_seconds,
+            sample.system_seconds,
+            sample.cpu_seconds
+        );
     }
 
     #[test]

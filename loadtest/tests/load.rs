@@ -336,6 +336,14 @@ fn conns_opens_every_connection_and_reads_the_server_process() {
     assert_eq!(uint(figures, "pid").to_string(), pid);
     assert!(uint(figures, "rss_connected_kib") > 0);
     assert!(figures["rss_per_connection_bytes"].is_number());
+    for key in [
+        "user_cpu_s",
+        "system_cpu_s",
+        "user_cpu_s_per_million",
+        "system_cpu_s_per_million",
+    ] {
+        assert!(figures[key].is_number(), "{key}: {figures}");
+    }
     server.shutdown();
     server.wait();
 }
