@@ -1,5 +1,5 @@
 //! The kernel boundary over real loopback sockets, once per backend: accept, multishot
-//! receive, vectored and partial sends, buffer-ring exhaustion, the cross-thread waker, the
+//! receive, vectored sends and short writes resumed by the driver, buffer-ring exhaustion, the cross-thread waker, the
 //! in-flight table on close and drop, and `EMFILE` on accept (in a child process).
 
 use std::io::{Read, Write};
@@ -157,21 +157,32 @@ fn connect_then_send_to_a_std_listener() {
     }
 }
 
+/// Bytes in [`send_big`]'s send.
+const BIG: usize = 4 << 20;
+
+/// Shrinks `fd`'s send buffer to 16 KiB and sends `BIG` bytes as 64 frames of 64 KiB in
+/// one send: more than the socket takes at once. Returns the send's token.
+fn send_big(d: &mut Driver, fd: RawFd, data: &Bytes) -> Token {
+    socket::set_send_buffer_size(fd, 16 * 1024).expect("sndbuf");
+    let token = Token::new(OpKind::Send, 9, 0);
+    let frames = (0..BIG)
+        .step_by(64 * 1024)
+        .map(|at| data.slice(at..at + 64 * 1024));
+    assert_eq!(d.send(fd, token, frames), 64);
+    token
+}
+
 #[test]
-fn partial_send_is_reported_and_resumed() {
-    const TOTAL: usize = 4 << 20;
+fn a_send_larger_than_the_socket_buffer_completes_whole() {
+    const TOTAL: usize = BIG;
     for backend in Backend::ALL {
         let mut d = driver(backend, &DriverConfig::default());
         let (_listener, fd, client) = accepted_pair(&mut d);
-        // A small send buffer and a peer that has not started reading: the first send cannot
-        // take all 4 MiB. (A tiny receive buffer as well can stall loopback TCP itself.)
-        socket::set_send_buffer_size(fd, 16 * 1024).expect("sndbuf");
-
+        // A peer that starts reading late: the driver has to resume the write itself.
         let data = Bytes::from(pattern(TOTAL));
-        let (start_tx, start_rx) = std::sync::mpsc::channel::<()>();
         let reader = std::thread::spawn(move || {
             let mut client = client;
-            start_rx.recv_timeout(DEADLINE).expect("start signal");
+            std::thread::sleep(Duration::from_millis(50));
             let mut got = Vec::with_capacity(TOTAL);
             let mut buf = vec![0u8; 64 * 1024];
             while got.len() < TOTAL {
@@ -181,40 +192,49 @@ fn partial_send_is_reported_and_resumed() {
             }
             got
         });
-
-        // Offer everything as 64 KiB frames; resume from where each completion stopped.
-        let mut sent = 0usize;
-        let mut partials = 0;
-        let mut start = Some(start_tx);
-        let token = Token::new(OpKind::Send, 9, 0);
-        let offer = |d: &mut Driver, from: usize| {
-            let frames = (from..TOTAL)
-                .step_by(64 * 1024)
-                .map(|at| data.slice(at..(at + 64 * 1024).min(TOTAL)));
-            d.send(fd, token, frames);
-        };
-        offer(&mut d, 0);
-        let mut offered_end = (64 * 64 * 1024).min(TOTAL);
-        run_until(&mut d, "all bytes sent", |d, c| {
+        let token = send_big(&mut d, fd, &data);
+        let mut completions = 0;
+        run_until(&mut d, "the send's completion", |_, c| {
             assert_eq!(c.token, token);
-            assert!(c.result > 0, "{backend}: send failed: {c:?}");
-            sent += c.result as usize;
-            if sent < offered_end {
-                partials += 1;
-            }
-            if let Some(tx) = start.take() {
-                tx.send(()).expect("reader alive");
-            }
-            if sent == TOTAL {
-                return true;
-            }
-            offer(d, sent);
-            offered_end = (sent + 64 * 64 * 1024).min(TOTAL);
-            false
+            assert_eq!(
+                c.result, TOTAL as i32,
+                "{backend}: one completion, every byte"
+            );
+            completions += 1;
+            true
         });
-        assert!(partials > 0, "{backend}: no partial send was reported");
+        assert_eq!(completions, 1);
+        assert_eq!(d.stats().sends_in_flight, 0);
         let got = reader.join().expect("reader thread");
-        assert!(got == data, "{backend}: bytes differ after resumed sends");
+        assert!(got == data, "{backend}: bytes differ");
+        d.close(fd, None);
+    }
+}
+
+#[test]
+fn a_send_cut_short_by_the_peer_ends_with_an_error() {
+    for backend in Backend::ALL {
+        let mut d = driver(backend, &DriverConfig::default());
+        let (_listener, fd, client) = accepted_pair(&mut d);
+        let data = Bytes::from(pattern(BIG));
+        // The peer reads a little, then closes with unread bytes: a reset.
+        let reader = std::thread::spawn(move || {
+            let mut client = client;
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = client.read(&mut buf).expect("read");
+            assert!(n > 0);
+        });
+        let token = send_big(&mut d, fd, &data);
+        run_until(&mut d, "the send's completion", |_, c| {
+            assert_eq!(c.token, token);
+            assert!(
+                c.result < 0,
+                "{backend}: a send that could not finish reports an error, got {c:?}"
+            );
+            true
+        });
+        reader.join().expect("reader thread");
+        assert_eq!(d.stats().sends_in_flight, 0);
         d.close(fd, None);
     }
 }
@@ -389,17 +409,21 @@ fn close_with_send_in_flight_keeps_the_buffer_until_its_completion() {
                 "uring: freed before its completion"
             );
         }
-        run_until(&mut d, "send completion after close", |_, c| {
-            if c.token != token {
-                return false;
-            }
-            assert!(!c.more);
-            assert!(
-                c.result == -libc::ECANCELED || c.result >= 0,
-                "{backend}: {c:?}"
-            );
-            true
-        });
+        run_until(
+            &mut d,
+            &format!("{backend}: send completion after close"),
+            |_, c| {
+                if c.token != token {
+                    return false;
+                }
+                assert!(!c.more);
+                assert!(
+                    c.result == -libc::ECANCELED || c.result >= 0,
+                    "{backend}: {c:?}"
+                );
+                true
+            },
+        );
         assert_eq!(d.stats().sends_in_flight, 0);
         assert!(dropped.load(Ordering::SeqCst), "{backend}: frame leaked");
         drop(client);

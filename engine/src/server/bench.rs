@@ -46,8 +46,9 @@ impl LocalFanout {
         let delivered = self.core.deliver(&publish);
         for &key in &self.keys {
             let conn = &mut self.core.conns[key];
+            drop(conn.outbox.take_batch());
             let queued = conn.outbox.queued_bytes();
-            conn.outbox.advance(queued);
+            conn.outbox.sent(queued);
             conn.dirty = false;
         }
         self.core.dirty.clear();

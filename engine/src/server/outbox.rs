@@ -1,16 +1,18 @@
 //! [`Outbox`]: the frames queued for one connection, shared not copied, with a cap.
 //!
 //! Frames are `Bytes`: a broadcast frame is one allocation referenced by every outbox
-//! that queues it. A flush hands the kernel up to [`MAX_IOVECS`] frames in one vectored
-//! send; a partial send leaves an offset into the first frame, so the next flush resumes
-//! exactly there. The cap bounds what a slow reader can make the server hold.
+//! that queues it. A flush *moves* up to [`MAX_IOVECS`] frames out of the queue into the
+//! driver's in-flight table, which sends all of their bytes (the driver resumes short
+//! writes itself) and drops the frames when the kernel is done with them; so a frame
+//! costs one reference count on the way in and one on the way out, never a copy. Bytes
+//! handed to the driver still count against the cap until their completion reports them
+//! sent. The cap bounds what a slow reader can make the server hold.
 
 use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-/// The most frames one send takes: what the driver takes in one send (Linux's UIO_MAXIOV
-/// is 1024; 64 covers a loop turn).
+/// The most frames one send takes: what the driver takes in one send (Linux's `UIO_MAXIOV`).
 pub const MAX_IOVECS: usize = crate::sys::MAX_SEND_FRAMES;
 
 /// What to do with a connection whose queue is over its cap.
@@ -36,10 +38,9 @@ pub struct Overflow {
 /// The queue of one connection.
 #[derive(Debug, Default)]
 pub struct Outbox {
+    /// Frames not yet handed to the driver.
     frames: VecDeque<Bytes>,
-    /// Bytes of `frames[0]` already sent.
-    offset: usize,
-    /// Unsent bytes in all frames.
+    /// Bytes not yet reported sent: those in `frames` and those in a send in flight.
     queued: usize,
 }
 
@@ -71,51 +72,29 @@ impl Outbox {
         self.frames.push_back(frame);
     }
 
-    /// Unsent bytes.
+    /// Bytes not yet reported sent (queued here or in a send in flight).
     pub fn queued_bytes(&self) -> usize {
         self.queued
     }
 
-    /// Whether nothing waits.
+    /// Whether nothing waits, here or in a send in flight.
     pub fn is_empty(&self) -> bool {
         self.queued == 0
     }
 
-    /// The next batch to send: up to [`MAX_IOVECS`] frames, the first one cut where the
-    /// last send stopped. The `Bytes` are clones (a refcount each) for the in-flight table.
-    pub fn batch(&self, out: &mut Vec<Bytes>) {
-        out.clear();
-        for (i, frame) in self.frames.iter().take(MAX_IOVECS).enumerate() {
-            if i == 0 && self.offset > 0 {
-                out.push(frame.slice(self.offset..));
-            } else {
-                out.push(frame.clone());
-            }
-        }
+    /// Takes the next batch out of the queue: up to [`MAX_IOVECS`] frames, oldest first, to
+    /// be moved into one send. Their bytes stay counted until [`sent`](Outbox::sent).
+    pub fn take_batch(&mut self) -> std::collections::vec_deque::Drain<'_, Bytes> {
+        let n = self.frames.len().min(MAX_IOVECS);
+        self.frames.drain(..n)
     }
 
-    /// `sent` bytes left: drop finished frames and remember where the next one starts.
-    pub fn advance(&mut self, mut sent: usize) {
-        self.queued = self.queued.saturating_sub(sent);
-        while sent > 0 {
-            let Some(front) = self.frames.front() else {
-                break;
-            };
-            let left = front.len() - self.offset;
-            if sent >= left {
-                sent -= left;
-                self.offset = 0;
-                self.frames.pop_front();
-            } else {
-                self.offset += sent;
-                sent = 0;
-            }
-        }
-        if self.frames.is_empty() {
+    /// A send of `bytes` bytes (all of a batch taken earlier) completed.
+    pub fn sent(&mut self, bytes: usize) {
+        self.queued = self.queued.saturating_sub(bytes);
+        if self.queued == 0 {
             // Give the deque's memory back: an idle connection holds no write buffer.
             self.frames = VecDeque::new();
-            self.offset = 0;
-            self.queued = 0;
         }
     }
 
@@ -156,53 +135,56 @@ mod tests {
     }
 
     #[test]
-    fn partial_send_resumes_inside_the_first_frame() {
+    fn bytes_in_flight_count_against_the_cap_until_sent() {
         let mut outbox = Outbox::default();
-        outbox.push(Bytes::from_static(b"abcdef"), 1 << 20).unwrap();
-        outbox.push(Bytes::from_static(b"gh"), 1 << 20).unwrap();
-        outbox.advance(4);
-        let mut batch = Vec::new();
-        outbox.batch(&mut batch);
-        assert_eq!(
-            batch,
-            vec![Bytes::from_static(b"ef"), Bytes::from_static(b"gh")]
-        );
-        outbox.advance(3);
-        outbox.batch(&mut batch);
-        assert_eq!(batch, vec![Bytes::from_static(b"h")]);
-        outbox.advance(1);
+        outbox.push(bytes(60, 1), 100).unwrap();
+        assert_eq!(outbox.take_batch().count(), 1);
+        // Taken but not reported sent: still queued, so the cap still applies.
+        assert_eq!(outbox.queued_bytes(), 60);
+        assert!(outbox.push(bytes(50, 2), 100).is_err());
+        outbox.push(bytes(40, 3), 100).unwrap();
+        outbox.sent(60);
+        assert_eq!(outbox.queued_bytes(), 40);
+        let next: Vec<Bytes> = outbox.take_batch().collect();
+        assert_eq!(next, vec![bytes(40, 3)]);
+        outbox.sent(40);
         assert!(outbox.is_empty());
     }
 
     #[test]
-    fn shared_frame_is_not_copied_per_outbox() {
+    fn batches_keep_the_order_frames_were_queued_in() {
+        let mut outbox = Outbox::default();
+        for i in 0..(MAX_IOVECS + 10) {
+            let n = i as u32;
+            outbox
+                .push(Bytes::copy_from_slice(&n.to_le_bytes()), 1 << 20)
+                .unwrap();
+        }
+        let index = |f: Bytes| u32::from_le_bytes(f[..].try_into().unwrap()) as usize;
+        let first: Vec<usize> = outbox.take_batch().map(index).collect();
+        let second: Vec<usize> = outbox.take_batch().map(index).collect();
+        assert_eq!(first, (0..MAX_IOVECS).collect::<Vec<_>>());
+        assert_eq!(second, (MAX_IOVECS..MAX_IOVECS + 10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn shared_frame_is_moved_not_copied() {
         let frame = bytes(1000, 7);
         let (mut a, mut b) = (Outbox::default(), Outbox::default());
         a.push(frame.clone(), 1 << 20).unwrap();
         b.push(frame.clone(), 1 << 20).unwrap();
-        let (mut ba, mut bb) = (Vec::new(), Vec::new());
-        a.batch(&mut ba);
-        b.batch(&mut bb);
-        assert_eq!(ba[0].as_ptr(), frame.as_ptr());
-        assert_eq!(bb[0].as_ptr(), frame.as_ptr());
-    }
-
-    #[test]
-    fn batch_takes_at_most_max_iovecs_frames() {
-        let mut outbox = Outbox::default();
-        for _ in 0..(MAX_IOVECS + 10) {
-            outbox.push(bytes(1, 0), 1 << 20).unwrap();
-        }
-        let mut batch = Vec::new();
-        outbox.batch(&mut batch);
-        assert_eq!(batch.len(), MAX_IOVECS);
+        let ta: Vec<Bytes> = a.take_batch().collect();
+        let tb: Vec<Bytes> = b.take_batch().collect();
+        assert_eq!(ta[0].as_ptr(), frame.as_ptr());
+        assert_eq!(tb[0].as_ptr(), frame.as_ptr());
     }
 
     #[test]
     fn drained_outbox_holds_no_memory() {
         let mut outbox = Outbox::default();
         outbox.push(bytes(10, 0), 100).unwrap();
-        outbox.advance(10);
+        drop(outbox.take_batch());
+        outbox.sent(10);
         assert_eq!(outbox.frames.capacity(), 0);
     }
 }

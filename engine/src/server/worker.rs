@@ -48,10 +48,9 @@ pub(crate) struct Worker<H: Handler> {
     accept_backoff: Duration,
     /// Set by a shutdown: when the worker stops, whatever is left.
     shutdown_at: Option<Instant>,
-    /// Reused between sends and timer runs.
-    batch: Vec<Bytes>,
     /// Plaintext opened from TLS records, reused between receives.
     plain: Vec<u8>,
+    /// Timers due this turn, reused between turns.
     due: Vec<(u32, u32)>,
 }
 
@@ -75,7 +74,6 @@ impl<H: Handler> Worker<H> {
             accept_resume: None,
             accept_backoff: ACCEPT_BACKOFF.0,
             shutdown_at: None,
-            batch: Vec::with_capacity(crate::sys::MAX_SEND_FRAMES),
             plain: Vec::new(),
             due: Vec::new(),
         }
@@ -680,7 +678,7 @@ impl<H: Handler> Worker<H> {
         self.core.counters.sub(Counter::QueuedBytes, sent as u64);
         let cap = self.core.config.max_queued_bytes;
         let conn = &mut self.core.conns[key];
-        conn.outbox.advance(sent);
+        conn.outbox.sent(sent);
         if !conn.outbox.is_empty() {
             if !conn.dirty {
                 conn.dirty = true;
@@ -712,9 +710,8 @@ impl<H: Handler> Worker<H> {
             if conn.sending || conn.doomed || conn.outbox.is_empty() {
                 continue;
             }
-            conn.outbox.batch(&mut self.batch);
             let token = Token::new(OpKind::Send, key, conn.generation);
-            self.driver.send(conn.fd, token, self.batch.drain(..));
+            self.driver.send(conn.fd, token, conn.outbox.take_batch());
             conn.sending = true;
         }
         let mut dirty = dirty;

@@ -11,9 +11,10 @@
 //!   out of the set until the worker calls `accept` again.
 //! - recv: on readiness, one `recv` into the worker's single scratch buffer, lent as a
 //!   [`RecvBuf`]; an idle connection holds no buffer.
-//! - send: `sendmsg` with `MSG_NOSIGNAL | MSG_DONTWAIT` at once; on `EAGAIN` the frames wait in
-//!   the fd's entry and go out on `EPOLLOUT`. The kernel copies during the call, so no buffer
-//!   outlives it on this backend.
+//! - send: `sendmsg` with `MSG_NOSIGNAL | MSG_DONTWAIT` at once; what the socket does not take
+//!   (`EAGAIN`, or a short write) waits in the fd's entry and goes out on `EPOLLOUT`, so the
+//!   completion reports every byte, as on io_uring, or an error. The kernel
+//!   copies during each call, so no buffer outlives the operation on this backend.
 //! - connect: non-blocking `connect`, then `SO_ERROR` on `EPOLLOUT`.
 //! - waker: the eventfd is in the set for the driver's lifetime.
 
@@ -24,7 +25,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 
 use super::socket::{self, syscall, SockAddr};
 use super::{
@@ -38,12 +39,21 @@ const WAKE_KEY: u64 = u64::MAX;
 /// Accepts per listener per turn: level-triggered epoll reports the rest next turn.
 const ACCEPTS_PER_TURN: usize = 64;
 
+/// A send the socket has not taken all of yet.
+struct PendingSend {
+    token: Token,
+    /// What is left to write, the first frame cut where the last write stopped.
+    frames: Vec<Bytes>,
+    /// Bytes written so far.
+    done: usize,
+}
+
 #[derive(Default)]
 struct FdState {
     accept: Option<Token>,
     recv: Option<Token>,
     connect: Option<Token>,
-    send: Option<(Token, Vec<Bytes>)>,
+    send: Option<PendingSend>,
     /// Events registered in the epoll set (0: not in the set).
     registered: u32,
 }
@@ -73,6 +83,24 @@ pub(crate) struct Epoll {
     iov: Vec<libc::iovec>,
     spare_frames: Vec<Vec<Bytes>>,
     sends_in_flight: usize,
+}
+
+/// Drops the first `n` bytes of `frames`: whole frames, then the front of the next.
+fn drop_written(frames: &mut Vec<Bytes>, mut n: usize) {
+    let whole = frames.iter().take_while(|f| {
+        let fits = f.len() <= n;
+        if fits {
+            n -= f.len();
+        }
+        fits
+    });
+    let whole = whole.count();
+    frames.drain(..whole);
+    if n > 0 {
+        if let Some(first) = frames.first_mut() {
+            first.advance(n);
+        }
+    }
 }
 
 fn errno(e: &io::Error) -> i32 {
@@ -221,10 +249,10 @@ impl Epoll {
         for t in tokens.into_iter().flatten() {
             self.done(t, result);
         }
-        if let Some((t, frames)) = send {
+        if let Some(send) = send {
             self.sends_in_flight -= 1;
-            self.recycle_frames(frames);
-            self.done(t, result);
+            self.recycle_frames(send.frames);
+            self.done(send.token, result);
         }
     }
 
@@ -281,29 +309,50 @@ impl Epoll {
             self.done(token, -libc::EALREADY);
             return taken;
         }
-        match self.write(fd, &batch) {
-            Ok(n) => {
-                self.recycle_frames(batch);
-                self.done(token, n as i32);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                match self.state(fd) {
-                    Some(st) => st.send = Some((token, batch)),
-                    None => {
-                        self.recycle_frames(batch);
-                        self.done(token, -libc::EBADF);
-                        return taken;
-                    }
+        let send = PendingSend {
+            token,
+            frames: batch,
+            done: 0,
+        };
+        if let Some(waiting) = self.write_some(fd, send) {
+            match self.state(fd) {
+                Some(st) => st.send = Some(waiting),
+                None => {
+                    self.recycle_frames(waiting.frames);
+                    self.done(token, -libc::EBADF);
+                    return taken;
                 }
-                self.sends_in_flight += 1;
-                self.update(fd);
             }
-            Err(e) => {
-                self.recycle_frames(batch);
-                self.done(token, -errno(&e));
-            }
+            self.sends_in_flight += 1;
+            self.update(fd);
         }
         taken
+    }
+
+    /// Writes what the socket takes now. Returns the send when it must wait for `EPOLLOUT`;
+    /// otherwise it has completed (every byte written, or an error).
+    fn write_some(&mut self, fd: RawFd, mut send: PendingSend) -> Option<PendingSend> {
+        loop {
+            match self.write(fd, &send.frames) {
+                Ok(n) => {
+                    send.done += n;
+                    drop_written(&mut send.frames, n);
+                    if send.frames.is_empty() {
+                        self.recycle_frames(send.frames);
+                        self.done(send.token, send.done as i32);
+                        return None;
+                    }
+                    // A short write: the socket is full; the next call says EAGAIN.
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(send),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.recycle_frames(send.frames);
+                    self.done(send.token, -errno(&e));
+                    return None;
+                }
+            }
+        }
     }
 
     pub(crate) fn connect(&mut self, fd: RawFd, addr: SocketAddr, token: Token) {
@@ -517,20 +566,16 @@ impl Epoll {
     }
 
     fn send_ready(&mut self, fd: RawFd) {
-        let Some((token, frames)) = self.state(fd).and_then(|st| st.send.take()) else {
+        let Some(send) = self.state(fd).and_then(|st| st.send.take()) else {
             return;
         };
-        match self.write(fd, &frames) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+        match self.write_some(fd, send) {
+            Some(waiting) => {
                 if let Some(st) = self.state(fd) {
-                    st.send = Some((token, frames));
+                    st.send = Some(waiting);
                 }
             }
-            res => {
-                self.sends_in_flight -= 1;
-                self.recycle_frames(frames);
-                self.done(token, res.map_or_else(|e| -errno(&e), |n| n as i32));
-            }
+            None => self.sends_in_flight -= 1,
         }
     }
 }

@@ -478,8 +478,10 @@ impl Default for DriverConfig {
     }
 }
 
-/// Most frames one [`Driver::send`] takes; the rest wait for the next send.
-pub const MAX_SEND_FRAMES: usize = 64;
+/// Most frames one [`Driver::send`] takes; the rest wait for the next send. Linux's
+/// `UIO_MAXIOV`: a fan-out at full speed queues a hundred small frames per connection
+/// between two sends, and each send saved is a TCP segment the kernel does not build.
+pub const MAX_SEND_FRAMES: usize = 1024;
 
 /// Counters of one driver, for tests and stats.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -595,10 +597,11 @@ impl Driver {
         dispatch!(self, d => d.recv(fd, token))
     }
 
-    /// Sends the concatenation of `frames` on `fd` in one vectored `sendmsg` (`MSG_NOSIGNAL`).
-    /// Takes at most [`MAX_SEND_FRAMES`] frames and returns how many it took. The driver
-    /// keeps the frames alive until the completion, whose `result` is the number of bytes
-    /// written: fewer than offered means the caller advances its queue and sends the rest.
+    /// Sends the concatenation of `frames` on `fd`: one `send` for one frame, one vectored
+    /// `sendmsg` for several (`MSG_NOSIGNAL`). Takes at most [`MAX_SEND_FRAMES`] frames and
+    /// returns how many it took. The driver owns the frames until the completion and resumes
+    /// a short write itself once the socket has room, so the completion's `result` is every
+    /// byte offered or `-errno` (a failure after part went out is still a failure).
     /// Have at most one send in flight per connection, so bytes stay in order.
     pub fn send<I>(&mut self, fd: RawFd, token: Token, frames: I) -> usize
     where

@@ -45,10 +45,23 @@ const RECV_GROUP: u16 = 0;
 const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
 
 /// A vectored send in flight: everything the kernel reads, kept at stable addresses.
+/// No send in flight on an fd, in `Uring::send_by_fd`.
+const NO_SEND: u32 = u32::MAX;
+
+/// A send in flight: the frames it owns, and what of them the kernel has not taken yet.
 struct SendOp {
     token: Token,
+    fd: RawFd,
+    /// Set when the fd is cancelled or closed: a short write is then not resumed (the fd
+    /// number may already name another socket).
+    stopped: bool,
+    /// Bytes written by earlier rounds of this send (a short write is resumed here).
+    done: usize,
     frames: Vec<Bytes>,
+    /// One entry per frame; `iov[first..]` is what is left, its head cut where the last
+    /// write stopped.
     iov: Vec<libc::iovec>,
+    first: usize,
     msg: Box<libc::msghdr>,
 }
 
@@ -56,10 +69,59 @@ impl SendOp {
     fn new() -> SendOp {
         SendOp {
             token: Token::from_u64(0),
-            frames: Vec::with_capacity(MAX_SEND_FRAMES),
-            iov: Vec::with_capacity(MAX_SEND_FRAMES),
+            fd: -1,
+            stopped: false,
+            done: 0,
+            // Grown to what sends need (up to MAX_SEND_FRAMES), then reused.
+            frames: Vec::new(),
+            iov: Vec::new(),
+            first: 0,
             // SAFETY: `msghdr` is plain old data; all-zero is a valid empty header.
             msg: Box::new(unsafe { std::mem::zeroed() }),
+        }
+    }
+
+    /// Whether bytes are left after `written` more went out; moves past them.
+    fn advance(&mut self, mut written: usize) -> bool {
+        self.done += written;
+        while let Some(iov) = self.iov.get_mut(self.first) {
+            if iov.iov_len > written {
+                // SAFETY: `written` < the entry's length, so the pointer stays inside the
+                // frame the entry describes.
+                iov.iov_base = unsafe { iov.iov_base.cast::<u8>().add(written) }.cast();
+                iov.iov_len -= written;
+                return true;
+            }
+            written -= iov.iov_len;
+            self.first += 1;
+        }
+        false
+    }
+
+    /// The SQE for what is left: a plain `send` for one buffer (no message header for the
+    /// kernel to copy in), a vectored `sendmsg` for several.
+    fn entry(&mut self) -> squeue::Entry {
+        let flags = libc::MSG_NOSIGNAL;
+        let left = &self.iov[self.first..];
+        match left {
+            [one] if one.iov_len <= u32::MAX as usize => {
+                opcode::Send::new(Fd(self.fd), one.iov_base.cast(), one.iov_len as u32)
+                    .flags(flags)
+                    .build()
+            }
+            _ => {
+                self.msg.msg_name = std::ptr::null_mut();
+                self.msg.msg_namelen = 0;
+                self.msg.msg_iov = left.as_ptr().cast_mut();
+                self.msg.msg_iovlen = left.len();
+                self.msg.msg_control = std::ptr::null_mut();
+                self.msg.msg_controllen = 0;
+                self.msg.msg_flags = 0;
+                let msg: *const libc::msghdr = &*self.msg;
+                opcode::SendMsg::new(Fd(self.fd), msg)
+                    .flags(flags as u32)
+                    .build()
+            }
         }
     }
 }
@@ -94,6 +156,8 @@ pub(crate) struct Uring {
     /// SQEs pushed whose final CQE has not come back.
     in_kernel: usize,
     sends_in_flight: usize,
+    /// The slot of the send in flight on each fd (`NO_SEND`: none); one at a time per fd.
+    send_by_fd: Vec<u32>,
     enobufs: u64,
     closing: bool,
     setup: Setup,
@@ -185,6 +249,7 @@ impl Uring {
         let needed = [
             ("accept", opcode::AcceptMulti::CODE),
             ("recv", opcode::RecvMulti::CODE),
+            ("send", opcode::Send::CODE),
             ("sendmsg", opcode::SendMsg::CODE),
             ("connect", opcode::Connect::CODE),
             ("close", opcode::Close::CODE),
@@ -225,6 +290,7 @@ impl Uring {
             cursor: 0,
             in_kernel: 0,
             sends_in_flight: 0,
+            send_by_fd: Vec::new(),
             enobufs: 0,
             closing: false,
             setup,
@@ -250,7 +316,8 @@ impl Uring {
         }
         format!(
             "io_uring on kernel {}.{}: setup {}, sq {} cq {}; using multishot accept, multishot recv \
-             with a provided-buffer ring of {} x {} B, sendmsg, connect, cancel by fd, poll waker, \
+             with a provided-buffer ring of {} x {} B, send/sendmsg resuming short writes, connect, \
+             cancel by fd, poll waker, \
              EXT_ARG timeouts; available but unused: {}",
             s.kernel.0,
             s.kernel.1,
@@ -342,6 +409,10 @@ impl Uring {
     {
         let mut op = self.spare_sends.pop().unwrap_or_else(SendOp::new);
         op.token = token;
+        op.fd = fd;
+        op.stopped = false;
+        op.done = 0;
+        op.first = 0;
         op.frames.clear();
         op.iov.clear();
         op.frames.extend(frames.into_iter().take(MAX_SEND_FRAMES));
@@ -352,24 +423,19 @@ impl Uring {
                 iov_len: f.len(),
             });
         }
-        op.msg.msg_name = std::ptr::null_mut();
-        op.msg.msg_namelen = 0;
-        op.msg.msg_iov = op.iov.as_mut_ptr();
-        op.msg.msg_iovlen = op.iov.len();
-        op.msg.msg_control = std::ptr::null_mut();
-        op.msg.msg_controllen = 0;
-        op.msg.msg_flags = 0;
-        let msg: *const libc::msghdr = &*op.msg;
+        let entry = op.entry();
         let slot = self.slots.insert(Slot::Send(op));
         self.sends_in_flight += 1;
-        let entry = opcode::SendMsg::new(Fd(fd), msg)
-            .flags(libc::MSG_NOSIGNAL as u32)
-            .build()
-            .user_data(Token::internal(tag::SEND, slot as u32));
+        if let Ok(i) = usize::try_from(fd) {
+            if self.send_by_fd.len() <= i {
+                self.send_by_fd.resize(i + 1, NO_SEND);
+            }
+            self.send_by_fd[i] = slot as u32;
+        }
         // SAFETY: the msghdr (boxed), the iovec array (a Vec's heap buffer) and the frames'
-        // bytes (refcounted `Bytes`) all live in `self.slots[slot]`, which moving the slab
-        // does not move, until the final CQE removes the slot in `complete`.
-        unsafe { self.push(entry) };
+        // bytes (refcounted `Bytes`, whose heap memory moving them does not move) all live
+        // in `self.slots[slot]` until the final CQE removes the slot in `complete`.
+        unsafe { self.push(entry.user_data(Token::internal(tag::SEND, slot as u32))) };
         taken
     }
 
@@ -391,11 +457,27 @@ impl Uring {
     }
 
     pub(crate) fn cancel(&mut self, fd: RawFd) {
+        self.stop_send(fd);
         // SAFETY: a cancel reads no user memory.
         unsafe { self.push(Self::cancel_entry(fd)) };
     }
 
+    /// The send in flight on `fd`, if any, ends at its next completion.
+    fn stop_send(&mut self, fd: RawFd) {
+        let Some(slot) = usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.send_by_fd.get_mut(i))
+        else {
+            return;
+        };
+        let slot = std::mem::replace(slot, NO_SEND);
+        if let Some(Slot::Send(op)) = self.slots.get_mut(slot as usize) {
+            op.stopped = true;
+        }
+    }
+
     pub(crate) fn close(&mut self, fd: RawFd, token: Option<Token>) {
+        self.stop_send(fd);
         // Hard link: the close waits for the cancel whatever the cancel's result (-ENOENT
         // when nothing was open), so the cancel still finds the fd.
         let cancel = Self::cancel_entry(fd).flags(squeue::Flags::IO_HARDLINK);
@@ -526,9 +608,39 @@ impl Uring {
                     // Plain sendmsg and connect post a single CQE; nothing else to do.
                     return None;
                 }
+                if let Some(Slot::Send(op)) = self.slots.get_mut(slot) {
+                    if result > 0 && op.advance(result as usize) && !op.stopped && !self.closing {
+                        // A short write: the socket had room for part. Send the rest; the
+                        // worker hears of this send once every byte is out.
+                        let entry = op.entry().user_data(raw);
+                        // SAFETY: as in `send`: the slot keeps everything the entry points
+                        // to until the final CQE.
+                        unsafe { self.push(entry) };
+                        return None;
+                    }
+                }
+                let mut result = result;
                 let token = match self.slots.try_remove(slot)? {
                     Slot::Send(mut op) => {
                         self.sends_in_flight -= 1;
+                        if let Some(by_fd) = usize::try_from(op.fd)
+                            .ok()
+                            .and_then(|i| self.send_by_fd.get_mut(i))
+                            .filter(|s| **s == slot as u32)
+                        {
+                            *by_fd = NO_SEND;
+                        }
+                        if op.stopped && op.first < op.iov.len() {
+                            // Cut short by a cancel or close: report that, not a count.
+                            result = -libc::ECANCELED;
+                        } else if result > 0 {
+                            // Every byte is out: report them all, over every round.
+                            result = i32::try_from(op.done).unwrap_or(i32::MAX);
+                        } else if result == 0 {
+                            // Nothing taken with bytes left: the connection is gone. (An
+                            // error after earlier rounds stays an error: part went out.)
+                            result = -libc::EPIPE;
+                        }
                         op.frames.clear();
                         let token = op.token;
                         if self.spare_sends.len() < 64 {
