@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
-use ringcast::proto::OpCode;
+use ringcast::proto::{Encoder, OpCode, Role};
 use ringcast::server::{
     Backpressure, ConnId, DialRequest, Handler, Server, ServerConfig, ServerHandle, Socket,
 };
@@ -362,6 +362,51 @@ fn peer_close_is_answered_and_reported() {
         wait_stats(&handle, "the socket to go", |s| {
             s.sockets == 0 && s.closes.by_peer == 1
         });
+        stop(handle);
+    }
+}
+
+/// Reports each message with [`Socket::received_at`].
+struct Stamps(Sender<(Vec<u8>, Instant)>);
+
+impl Handler for Stamps {
+    type Data = ();
+    fn on_message(&mut self, socket: &mut Socket<'_, ()>, _: MessageType, payload: &[u8]) {
+        let _ = self.0.send((payload.to_vec(), socket.received_at()));
+    }
+}
+
+#[test]
+fn messages_of_one_receive_share_their_arrival_time() {
+    for backend in Backend::ALL {
+        let (tx, rx) = unbounded();
+        let handle = Server::new(ServerConfig {
+            workers: 1,
+            ..config(backend)
+        })
+        .start(move |_| Stamps(tx.clone()))
+        .expect("server starts");
+        let mut client = RawClient::connect(addr(&handle), "");
+        // Two frames in one write reach the server in one receive.
+        let mut both = Vec::new();
+        let mut encoder = Encoder::new(Role::Client);
+        encoder.encode_frame(OpCode::Text, true, false, b"one", &mut both);
+        encoder.encode_frame(OpCode::Text, true, false, b"two", &mut both);
+        let before = Instant::now();
+        client.stream.write_all(&both).expect("write");
+        let next = || rx.recv_timeout(WAIT).expect("a message");
+        let ((one, at_one), (two, at_two)) = (next(), next());
+        assert_eq!((one.as_slice(), two.as_slice()), (&b"one"[..], &b"two"[..]));
+        assert_eq!(at_one, at_two, "{backend}: one receive, one instant");
+        assert!(at_one >= before, "{backend}: read after the write");
+        std::thread::sleep(Duration::from_millis(20));
+        client.text("three");
+        let (three, at_three) = next();
+        assert_eq!(three, b"three");
+        assert!(
+            at_three >= at_one + Duration::from_millis(20),
+            "{backend}: a later receive reads the clock again"
+        );
         stop(handle);
     }
 }

@@ -34,6 +34,11 @@ pub fn now_ns() -> u64 {
     start().elapsed().as_nanos() as u64
 }
 
+/// `at` in nanoseconds after the process-wide start (0 for an earlier instant).
+pub fn ns_at(at: Instant) -> u64 {
+    at.saturating_duration_since(start()).as_nanos() as u64
+}
+
 /// The `Instant` that is `ns` nanoseconds after the process-wide start.
 pub fn instant_at(ns: u64) -> Instant {
     start() + Duration::from_nanos(ns)

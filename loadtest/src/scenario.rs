@@ -18,7 +18,7 @@ use ringcast::proto::handshake::Request;
 use ringcast::server::{ConnId, Handler, ServerHandle, Socket};
 use ringcast::{CloseCode, Error, MessageType};
 
-use crate::client::{self, instant_at, now_ns, Fleet, FleetConfig, Link, Stamp};
+use crate::client::{self, instant_at, now_ns, ns_at, Fleet, FleetConfig, Link, Stamp};
 use crate::report::{
     ConnsFigures, EchoFigures, FanoutFigures, Figures, Progress, Report, ServerFigures,
 };
@@ -462,8 +462,11 @@ impl Handler for FanoutWorker {
     }
 
     fn on_message(&mut self, socket: &mut Socket<'_, Member>, _kind: MessageType, payload: &[u8]) {
+        // One clock read per receive, not per message: the messages of one receive reached
+        // this process together.
+        let arrival = ns_at(socket.received_at());
         if let Member::Subscriber(from) = socket.data() {
-            self.deliveries(from, now_ns(), payload);
+            self.deliveries(from, arrival, payload);
             let live = self.link.live();
             live.seen.store(self.seen, Ordering::Relaxed);
             live.received.store(self.tally.received, Ordering::Relaxed);
@@ -792,7 +795,7 @@ impl Handler for EchoWorker {
         _kind: MessageType,
         payload: &[u8],
     ) {
-        let now = now_ns();
+        let now = ns_at(socket.received_at());
         let (origin, start, end) = self.plan.clock.get();
         let mut release = 0;
         for line in payload.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {

@@ -104,6 +104,11 @@ pub(crate) struct Core<D> {
     pub(crate) topics: Topics,
     /// The time of this loop turn (read once per turn).
     pub(crate) now: Instant,
+    /// When the bytes being handled were taken from the kernel: cleared by each receive
+    /// completion, read from the clock on the first [`Socket::received_at`] after it.
+    ///
+    /// [`Socket::received_at`]: super::Socket::received_at
+    pub(crate) received_at: Option<Instant>,
     /// Masks frames of outgoing (client) connections.
     client_encoder: Encoder,
     /// Compressed payloads and frame headers are built here before going to the arena.
@@ -128,6 +133,7 @@ impl<D: Default> Core<D> {
             timers: TimerWheel::new(now, TIMER_TICK, TIMER_SLOTS),
             topics: Topics::default(),
             now,
+            received_at: None,
             client_encoder: Encoder::new(Role::Client),
             scratch: Vec::new(),
             head: Vec::with_capacity(MAX_HEADER_LEN),

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -78,6 +79,33 @@ impl<'a, D> Socket<'a, D> {
     /// ones.
     pub fn tag(&self) -> u64 {
         self.conn().tag
+    }
+
+    /// When the bytes being handled were taken from the kernel, for latency measurements:
+    /// every message of one receive gets the same instant. The clock is read on the first
+    /// call after each receive, so a handler that never asks pays nothing, and one that asks
+    /// for every message of a receive holding fifty pays one clock read. Outside
+    /// `on_message` it is the time of the first call since the last receive.
+    ///
+    /// ```
+    /// use ringcast::server::{Handler, Socket};
+    /// use ringcast::MessageType;
+    /// use std::time::Instant;
+    ///
+    /// /// Remembers when the last message arrived.
+    /// struct LastSeen;
+    ///
+    /// impl Handler for LastSeen {
+    ///     type Data = Option<Instant>;
+    ///     fn on_message(&mut self, socket: &mut Socket<'_, Option<Instant>>, _: MessageType, _: &[u8]) {
+    ///         let at = socket.received_at();
+    ///         *socket.data() = Some(at);
+    ///     }
+    /// }
+    /// # let _ = LastSeen;
+    /// ```
+    pub fn received_at(&mut self) -> Instant {
+        *self.core.received_at.get_or_insert_with(Instant::now)
     }
 
     /// Bytes queued for this connection and not yet taken by the kernel.

@@ -215,6 +215,7 @@ impl<H: Handler> Worker<H> {
         let (key, fd) = (key as usize, conn.fd);
         match c.result {
             n if n > 0 => {
+                self.core.received_at = None;
                 if let Some(buffer) = c.buffer {
                     self.received(key, buffer);
                 }
