@@ -4,6 +4,7 @@
 //! lists into operations at the end of each step.
 
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +18,7 @@ use crate::proto::frame::{FrameHeader, MAX_HEADER_LEN};
 use crate::proto::mask::apply_mask;
 use crate::proto::{CloseCode, Encoder, OpCode, Role};
 use crate::sys::arena::Arena;
+use crate::sys::SendBuf;
 
 use super::conn::{Connection, Phase};
 use super::handle::{Publish, Shared};
@@ -228,8 +230,9 @@ impl<D> Core<D> {
             _ => None,
         };
         // Most topics see one or two forms (plain, compressed): a short list beats asking
-        // the prepared message (a lock for compressed forms) once per subscriber.
-        let mut forms: Vec<(Role, Option<DeflateSettings>, Bytes)> = Vec::new();
+        // the prepared message (a lock for compressed forms) once per subscriber. Each form
+        // is wrapped once in an `Rc`: the outboxes share it without atomic counting.
+        let mut forms: Vec<(Role, Option<DeflateSettings>, Rc<Bytes>)> = Vec::new();
         let subscribers = self.topics.take(id);
         let mut delivered = 0;
         for &key in &subscribers {
@@ -245,10 +248,10 @@ impl<D> Core<D> {
                 .iter()
                 .find(|(r, c, _)| *r == role && *c == compression)
             {
-                Some((_, _, frame)) => frame.clone(),
+                Some((_, _, frame)) => Rc::clone(frame),
                 None => {
-                    let frame = publish.message.frame(role, compression);
-                    forms.push((role, compression, frame.clone()));
+                    let frame = Rc::new(publish.message.frame(role, compression));
+                    forms.push((role, compression, Rc::clone(&frame)));
                     frame
                 }
             };
@@ -297,7 +300,12 @@ impl<D> Core<D> {
     }
 
     /// Queues a data frame, under the connection's cap and the backpressure policy.
-    pub(crate) fn queue_data(&mut self, key: usize, frame: Bytes) -> Result<(), SendError> {
+    pub(crate) fn queue_data(
+        &mut self,
+        key: usize,
+        frame: impl Into<SendBuf>,
+    ) -> Result<(), SendError> {
+        let frame = frame.into();
         let cap = self.config.max_queued_bytes;
         let Some(conn) = self.conns.get_mut(key) else {
             return Err(SendError::Closed);
@@ -366,7 +374,7 @@ impl<D> Core<D> {
     /// Queues a frame whatever the cap: control frames and handshake answers must get out.
     pub(crate) fn queue_always(&mut self, key: usize, frame: Bytes) {
         if let Some(conn) = self.conns.get_mut(key) {
-            let frame = seal(conn, frame);
+            let frame = seal(conn, frame.into());
             let len = frame.len();
             conn.outbox.push_unbounded(frame);
             self.queued(key, len);
@@ -507,9 +515,9 @@ impl<D> Core<D> {
 }
 
 /// The frame as it goes on the wire: sealed into TLS records on a TLS connection.
-fn seal<D>(conn: &mut Connection<D>, frame: Bytes) -> Bytes {
+fn seal<D>(conn: &mut Connection<D>, frame: SendBuf) -> SendBuf {
     match conn.tls.as_mut() {
-        Some(tls) => tls.seal(&frame),
+        Some(tls) => tls.seal(&frame).into(),
         None => frame,
     }
 }
@@ -576,7 +584,7 @@ mod tests {
         }
     }
 
-    fn queued_frames(core: &mut Core<()>, key: usize) -> Vec<Bytes> {
+    fn queued_frames(core: &mut Core<()>, key: usize) -> Vec<SendBuf> {
         core.conns[key].outbox.take_batch().collect()
     }
 

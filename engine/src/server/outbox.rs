@@ -1,7 +1,7 @@
 //! [`Outbox`]: the frames queued for one connection, shared not copied, with a cap.
 //!
-//! Frames are `Bytes`: a broadcast frame is one allocation referenced by every outbox
-//! that queues it. A flush *moves* up to [`MAX_IOVECS`] frames out of the queue into the
+//! Frames are [`SendBuf`]s: a broadcast frame is one allocation referenced by every outbox
+//! of the worker that queues it, counted without atomics. A flush *moves* up to [`MAX_IOVECS`] frames out of the queue into the
 //! driver's in-flight table, which sends all of their bytes (the driver resumes short
 //! writes itself) and drops the frames when the kernel is done with them; so a frame
 //! costs one reference count on the way in and one on the way out, never a copy. Bytes
@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
+use crate::sys::SendBuf;
 
 /// The most frames one send takes: what the driver takes in one send (Linux's `UIO_MAXIOV`).
 pub const MAX_IOVECS: usize = crate::sys::MAX_SEND_FRAMES;
@@ -39,7 +39,7 @@ pub struct Overflow {
 #[derive(Debug, Default)]
 pub struct Outbox {
     /// Frames not yet handed to the driver.
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<SendBuf>,
     /// Bytes not yet reported sent: those in `frames` and those in a send in flight.
     queued: usize,
 }
@@ -48,7 +48,8 @@ impl Outbox {
     /// Queue `frame` unless it would take the queue past `cap` bytes. An empty queue
     /// always takes one frame, however big, so a message larger than the cap can still
     /// be sent to a reader that keeps up.
-    pub fn push(&mut self, frame: Bytes, cap: usize) -> Result<(), Overflow> {
+    pub fn push(&mut self, frame: impl Into<SendBuf>, cap: usize) -> Result<(), Overflow> {
+        let frame = frame.into();
         if self.queued > 0 && self.queued + frame.len() > cap {
             return Err(Overflow {
                 queued: self.queued,
@@ -60,7 +61,8 @@ impl Outbox {
     }
 
     /// Queue `frame` whatever the cap (control frames: a close must get out).
-    pub fn push_unbounded(&mut self, frame: Bytes) {
+    pub fn push_unbounded(&mut self, frame: impl Into<SendBuf>) {
+        let frame = frame.into();
         if frame.is_empty() {
             return;
         }
@@ -84,7 +86,7 @@ impl Outbox {
 
     /// Takes the next batch out of the queue: up to [`MAX_IOVECS`] frames, oldest first, to
     /// be moved into one send. Their bytes stay counted until [`sent`](Outbox::sent).
-    pub fn take_batch(&mut self) -> std::collections::vec_deque::Drain<'_, Bytes> {
+    pub fn take_batch(&mut self) -> std::collections::vec_deque::Drain<'_, SendBuf> {
         let n = self.frames.len().min(MAX_IOVECS);
         self.frames.drain(..n)
     }
@@ -107,6 +109,8 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use std::rc::Rc;
 
     fn bytes(n: usize, fill: u8) -> Bytes {
         Bytes::from(vec![fill; n])
@@ -145,8 +149,8 @@ mod tests {
         outbox.push(bytes(40, 3), 100).unwrap();
         outbox.sent(60);
         assert_eq!(outbox.queued_bytes(), 40);
-        let next: Vec<Bytes> = outbox.take_batch().collect();
-        assert_eq!(next, vec![bytes(40, 3)]);
+        let next: Vec<SendBuf> = outbox.take_batch().collect();
+        assert_eq!(&next[0][..], &bytes(40, 3)[..]);
         outbox.sent(40);
         assert!(outbox.is_empty());
     }
@@ -160,7 +164,7 @@ mod tests {
                 .push(Bytes::copy_from_slice(&n.to_le_bytes()), 1 << 20)
                 .unwrap();
         }
-        let index = |f: Bytes| u32::from_le_bytes(f[..].try_into().unwrap()) as usize;
+        let index = |f: SendBuf| u32::from_le_bytes(f[..].try_into().unwrap()) as usize;
         let first: Vec<usize> = outbox.take_batch().map(index).collect();
         let second: Vec<usize> = outbox.take_batch().map(index).collect();
         assert_eq!(first, (0..MAX_IOVECS).collect::<Vec<_>>());
@@ -169,14 +173,15 @@ mod tests {
 
     #[test]
     fn shared_frame_is_moved_not_copied() {
-        let frame = bytes(1000, 7);
+        let frame = Rc::new(bytes(1000, 7));
         let (mut a, mut b) = (Outbox::default(), Outbox::default());
-        a.push(frame.clone(), 1 << 20).unwrap();
-        b.push(frame.clone(), 1 << 20).unwrap();
-        let ta: Vec<Bytes> = a.take_batch().collect();
-        let tb: Vec<Bytes> = b.take_batch().collect();
+        a.push(Rc::clone(&frame), 1 << 20).unwrap();
+        b.push(Rc::clone(&frame), 1 << 20).unwrap();
+        let ta: Vec<SendBuf> = a.take_batch().collect();
+        let tb: Vec<SendBuf> = b.take_batch().collect();
         assert_eq!(ta[0].as_ptr(), frame.as_ptr());
         assert_eq!(tb[0].as_ptr(), frame.as_ptr());
+        assert_eq!(Rc::strong_count(&frame), 3);
     }
 
     #[test]

@@ -25,11 +25,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
-
 use super::socket::{self, syscall, SockAddr};
 use super::{
-    Completion, DriverConfig, DriverStats, RecvBuf, RecvBufInner, Scratch, Token, Waker,
+    Completion, DriverConfig, DriverStats, RecvBuf, RecvBufInner, Scratch, SendBuf, Token, Waker,
     MAX_SEND_FRAMES,
 };
 
@@ -43,7 +41,7 @@ const ACCEPTS_PER_TURN: usize = 64;
 struct PendingSend {
     token: Token,
     /// What is left to write, the first frame cut where the last write stopped.
-    frames: Vec<Bytes>,
+    frames: Vec<SendBuf>,
     /// Bytes written so far.
     done: usize,
 }
@@ -81,12 +79,12 @@ pub(crate) struct Epoll {
     ev_cursor: usize,
     pending: VecDeque<Completion>,
     iov: Vec<libc::iovec>,
-    spare_frames: Vec<Vec<Bytes>>,
+    spare_frames: Vec<Vec<SendBuf>>,
     sends_in_flight: usize,
 }
 
 /// Drops the first `n` bytes of `frames`: whole frames, then the front of the next.
-fn drop_written(frames: &mut Vec<Bytes>, mut n: usize) {
+fn drop_written(frames: &mut Vec<SendBuf>, mut n: usize) {
     let whole = frames.iter().take_while(|f| {
         let fits = f.len() <= n;
         if fits {
@@ -256,7 +254,7 @@ impl Epoll {
         }
     }
 
-    fn recycle_frames(&mut self, mut frames: Vec<Bytes>) {
+    fn recycle_frames(&mut self, mut frames: Vec<SendBuf>) {
         frames.clear();
         if self.spare_frames.len() < 64 {
             self.spare_frames.push(frames);
@@ -280,7 +278,7 @@ impl Epoll {
     }
 
     /// One `sendmsg` of all `frames`: bytes written, or the error.
-    fn write(&mut self, fd: RawFd, frames: &[Bytes]) -> io::Result<usize> {
+    fn write(&mut self, fd: RawFd, frames: &[SendBuf]) -> io::Result<usize> {
         self.iov.clear();
         self.iov.extend(frames.iter().map(|f| libc::iovec {
             iov_base: f.as_ptr() as *mut libc::c_void,
@@ -298,10 +296,11 @@ impl Epoll {
 
     pub(crate) fn send<I>(&mut self, fd: RawFd, token: Token, frames: I) -> usize
     where
-        I: IntoIterator<Item = Bytes>,
+        I: IntoIterator,
+        I::Item: Into<SendBuf>,
     {
         let mut batch = self.spare_frames.pop().unwrap_or_default();
-        batch.extend(frames.into_iter().take(MAX_SEND_FRAMES));
+        batch.extend(frames.into_iter().take(MAX_SEND_FRAMES).map(Into::into));
         let taken = batch.len();
         if self.state(fd).is_some_and(|st| st.send.is_some()) {
             // One send per connection at a time keeps bytes in order.

@@ -14,6 +14,8 @@
 //! - [`Token`]: what the worker packs into each operation (kind, slab key, generation) and
 //!   gets back in its completion.
 //! - [`RecvBuf`]: received bytes, lent by the driver; dropping it gives the buffer back.
+//! - [`SendBuf`]: bytes to send (`Bytes`, or an `Rc<Bytes>` shared by one thread's queues),
+//!   owned by the driver while their send is in flight.
 //! - [`Waker`]: wakes a worker blocked in `submit_and_wait` from any thread.
 //! - [`arena::Arena`]: write buffers in reused fixed-size chunks.
 //! - [`socket`]: listeners, socket options, fd limit, CPU pinning.
@@ -69,13 +71,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 pub mod arena;
 pub mod bufring;
 pub mod epoll;
+mod sendbuf;
 pub mod socket;
 pub mod uring;
+
+pub use sendbuf::SendBuf;
 
 use socket::syscall;
 
@@ -605,7 +608,8 @@ impl Driver {
     /// Have at most one send in flight per connection, so bytes stay in order.
     pub fn send<I>(&mut self, fd: RawFd, token: Token, frames: I) -> usize
     where
-        I: IntoIterator<Item = Bytes>,
+        I: IntoIterator,
+        I::Item: Into<SendBuf>,
     {
         dispatch!(self, d => d.send(fd, token, frames))
     }

@@ -26,7 +26,6 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring, Probe};
 use slab::Slab;
@@ -34,8 +33,8 @@ use slab::Slab;
 use super::bufring::BufRing;
 use super::socket::SockAddr;
 use super::{
-    tag, Completion, DriverConfig, DriverStats, OpKind, RecvBuf, RecvBufInner, Token, Waker,
-    MAX_SEND_FRAMES,
+    tag, Completion, DriverConfig, DriverStats, OpKind, RecvBuf, RecvBufInner, SendBuf, Token,
+    Waker, MAX_SEND_FRAMES,
 };
 
 /// The buffer group id of the receive ring (one ring per driver).
@@ -57,7 +56,7 @@ struct SendOp {
     stopped: bool,
     /// Bytes written by earlier rounds of this send (a short write is resumed here).
     done: usize,
-    frames: Vec<Bytes>,
+    frames: Vec<SendBuf>,
     /// One entry per frame; `iov[first..]` is what is left, its head cut where the last
     /// write stopped.
     iov: Vec<libc::iovec>,
@@ -405,7 +404,8 @@ impl Uring {
 
     pub(crate) fn send<I>(&mut self, fd: RawFd, token: Token, frames: I) -> usize
     where
-        I: IntoIterator<Item = Bytes>,
+        I: IntoIterator,
+        I::Item: Into<SendBuf>,
     {
         let mut op = self.spare_sends.pop().unwrap_or_else(SendOp::new);
         op.token = token;
@@ -415,7 +415,8 @@ impl Uring {
         op.first = 0;
         op.frames.clear();
         op.iov.clear();
-        op.frames.extend(frames.into_iter().take(MAX_SEND_FRAMES));
+        op.frames
+            .extend(frames.into_iter().take(MAX_SEND_FRAMES).map(Into::into));
         let taken = op.frames.len();
         for f in &op.frames {
             op.iov.push(libc::iovec {
