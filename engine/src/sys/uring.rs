@@ -44,6 +44,11 @@ const RECV_GROUP: u16 = 0;
 const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
 
 /// A vectored send in flight: everything the kernel reads, kept at stable addresses.
+/// Finished send ops kept for reuse: a broadcast to thousands of connections starts one
+/// send each, and reusing their buffers spares as many allocations. About 100 bytes each
+/// plus the vectors they grew.
+const SPARE_SENDS: usize = 1024;
+
 /// No send in flight on an fd, in `Uring::send_by_fd`.
 const NO_SEND: u32 = u32::MAX;
 
@@ -61,7 +66,8 @@ struct SendOp {
     /// write stopped.
     iov: Vec<libc::iovec>,
     first: usize,
-    msg: Box<libc::msghdr>,
+    /// Made on the first vectored send: a one-frame send needs none.
+    msg: Option<Box<libc::msghdr>>,
 }
 
 impl SendOp {
@@ -75,8 +81,7 @@ impl SendOp {
             frames: Vec::new(),
             iov: Vec::new(),
             first: 0,
-            // SAFETY: `msghdr` is plain old data; all-zero is a valid empty header.
-            msg: Box::new(unsafe { std::mem::zeroed() }),
+            msg: None,
         }
     }
 
@@ -109,14 +114,18 @@ impl SendOp {
                     .build()
             }
             _ => {
-                self.msg.msg_name = std::ptr::null_mut();
-                self.msg.msg_namelen = 0;
-                self.msg.msg_iov = left.as_ptr().cast_mut();
-                self.msg.msg_iovlen = left.len();
-                self.msg.msg_control = std::ptr::null_mut();
-                self.msg.msg_controllen = 0;
-                self.msg.msg_flags = 0;
-                let msg: *const libc::msghdr = &*self.msg;
+                // SAFETY: `msghdr` is plain old data; all-zero is a valid empty header.
+                let msg = self
+                    .msg
+                    .get_or_insert_with(|| Box::new(unsafe { std::mem::zeroed() }));
+                msg.msg_name = std::ptr::null_mut();
+                msg.msg_namelen = 0;
+                msg.msg_iov = left.as_ptr().cast_mut();
+                msg.msg_iovlen = left.len();
+                msg.msg_control = std::ptr::null_mut();
+                msg.msg_controllen = 0;
+                msg.msg_flags = 0;
+                let msg: *const libc::msghdr = &**msg;
                 opcode::SendMsg::new(Fd(self.fd), msg)
                     .flags(flags as u32)
                     .build()
@@ -644,7 +653,7 @@ impl Uring {
                         }
                         op.frames.clear();
                         let token = op.token;
-                        if self.spare_sends.len() < 64 {
+                        if self.spare_sends.len() < SPARE_SENDS {
                             self.spare_sends.push(op);
                         }
                         token
