@@ -8,7 +8,9 @@
 //!   written for it work here. Rooms are topics, so a message crosses to each other
 //!   worker once, whatever the number of listeners.
 //! - Joins and leaves are announced to the room as JSON lines:
-//!   `{"type":"join","room":"lobby","count":3}`; the joining client gets its own.
+//!   `{"type":"join","room":"lobby","count":3}`; the joining client gets its own. A room
+//!   of more than `--announce-limit` members (1000) tells only the joining client: telling
+//!   everyone would cost n²/2 messages as a room of n fills (50 million for 10 000).
 //! - Messages are at most `--max-message` bytes (4096): a larger one closes the
 //!   connection with 1009.
 //! - `--redis redis://127.0.0.1:6379` makes this server one node of several: rooms are
@@ -53,6 +55,9 @@ struct Args {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Rooms larger than this announce a join only to the joining client, and no leaves.
+    #[arg(long, default_value_t = 1000)]
+    announce_limit: usize,
     /// Share rooms with other nodes through this Redis (redis://HOST:PORT).
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
@@ -64,6 +69,7 @@ struct Args {
 /// One per worker; the room of each connection is its data.
 struct Chat {
     server: Option<ServerHandle>,
+    announce_limit: usize,
 }
 
 fn room_topic(room: &str) -> Vec<u8> {
@@ -105,11 +111,12 @@ impl Handler for Chat {
             return socket.close(CloseCode::POLICY_VIOLATION, "bad room");
         }
         let count = self.count(socket, &topic);
-        let _ = socket.publish_with_self(
-            &topic,
-            MessageType::Text,
-            notice("join", &room, count).as_bytes(),
-        );
+        let joined = notice("join", &room, count);
+        if count <= self.announce_limit {
+            let _ = socket.publish_with_self(&topic, MessageType::Text, joined.as_bytes());
+        } else {
+            let _ = socket.send(MessageType::Text, joined.as_bytes());
+        }
         *socket.data() = room;
     }
 
@@ -129,6 +136,9 @@ impl Handler for Chat {
         let topic = room_topic(&room);
         // Still subscribed until the socket is gone, so one less than counted.
         let count = self.count(socket, &topic).saturating_sub(1);
+        if count >= self.announce_limit {
+            return; // its join was not announced either
+        }
         let _ = socket.publish(
             &topic,
             MessageType::Text,
@@ -171,7 +181,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         broker: broker.clone().map(|b| b as _),
         ..ServerConfig::default()
     };
-    let server = Server::new(config).start(|_| Chat { server: None })?;
+    let announce_limit = args.announce_limit;
+    let server = Server::new(config).start(move |_| Chat {
+        server: None,
+        announce_limit,
+    })?;
     ringcast_examples::shutdown_on_signals(&server)?;
     let addr = server.local_addr().ok_or("no address")?;
     let scheme = if args.tls_cert.is_some() {

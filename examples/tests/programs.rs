@@ -90,6 +90,39 @@ fn chat_rooms_broadcast_to_their_members_only() {
 }
 
 #[test]
+fn a_room_past_the_announce_limit_tells_only_the_joiner() {
+    let chat = Program::start(env!("CARGO_BIN_EXE_chat"), &["--announce-limit", "2"]);
+    let url = format!("ws://{}/ws?room=big", chat.addr);
+    let mut a = dial(&url);
+    assert!(text(&mut a).contains(r#""count":1"#));
+    let mut b = dial(&url);
+    assert!(
+        text(&mut a).contains(r#""count":2"#),
+        "2 is still announced"
+    );
+    assert!(text(&mut b).contains(r#""count":2"#));
+    let mut c = dial(&url);
+    assert!(
+        text(&mut c).contains(r#""count":3"#),
+        "the joiner hears its own join"
+    );
+    a.write_message(MessageType::Text, b"hi").expect("send");
+    for (name, conn) in [("a", &mut a), ("b", &mut b), ("c", &mut c)] {
+        assert_eq!(text(conn), "hi", "{name}: no notice of the third join");
+    }
+    drop(c);
+    a.write_message(MessageType::Text, b"again").expect("send");
+    assert_eq!(text(&mut a), "again", "nor of its leave");
+    assert_eq!(text(&mut b), "again");
+    drop(b);
+    let leave = text(&mut a);
+    assert!(
+        leave.contains(r#""type":"leave""#) && leave.contains(r#""count":1"#),
+        "back under the limit, leaves are announced: {leave}"
+    );
+}
+
+#[test]
 fn chat_serves_its_page() {
     let chat = Program::start(env!("CARGO_BIN_EXE_chat"), &[]);
     let mut stream = std::net::TcpStream::connect(&chat.addr).expect("connect");
