@@ -6,6 +6,7 @@
 //! it is not due. Each connection is filed once at a time, so memory is one entry per
 //! connection whatever the traffic.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 /// A hashed wheel of `slots` buckets of `tick` each.
@@ -18,6 +19,9 @@ pub struct TimerWheel {
     cursor: usize,
     /// Entries filed.
     len: usize,
+    /// How many slots from the cursor on are known to be empty: `next_deadline`'s scan
+    /// resumes there. Shrinks when an entry is filed nearer; reset when the cursor moves.
+    empty_ahead: Cell<usize>,
 }
 
 impl TimerWheel {
@@ -30,6 +34,7 @@ impl TimerWheel {
             cursor_at: now + tick,
             cursor: 0,
             len: 0,
+            empty_ahead: Cell::new(0),
         }
     }
 
@@ -42,12 +47,27 @@ impl TimerWheel {
         let slot = (self.cursor + ticks) % self.slots.len();
         self.slots[slot].push((key, generation));
         self.len += 1;
+        if ticks < self.empty_ahead.get() {
+            self.empty_ahead.set(ticks);
+        }
     }
 
-    /// When the next slot is due (how long `submit_and_wait` may sleep), or `None` when
-    /// nothing is filed, so an idle worker sleeps until something happens.
+    /// When the first slot holding entries is due (how long `submit_and_wait` may sleep),
+    /// or `None` when nothing is filed, so a worker sleeps until something happens, not
+    /// once per tick. The scan of empty slots is remembered, so asking every loop turn
+    /// costs one look at one slot.
     pub fn next_deadline(&self) -> Option<Instant> {
-        (self.len > 0).then_some(self.cursor_at)
+        if self.len == 0 {
+            return None;
+        }
+        let n = self.slots.len();
+        let mut ahead = self.empty_ahead.get();
+        // `len > 0`: some slot holds an entry, so this ends within one round.
+        while self.slots[(self.cursor + ahead) % n].is_empty() {
+            ahead += 1;
+        }
+        self.empty_ahead.set(ahead);
+        Some(self.cursor_at + self.tick * ahead as u32)
     }
 
     /// The number of entries filed.
@@ -86,6 +106,7 @@ impl TimerWheel {
             }
             self.cursor = (self.cursor + 1) % self.slots.len();
             self.cursor_at += self.tick;
+            self.empty_ahead.set(0);
         }
         for (key, generation, at) in later {
             self.schedule(key, generation, at);
@@ -146,13 +167,22 @@ mod tests {
     }
 
     #[test]
-    fn next_deadline_advances_with_expiry() {
+    fn next_deadline_skips_empty_slots_and_follows_nearer_entries() {
         let t0 = Instant::now();
-        let mut wheel = TimerWheel::new(t0, TICK, 8);
-        wheel.schedule(1, 0, t0 + Duration::from_secs(1));
-        let first = wheel.next_deadline().unwrap();
-        wheel.expire(first, |_, _, _| {});
-        assert_eq!(wheel.next_deadline(), Some(first + TICK));
+        let mut wheel = TimerWheel::new(t0, TICK, 64);
+        wheel.schedule(1, 0, t0 + Duration::from_millis(1000));
+        let far = wheel.next_deadline().unwrap();
+        assert_eq!(far, t0 + Duration::from_millis(1000), "not the next tick");
+        wheel.schedule(2, 0, t0 + Duration::from_millis(300));
+        let near = wheel.next_deadline().unwrap();
+        assert_eq!(near, t0 + Duration::from_millis(300));
+        let mut fired = Vec::new();
+        wheel.expire(near, |k, _, _| fired.push(k));
+        assert_eq!(fired, vec![2]);
+        assert_eq!(wheel.next_deadline(), Some(far));
+        wheel.expire(far, |k, _, _| fired.push(k));
+        assert_eq!(fired, vec![2, 1]);
+        assert_eq!(wheel.next_deadline(), None);
     }
 
     #[test]
