@@ -13,8 +13,8 @@
 //!   [`RecvBuf`]; an idle connection holds no buffer.
 //! - send: `sendmsg` with `MSG_NOSIGNAL | MSG_DONTWAIT` at once; what the socket does not take
 //!   (`EAGAIN`, or a short write) waits in the fd's entry and goes out on `EPOLLOUT`, so the
-//!   completion reports every byte, as on io_uring, or an error. The kernel
-//!   copies during each call, so no buffer outlives the operation on this backend.
+//!   completion reports every byte, as on io_uring, or an error. The kernel copies during
+//!   each call, so no buffer outlives the operation on this backend.
 //! - connect: non-blocking `connect`, then `SO_ERROR` on `EPOLLOUT`.
 //! - waker: the eventfd is in the set for the driver's lifetime.
 

@@ -43,7 +43,6 @@ const RECV_GROUP: u16 = 0;
 /// How long `Drop` waits for the kernel to give back cancelled operations.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
 
-/// A vectored send in flight: everything the kernel reads, kept at stable addresses.
 /// Finished send ops kept for reuse: a broadcast to thousands of connections starts one
 /// send each, and reusing their buffers spares as many allocations. About 100 bytes each
 /// plus the vectors they grew.
@@ -52,7 +51,8 @@ const SPARE_SENDS: usize = 1024;
 /// No send in flight on an fd, in `Uring::send_by_fd`.
 const NO_SEND: u32 = u32::MAX;
 
-/// A send in flight: the frames it owns, and what of them the kernel has not taken yet.
+/// A send in flight: the frames it owns, and what of them the kernel has not taken yet;
+/// everything the kernel reads is kept at stable addresses (heap buffers, a boxed header).
 struct SendOp {
     token: Token,
     fd: RawFd,
