@@ -7,6 +7,7 @@ use bytes::Bytes;
 
 use crate::prepared::PreparedMessage;
 use crate::proto::deflate::DeflateSettings;
+use crate::sys::SendBuf;
 
 use super::core::{detached_core, Core};
 use super::handle::Publish;
@@ -16,6 +17,7 @@ pub struct LocalFanout {
     core: Core<()>,
     keys: Vec<usize>,
     topic: Bytes,
+    batch: Vec<SendBuf>,
 }
 
 impl LocalFanout {
@@ -30,7 +32,12 @@ impl LocalFanout {
         for &key in &keys {
             core.subscribe(key, &topic);
         }
-        LocalFanout { core, keys, topic }
+        LocalFanout {
+            core,
+            keys,
+            topic,
+            batch: Vec::new(),
+        }
     }
 
     /// Publishes `message` to every subscriber (queued on each outbox exactly as the
@@ -46,7 +53,9 @@ impl LocalFanout {
         let delivered = self.core.deliver(&publish);
         for &key in &self.keys {
             let conn = &mut self.core.conns[key];
-            drop(conn.outbox.take_batch());
+            conn.outbox
+                .take_batch(&mut self.core.arena, &mut self.batch);
+            self.batch.clear();
             let queued = conn.outbox.queued_bytes();
             conn.outbox.sent(queued);
             conn.dirty = false;

@@ -585,7 +585,11 @@ mod tests {
     }
 
     fn queued_frames(core: &mut Core<()>, key: usize) -> Vec<SendBuf> {
-        core.conns[key].outbox.take_batch().collect()
+        let mut frames = Vec::new();
+        core.conns[key]
+            .outbox
+            .take_batch(&mut core.arena, &mut frames);
+        frames
     }
 
     #[test]

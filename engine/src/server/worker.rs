@@ -21,7 +21,7 @@ use crate::proto::decoder::DEFAULT_READ_LIMIT;
 use crate::proto::deflate::{DeflateSettings, Inflater, PerMessageDeflate};
 use crate::proto::handshake::{self, HandshakeError, Request};
 use crate::proto::{CloseCode, Decoder, Event, OpCode, ProtocolError, Role};
-use crate::sys::{socket, Completion, Driver, OpKind, RecvBuf, Token};
+use crate::sys::{socket, Completion, Driver, OpKind, RecvBuf, SendBuf, Token};
 
 use super::conn::Phase;
 use super::core::{Cause, Core, Notice};
@@ -52,6 +52,8 @@ pub(crate) struct Worker<H: Handler> {
     plain: Vec<u8>,
     /// Timers due this turn, reused between turns.
     due: Vec<(u32, u32)>,
+    /// The buffers of the send being built, reused between sends.
+    batch: Vec<SendBuf>,
 }
 
 impl<H: Handler> Worker<H> {
@@ -76,6 +78,7 @@ impl<H: Handler> Worker<H> {
             shutdown_at: None,
             plain: Vec::new(),
             due: Vec::new(),
+            batch: Vec::new(),
         }
     }
 
@@ -712,7 +715,9 @@ impl<H: Handler> Worker<H> {
                 continue;
             }
             let token = Token::new(OpKind::Send, key, conn.generation);
-            self.driver.send(conn.fd, token, conn.outbox.take_batch());
+            conn.outbox
+                .take_batch(&mut self.core.arena, &mut self.batch);
+            self.driver.send(conn.fd, token, self.batch.drain(..));
             conn.sending = true;
         }
         let mut dirty = dirty;

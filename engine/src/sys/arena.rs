@@ -48,10 +48,10 @@ impl Arena {
         if self.current.capacity() < len && !self.current.try_reclaim(self.chunk_size) {
             self.rotate();
         }
-        self.current.resize(len, 0);
-        let mut piece = self.current.split_to(len);
-        piece.clear();
-        piece
+        // The chunk's bytes are never initialised here: the piece is its first `len` bytes
+        // of capacity, empty, and the chunk keeps the rest.
+        let rest = self.current.split_off(len);
+        std::mem::replace(&mut self.current, rest)
     }
 
     /// Copies `bytes` into arena memory and returns it frozen.
@@ -129,6 +129,21 @@ mod tests {
             drop(arena.copy(&[1; 90]));
         }
         assert!(arena.allocations() <= before + 1);
+    }
+
+    #[test]
+    fn pieces_are_carved_side_by_side_from_one_chunk() {
+        let mut arena = Arena::new(1024, 4);
+        let mut a = arena.buffer(100);
+        let mut b = arena.buffer(100);
+        assert!(a.is_empty() && a.capacity() >= 100);
+        a.extend_from_slice(&[1; 100]);
+        b.extend_from_slice(&[2; 100]);
+        // Filling a piece to its length does not move it out of the chunk.
+        assert_eq!(a.as_ptr().wrapping_add(100), b.as_ptr());
+        assert_eq!(&a.freeze()[..], &[1; 100][..]);
+        assert_eq!(&b.freeze()[..], &[2; 100][..]);
+        assert_eq!(arena.allocations(), 1);
     }
 
     #[test]
