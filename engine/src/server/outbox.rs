@@ -108,6 +108,11 @@ impl Outbox {
     /// as it is. The bytes stay counted until [`sent`](Outbox::sent).
     pub fn take_batch(&mut self, arena: &mut Arena, out: &mut Vec<SendBuf>) {
         out.clear();
+        if self.frames.len() == 1 {
+            // The common case (one reply, one broadcast frame): nothing to gather.
+            out.extend(self.frames.pop_front());
+            return;
+        }
         while out.len() < MAX_IOVECS {
             let (count, bytes) = self.small_run();
             if count >= 2 {
