@@ -522,7 +522,6 @@ impl<D> Core<D> {
     }
 }
 
-/// The frame as it goes on the wire: sealed into TLS records on a TLS connection.
 /// Past this many connections the slab stops doubling and takes room for all it may hold.
 const EARLY_SLOTS: usize = 1024;
 
@@ -542,6 +541,7 @@ fn slab_room(max_connections: usize) -> usize {
     max_connections.min(fds).min(MAX_SLAB_ROOM)
 }
 
+/// The frame as it goes on the wire: sealed into TLS records on a TLS connection.
 fn seal<D>(conn: &mut Connection<D>, frame: SendBuf) -> SendBuf {
     match conn.tls.as_mut() {
         Some(tls) => tls.seal(&frame).into(),
