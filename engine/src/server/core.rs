@@ -18,7 +18,7 @@ use crate::proto::frame::{FrameHeader, MAX_HEADER_LEN};
 use crate::proto::mask::apply_mask;
 use crate::proto::{CloseCode, Encoder, OpCode, Role};
 use crate::sys::arena::Arena;
-use crate::sys::SendBuf;
+use crate::sys::{socket, SendBuf};
 
 use super::conn::{Connection, Phase};
 use super::handle::{Publish, Shared};
@@ -94,7 +94,8 @@ pub(crate) struct Core<D> {
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) conns: Slab<Connection<D>>,
-    /// The slab's capacity once it outgrows [`EARLY_SLOTS`] (see [`slab_room`]).
+    /// The slab's capacity once it outgrows `socket::EARLY_ROOM`: room for every
+    /// connection the worker may hold ([`socket::table_room`]).
     slab_room: usize,
     next_generation: u32,
     pub(crate) arena: Arena,
@@ -123,7 +124,7 @@ pub(crate) struct Core<D> {
 impl<D: Default> Core<D> {
     pub(crate) fn new(worker: usize, config: Arc<ServerConfig>, shared: Arc<Shared>) -> Self {
         let now = Instant::now();
-        let slab_room = slab_room(config.max_connections);
+        let slab_room = socket::table_room(config.max_connections);
         Core {
             worker,
             config,
@@ -154,7 +155,7 @@ impl<D: Default> Core<D> {
             self.next_generation = 1;
         }
         let len = self.conns.len();
-        if len == self.conns.capacity() && len >= EARLY_SLOTS && self.slab_room > len {
+        if len == self.conns.capacity() && len >= socket::EARLY_ROOM && self.slab_room > len {
             self.conns.reserve_exact(self.slab_room - len);
         }
         let key = self
@@ -522,25 +523,6 @@ impl<D> Core<D> {
     }
 }
 
-/// Past this many connections the slab stops doubling and takes room for all it may hold.
-const EARLY_SLOTS: usize = 1024;
-
-/// The most connections the slab takes room for at once.
-const MAX_SLAB_ROOM: usize = 1 << 16;
-
-/// The slab's room once it outgrows [`EARLY_SLOTS`]: every connection the worker may hold,
-/// bounded by the open-file limit (each connection is a descriptor) and [`MAX_SLAB_ROOM`].
-/// Growing by doubling copies the slab each time and hands the old copies back to the
-/// allocator, which keeps them resident in a server that then sits idle: at 10 000 idle
-/// connections that was up to 700 bytes of RSS per connection on top of about 600 live
-/// (docs/decisions.md). Room reserved and not yet written costs no RSS.
-fn slab_room(max_connections: usize) -> usize {
-    let fds = crate::sys::socket::fd_limit()
-        .map(|(soft, _)| usize::try_from(soft).unwrap_or(usize::MAX))
-        .unwrap_or(0);
-    max_connections.min(fds).min(MAX_SLAB_ROOM)
-}
-
 /// The frame as it goes on the wire: sealed into TLS records on a TLS connection.
 fn seal<D>(conn: &mut Connection<D>, frame: SendBuf) -> SendBuf {
     match conn.tls.as_mut() {
@@ -735,12 +717,12 @@ mod tests {
     fn the_slab_takes_its_room_at_once_past_the_first_thousand() {
         let mut core = detached_core(1 << 20);
         core.slab_room = 5000;
-        for _ in 0..=EARLY_SLOTS {
+        for _ in 0..=socket::EARLY_ROOM {
             core.insert_detached(None);
         }
         let room = core.conns.capacity();
         assert!((5000..2 * 5000).contains(&room), "capacity {room}");
-        for _ in EARLY_SLOTS + 1..5000 {
+        for _ in socket::EARLY_ROOM + 1..5000 {
             core.insert_detached(None);
         }
         // Filled to its room without another copy.
@@ -750,8 +732,8 @@ mod tests {
 
     #[test]
     fn the_slab_room_is_bounded_by_the_settings() {
-        assert!(slab_room(10) <= 10);
-        assert!(slab_room(usize::MAX) <= MAX_SLAB_ROOM);
+        assert!(socket::table_room(10) <= 10);
+        assert!(socket::table_room(usize::MAX) <= socket::MAX_ROOM);
     }
 
     #[test]

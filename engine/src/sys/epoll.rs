@@ -34,12 +34,6 @@ use super::{
 /// Epoll data of the waker's eventfd; every other entry carries its fd.
 const WAKE_KEY: u64 = u64::MAX;
 
-/// Past this descriptor number the table takes room for the open-file limit at once.
-const EARLY_FDS: usize = 1024;
-
-/// The most descriptors the table takes room for at once.
-const MAX_FD_ROOM: usize = 1 << 16;
-
 /// Accepts per listener per turn: level-triggered epoll reports the rest next turn.
 const ACCEPTS_PER_TURN: usize = 64;
 
@@ -178,15 +172,9 @@ impl Epoll {
     fn state(&mut self, fd: RawFd) -> Option<&mut FdState> {
         let i = usize::try_from(fd).ok()?;
         if i >= self.fds.len() {
-            if i >= self.fds.capacity() && i >= EARLY_FDS {
-                // Past the first few, take room for every descriptor the process may open
-                // at once instead of doubling: each doubling copies the table and leaves
-                // the old copy resident in an idle server (see `Core`'s slab).
-                let room = super::socket::fd_limit()
-                    .map(|(soft, _)| usize::try_from(soft).unwrap_or(usize::MAX))
-                    .unwrap_or(0)
-                    .min(MAX_FD_ROOM)
-                    .max(i + 1);
+            if i >= self.fds.capacity() && i >= socket::EARLY_ROOM {
+                // Room for every descriptor the process may open, not another doubling.
+                let room = socket::table_room(usize::MAX).max(i + 1);
                 self.fds.reserve_exact(room - self.fds.len());
             }
             self.fds.resize_with(i + 1, FdState::default);

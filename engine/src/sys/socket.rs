@@ -333,6 +333,24 @@ pub fn fd_limit() -> io::Result<(u64, u64)> {
     Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
 }
 
+/// Entries a table indexed by connection or descriptor grows to by doubling; past them it
+/// takes [`table_room`] at once. Each doubling copies the table and leaves the old copy to
+/// the allocator, which keeps it resident in a server that then sits idle; room reserved
+/// and not yet written costs no RSS (docs/decisions.md).
+pub(crate) const EARLY_ROOM: usize = 1024;
+
+/// The most entries such a table takes room for at once.
+pub(crate) const MAX_ROOM: usize = 1 << 16;
+
+/// The room such a table takes once past [`EARLY_ROOM`]: the soft open-file limit (one
+/// descriptor per entry), at most [`MAX_ROOM`] and at most `bound`.
+pub(crate) fn table_room(bound: usize) -> usize {
+    let fds = fd_limit()
+        .map(|(soft, _)| usize::try_from(soft).unwrap_or(usize::MAX))
+        .unwrap_or(0);
+    bound.min(fds).min(MAX_ROOM)
+}
+
 /// Sets the soft `RLIMIT_NOFILE` (at most the hard limit). Returns the new soft limit.
 pub fn set_fd_limit(soft: u64) -> io::Result<u64> {
     let (_, hard) = fd_limit()?;
