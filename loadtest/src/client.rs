@@ -14,19 +14,20 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use ringcast::server::{ConnId, DialRequest, Handler, Server, ServerConfig, ServerHandle};
+use ringcast::server::{ConnId, Handler, Server, ServerConfig, ServerHandle};
 use ringcast::sys::DriverConfig;
 use ringcast::{Error, Upgrader};
 
 use crate::stats::Tally;
+use crate::target::Target;
 
-static START: OnceLock<Instant> = OnceLock::new();
+/// The process-wide start: the monotonic clock, and the Unix time then in nanoseconds.
+static START: OnceLock<(Instant, u64)> = OnceLock::new();
 
 /// Nanoseconds since the process-wide start (the first call of this function or of
 /// [`instant_at`]). Every timestamp in a message and every deadline is on this clock.
@@ -44,8 +45,33 @@ pub fn instant_at(ns: u64) -> Instant {
     start() + Duration::from_nanos(ns)
 }
 
+/// Unix time now, in nanoseconds, on the monotonic clock from the process-wide start
+/// (so it never steps back during a run, whatever NTP does).
+pub fn unix_ns() -> u64 {
+    unix_ns_at(Instant::now())
+}
+
+/// `at` as Unix time in nanoseconds (see [`unix_ns`]): when a server's timestamp is
+/// compared with a message's arrival.
+pub fn unix_ns_at(at: Instant) -> u64 {
+    START.get_or_init(init).1 + ns_at(at)
+}
+
 fn start() -> Instant {
-    *START.get_or_init(Instant::now)
+    START.get_or_init(init).0
+}
+
+fn init() -> (Instant, u64) {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (Instant::now(), unix)
+}
+
+/// Raises the soft open-file limit to the hard one: many connections need many
+/// descriptors, and the soft limit is often far below the hard.
+pub fn raise_fd_limit() -> std::io::Result<()> {
+    ringcast::sys::socket::raise_fd_limit().map(|_| ())
 }
 
 /// What each message the load generator sends says about itself: who sent it, its
@@ -236,16 +262,10 @@ pub fn worker_count(workers: usize) -> usize {
 /// Where and how the fleet's connections dial.
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
-    /// The `ws://` URL every connection dials.
-    pub url: String,
+    /// The URL, headers, TLS... of every dial.
+    pub target: Arc<Target>,
     /// Engine workers (0: one per CPU this process may run on).
     pub workers: usize,
-    /// Offer permessage-deflate.
-    pub compress: bool,
-    /// Subprotocols to offer.
-    pub subprotocols: Vec<String>,
-    /// Local addresses to connect from, in turn (empty: the kernel's choice).
-    pub sources: Vec<IpAddr>,
 }
 
 /// What the main thread has learnt from the events so far.
@@ -299,6 +319,8 @@ impl Roster {
 pub struct Fleet {
     handle: ServerHandle,
     config: FleetConfig,
+    /// Connections dialed so far: the next one's number (`{n}`).
+    dialed: u64,
     live: Arc<[Live]>,
     events: Receiver<Event>,
     reports: Receiver<Tally>,
@@ -358,6 +380,7 @@ impl Fleet {
         Ok(Fleet {
             handle,
             config,
+            dialed: 0,
             live,
             events,
             reports,
@@ -381,20 +404,16 @@ impl Fleet {
         self.handle.backends()
     }
 
-    /// Opens connection number `index` with `tag`: its worker and source address are
-    /// chosen by `index`, in turn.
-    pub fn dial(&self, index: usize, tag: u64) -> Result<(), Error> {
-        let source = (!self.config.sources.is_empty())
-            .then(|| self.config.sources[index % self.config.sources.len()]);
-        self.handle.dial(DialRequest {
-            url: self.config.url.clone(),
-            tag,
-            subprotocols: self.config.subprotocols.clone(),
-            enable_compression: self.config.compress,
-            source,
-            worker: Some(index % self.workers()),
-            ..DialRequest::default()
-        })
+    /// Opens the next connection with `tag` and returns its number `n` (0, 1, 2... in
+    /// the order of dials): its URL and headers are filled in for `n`, and its worker and
+    /// source address are chosen by `n`, in turn.
+    pub fn dial(&mut self, tag: u64) -> Result<u64, Error> {
+        let n = self.dialed;
+        let worker = (n % self.workers() as u64) as usize;
+        self.handle
+            .dial(self.config.target.request(n, tag, worker))?;
+        self.dialed += 1;
+        Ok(n)
     }
 
     /// Dials one connection per tag, keeping at most `concurrency` handshakes under way
@@ -418,7 +437,7 @@ impl Fleet {
             }
             let done = tags.len() - pending.len();
             while dialed < tags.len() && dialed - done < concurrency.max(1) {
-                self.dial(dialed, tags[dialed])?;
+                self.dial(tags[dialed])?;
                 dialed += 1;
             }
             if done >= tags.len() || Instant::now() >= deadline {

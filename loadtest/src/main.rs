@@ -17,20 +17,26 @@
 //! - `report.rs`: terminal summary, JSON line, SVG plot, progress line.
 
 mod client;
+mod data;
 mod report;
 mod scenario;
 mod stats;
+mod target;
+mod template;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::client::FleetConfig;
+use crate::data::DataTable;
 use crate::report::Report;
 use crate::scenario::{BoxError, Common};
+use crate::target::{Target, TargetSpec};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -56,47 +62,80 @@ enum Command {
     Conns(ConnsArgs),
 }
 
-/// What every scenario shares.
+/// How every connection dials (all subcommands).
 #[derive(Debug, Args)]
-struct Target {
-    /// The server's WebSocket URL (ws:// only).
+#[command(next_help_heading = "Connection")]
+struct Connection {
+    /// A request header, `Name: value` (repeat for several). The value is a template,
+    /// like the URL.
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// The Cookie header's value, e.g. `session=abc; theme=dark`.
     #[arg(long)]
-    url: String,
-    /// Engine worker threads of the load generator (0: one per CPU it may run on).
-    #[arg(long, default_value_t = 0)]
-    workers: usize,
+    cookie: Option<String>,
+    /// The Origin header's value (servers that check it refuse others with 403).
+    #[arg(long)]
+    origin: Option<String>,
+    /// A subprotocol to offer (repeat for several, in order of preference).
+    #[arg(long = "subprotocol")]
+    subprotocols: Vec<String>,
+    /// Offer permessage-deflate.
+    #[arg(long)]
+    compress: bool,
+    /// A CSV file with a header row: connection n fills the placeholders named after its
+    /// columns, in the URL and headers, from row n % rows.
+    #[arg(long, value_name = "CSV")]
+    data: Option<PathBuf>,
+    /// wss://: also trust the certificates in this PEM file (a private CA).
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
+    /// wss://: check no certificate (a self-signed test server). The traffic is still
+    /// encrypted, to a server nobody vouched for.
+    #[arg(long)]
+    insecure: bool,
     /// Local addresses to connect from, in turn (e.g. 127.0.0.1,127.0.0.2): one address
     /// has about 28 000 ephemeral ports towards one server port.
     #[arg(long, value_delimiter = ',')]
     sources: Vec<IpAddr>,
-    /// Offer permessage-deflate.
-    #[arg(long)]
-    compress: bool,
-    /// A subprotocol to offer (repeat for several, in order of preference).
-    #[arg(long = "subprotocol")]
-    subprotocols: Vec<String>,
-    /// The server's process id: sample its CPU time (user and kernel) and RSS from /proc.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// Engine worker threads of the load generator (0: one per CPU it may run on).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+}
+
+/// What the run reports and where (all subcommands).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Output")]
+struct Output {
     /// Print one line of JSON on stdout instead of the summary (and no progress line).
     #[arg(long)]
     json: bool,
     /// Draw the latency distribution and the rate over time into this SVG file.
-    #[arg(long)]
+    #[arg(long, value_name = "SVG")]
     plot: Option<PathBuf>,
-    /// Handshakes under way at once while connecting (fanout, echo).
+    /// The server's process id: sample its CPU time (user and kernel) and RSS from /proc.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+}
+
+/// How connecting goes when many connections open at once.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Connecting")]
+struct Connecting {
+    /// Handshakes under way at once while connecting.
     #[arg(long, default_value_t = 256)]
     concurrency: usize,
-    /// Seconds connecting may take before the run goes on with what opened (fanout, echo).
-    #[arg(long, default_value_t = 60.0)]
+    /// Seconds connecting may take before the run goes on with what opened.
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
     connect_timeout: f64,
 }
 
 /// `fanout`'s arguments.
 #[derive(Debug, Args)]
 struct FanoutArgs {
-    #[command(flatten)]
-    target: Target,
+    /// The server's WebSocket URL, ws:// or wss://. A template: the connection's number n and the data
+    /// file's columns, in braces, are filled in per connection.
+    #[arg(long)]
+    url: String,
     /// Set the URL's `room` query parameter to this.
     #[arg(long)]
     room: Option<String>,
@@ -127,13 +166,21 @@ struct FanoutArgs {
     /// Seconds to wait after the window for deliveries on their way.
     #[arg(long, default_value_t = 2.0)]
     grace: f64,
+    #[command(flatten)]
+    connection: Connection,
+    #[command(flatten)]
+    connecting: Connecting,
+    #[command(flatten)]
+    output: Output,
 }
 
 /// `echo`'s arguments.
 #[derive(Debug, Args)]
 struct EchoArgs {
-    #[command(flatten)]
-    target: Target,
+    /// The echo endpoint's URL, ws:// or wss://. A template: the connection's number n and the data
+    /// file's columns, in braces, are filled in per connection.
+    #[arg(long)]
+    url: String,
     /// Connections.
     #[arg(long, default_value_t = 100)]
     connections: u32,
@@ -152,13 +199,21 @@ struct EchoArgs {
     /// Seconds to wait after the window for echoes on their way.
     #[arg(long, default_value_t = 2.0)]
     grace: f64,
+    #[command(flatten)]
+    connection: Connection,
+    #[command(flatten)]
+    connecting: Connecting,
+    #[command(flatten)]
+    output: Output,
 }
 
 /// `conns`'s arguments.
 #[derive(Debug, Args)]
 struct ConnsArgs {
-    #[command(flatten)]
-    target: Target,
+    /// The server's WebSocket URL, ws:// or wss://. A template: the connection's number n and the data
+    /// file's columns, in braces, are filled in per connection.
+    #[arg(long)]
+    url: String,
     /// Connections to open.
     #[arg(long, default_value_t = 1000)]
     connections: u32,
@@ -168,6 +223,10 @@ struct ConnsArgs {
     /// Seconds to hold the connections open once all are open.
     #[arg(long, default_value_t = 10.0)]
     hold: f64,
+    #[command(flatten)]
+    connection: Connection,
+    #[command(flatten)]
+    output: Output,
 }
 
 fn main() -> ExitCode {
@@ -183,16 +242,16 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), BoxError> {
-    // Many connections need many descriptors; the soft limit is often far below the hard.
-    if let Err(err) = ringcast::sys::socket::raise_fd_limit() {
+    if let Err(err) = client::raise_fd_limit() {
         eprintln!("ringcast-load: could not raise the open-file limit: {err}");
     }
-    let (target, report) = match cli.command {
+    let (out, report) = match cli.command {
         Command::Fanout(args) => {
-            let mut common = common(&args.target)?;
-            if let Some(room) = &args.room {
-                common.fleet.url = with_room(&common.fleet.url, room)?;
-            }
+            let url = match &args.room {
+                Some(room) => with_room(&args.url, room),
+                None => args.url.clone(),
+            };
+            let common = common(&url, &args.connection, Some(&args.connecting), &args.output)?;
             let plan = scenario::Fanout {
                 subscribers: args.subscribers,
                 publishers: args.publishers,
@@ -203,10 +262,15 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 duration: seconds("--duration", args.duration)?,
                 grace: seconds("--grace", args.grace)?,
             };
-            (args.target, scenario::fanout(&common, &plan)?)
+            (args.output, scenario::fanout(&common, &plan)?)
         }
         Command::Echo(args) => {
-            let common = common(&args.target)?;
+            let common = common(
+                &args.url,
+                &args.connection,
+                Some(&args.connecting),
+                &args.output,
+            )?;
             let plan = scenario::Echo {
                 connections: args.connections,
                 pipeline: args.pipeline,
@@ -215,46 +279,72 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 duration: seconds("--duration", args.duration)?,
                 grace: seconds("--grace", args.grace)?,
             };
-            (args.target, scenario::echo(&common, &plan)?)
+            (args.output, scenario::echo(&common, &plan)?)
         }
         Command::Conns(args) => {
-            let common = common(&args.target)?;
+            let common = common(&args.url, &args.connection, None, &args.output)?;
             let plan = scenario::Conns {
                 connections: args.connections,
                 rate: args.rate,
                 hold: seconds("--hold", args.hold)?,
             };
-            (args.target, scenario::conns(&common, &plan)?)
+            (args.output, scenario::conns(&common, &plan)?)
         }
     };
-    output(&target, &report)
+    output(&out, &report)
 }
 
-fn common(target: &Target) -> Result<Common, BoxError> {
+/// The settings every scenario shares, from the command line.
+fn common(
+    url: &str,
+    connection: &Connection,
+    connecting: Option<&Connecting>,
+    output: &Output,
+) -> Result<Common, BoxError> {
+    let data = match &connection.data {
+        Some(path) => Some(Arc::new(DataTable::read(path)?)),
+        None => None,
+    };
+    let target = Target::new(TargetSpec {
+        url: url.to_owned(),
+        headers: connection.headers.clone(),
+        cookie: connection.cookie.clone(),
+        origin: connection.origin.clone(),
+        subprotocols: connection.subprotocols.clone(),
+        compress: connection.compress,
+        sources: connection.sources.clone(),
+        data,
+        ca: connection.ca.clone(),
+        insecure: connection.insecure,
+    })?;
+    let (concurrency, connect_timeout) = match connecting {
+        Some(c) => (
+            c.concurrency,
+            seconds("--connect-timeout", c.connect_timeout)?,
+        ),
+        None => (256, Duration::from_secs(60)),
+    };
     Ok(Common {
         fleet: FleetConfig {
-            url: target.url.clone(),
-            workers: target.workers,
-            compress: target.compress,
-            subprotocols: target.subprotocols.clone(),
-            sources: target.sources.clone(),
+            target: Arc::new(target),
+            workers: connection.workers,
         },
-        server_pid: target.server_pid,
-        json: target.json,
-        concurrency: target.concurrency,
-        connect_timeout: seconds("--connect-timeout", target.connect_timeout)?,
+        server_pid: output.server_pid,
+        json: output.json,
+        concurrency,
+        connect_timeout,
     })
 }
 
-fn output(target: &Target, report: &Report) -> Result<(), BoxError> {
-    if target.json {
+fn output(output: &Output, report: &Report) -> Result<(), BoxError> {
+    if output.json {
         println!("{}", report.json());
     } else {
         print!("{}", report.summary());
     }
-    if let Some(path) = &target.plot {
+    if let Some(path) = &output.plot {
         report::plot(report, path).map_err(|e| format!("--plot {}: {e}", path.display()))?;
-        if !target.json {
+        if !output.json {
             println!("plot written to {}", path.display());
         }
     }
@@ -267,23 +357,31 @@ fn seconds(flag: &str, value: f64) -> Result<Duration, BoxError> {
 }
 
 /// `url` with its `room` query parameter set to `room` (added, or replacing the one
-/// there); other parameters are kept.
-fn with_room(url: &str, room: &str) -> Result<String, BoxError> {
-    let mut parsed = url::Url::parse(url).map_err(|e| format!("--url {url:?}: {e}"))?;
-    let others: Vec<(String, String)> = parsed
-        .query_pairs()
-        .filter(|(name, _)| name != "room")
-        .map(|(name, value)| (name.into_owned(), value.into_owned()))
-        .collect();
-    {
-        let mut query = parsed.query_pairs_mut();
-        query.clear();
-        for (name, value) in &others {
-            query.append_pair(name, value);
+/// there); other parameters are kept. Done on the text, so placeholders such as `{n}`
+/// stay as they are.
+fn with_room(url: &str, room: &str) -> String {
+    let (base, fragment) = match url.split_once('#') {
+        Some((base, fragment)) => (base, Some(fragment)),
+        None => (url, None),
+    };
+    let encoded: String = url::form_urlencoded::byte_serialize(room.as_bytes()).collect();
+    let mut out = match base.split_once('?') {
+        Some((path, query)) => {
+            let mut kept: Vec<&str> = query
+                .split('&')
+                .filter(|p| !p.is_empty() && *p != "room" && !p.starts_with("room="))
+                .collect();
+            let pair = format!("room={encoded}");
+            kept.push(&pair);
+            format!("{path}?{}", kept.join("&"))
         }
-        query.append_pair("room", room);
+        None => format!("{base}?room={encoded}"),
+    };
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
     }
-    Ok(parsed.into())
+    out
 }
 
 #[cfg(test)]
@@ -293,12 +391,16 @@ mod tests {
     #[test]
     fn room_is_added_or_replaced() {
         assert_eq!(
-            with_room("ws://127.0.0.1:9/ws", "a").unwrap(),
+            with_room("ws://127.0.0.1:9/ws", "a"),
             "ws://127.0.0.1:9/ws?room=a"
         );
         assert_eq!(
-            with_room("ws://127.0.0.1:9/ws?room=x&k=1", "b").unwrap(),
-            "ws://127.0.0.1:9/ws?k=1&room=b"
+            with_room("ws://127.0.0.1:9/ws?room=x&k=1", "b c"),
+            "ws://127.0.0.1:9/ws?k=1&room=b+c"
+        );
+        assert_eq!(
+            with_room("ws://127.0.0.1:9/{n}?u={n}", "r"),
+            "ws://127.0.0.1:9/{n}?u={n}&room=r"
         );
     }
 

@@ -13,7 +13,6 @@ use crate::client::{instant_at, now_ns, Fleet, Link};
 use crate::report::{ConnsFigures, Figures, Progress, Report};
 use crate::stats::Tally;
 
-
 /// The connection scenario's settings.
 #[derive(Debug, Clone)]
 pub struct Conns {
@@ -97,7 +96,7 @@ pub fn conns(common: &Common, c: &Conns) -> Result<Report, BoxError> {
     while dialed < total {
         let now = now_ns();
         while dialed < total && first + (dialed as f64 * interval) as u64 <= now {
-            fleet.dial(dialed, now_ns())?;
+            fleet.dial(now_ns())?;
             dialed += 1;
         }
         if dialed < total {
@@ -135,7 +134,7 @@ pub fn conns(common: &Common, c: &Conns) -> Result<Report, BoxError> {
     }
     Ok(Report {
         scenario: "conns",
-        url: common.fleet.url.clone(),
+        url: common.fleet.target.url().to_owned(),
         workers,
         client_backend: backend,
         warmup_s: 0.0,
@@ -163,4 +162,3 @@ pub fn conns(common: &Common, c: &Conns) -> Result<Report, BoxError> {
         latency: tally.latency,
     })
 }
-

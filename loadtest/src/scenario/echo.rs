@@ -13,7 +13,6 @@ use crate::client::{instant_at, now_ns, ns_at, Fleet, Link, Stamp};
 use crate::report::{EchoFigures, Figures, Progress, Report};
 use crate::stats::{Arrival, SeqTracker, Tally};
 
-
 /// The echo scenario's settings.
 #[derive(Debug, Clone)]
 pub struct Echo {
@@ -248,7 +247,7 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
     let errors = roster.dial_failures + roster.closed + tally.send_errors + tally.malformed;
     Ok(Report {
         scenario: "echo",
-        url: common.fleet.url.clone(),
+        url: common.fleet.target.url().to_owned(),
         workers,
         client_backend: backend,
         warmup_s: e.warmup.as_secs_f64(),
@@ -282,4 +281,3 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
         latency: tally.latency,
     })
 }
-

@@ -13,7 +13,6 @@ use crate::client::{self, instant_at, now_ns, ns_at, Fleet, Link, Stamp};
 use crate::report::{FanoutFigures, Figures, Progress, Report};
 use crate::stats::{Arrival, SeqTracker, Tally};
 
-
 /// Tag bit of publisher connections; the rest of the tag is the publisher's id.
 /// Subscribers' tags are their index.
 const PUBLISHER: u64 = 1 << 63;
@@ -554,7 +553,7 @@ pub fn fanout(common: &Common, f: &Fanout) -> Result<Report, BoxError> {
     let errors = roster.dial_failures + roster.closed + send_errors + tally.malformed;
     Ok(Report {
         scenario: "fanout",
-        url: common.fleet.url.clone(),
+        url: common.fleet.target.url().to_owned(),
         workers,
         client_backend: backend,
         warmup_s: f.warmup.as_secs_f64(),
@@ -591,4 +590,3 @@ pub fn fanout(common: &Common, f: &Fanout) -> Result<Report, BoxError> {
         latency: tally.latency,
     })
 }
-
