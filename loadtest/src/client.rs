@@ -9,11 +9,9 @@
 //! period read. Opens, dial failures and unexpected closes go to the main thread as
 //! [`Event`]s: once per connection, never per message.
 //!
-//! Also here: the process-wide clock every timestamp is measured on, and the text of the
-//! messages the scenarios send ([`Stamp`]).
+//! Also here: the process-wide clock every timestamp is measured on.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -72,69 +70,6 @@ fn init() -> (Instant, u64) {
 /// descriptors, and the soft limit is often far below the hard.
 pub fn raise_fd_limit() -> std::io::Result<()> {
     ringcast::sys::socket::raise_fd_limit().map(|_| ())
-}
-
-/// What each message the load generator sends says about itself: who sent it, its
-/// number in that sender's sequence, and when it was (meant to be) sent.
-///
-/// On the wire it is one line of text, `p=3 s=1234 t=5678`, padded with `x` to the
-/// message size: `p=3 s=1234 t=5678 xxxxxxxx`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
-    /// The sender: publisher id, or connection index for echo.
-    pub sender: u32,
-    /// The sender's sequence number, from 0.
-    pub seq: u64,
-    /// Send time, in nanoseconds on [`now_ns`]'s clock.
-    pub time: u64,
-}
-
-impl Stamp {
-    /// Replaces `out` with this stamp padded with `x` to `size` bytes (longer when the
-    /// stamp itself does not fit).
-    pub fn write(&self, size: usize, out: &mut Vec<u8>) {
-        out.clear();
-        let _ = write!(out, "p={} s={} t={}", self.sender, self.seq, self.time);
-        if out.len() < size {
-            out.push(b' ');
-            out.resize(size.max(out.len()), b'x');
-        }
-    }
-
-    /// Whether `line` starts the way this load generator's messages do (so one that does
-    /// not parse was mangled, rather than being the server's own).
-    pub fn looks_like_one(line: &[u8]) -> bool {
-        line.starts_with(b"p=")
-    }
-
-    /// The stamp at the start of `line`, if it is one of ours.
-    pub fn parse(line: &[u8]) -> Option<Stamp> {
-        let rest = line.strip_prefix(b"p=")?;
-        let (sender, rest) = number(rest)?;
-        let (seq, rest) = number(rest.strip_prefix(b" s=")?)?;
-        let (time, rest) = number(rest.strip_prefix(b" t=")?)?;
-        if !(rest.is_empty() || rest[0] == b' ') {
-            return None;
-        }
-        Some(Stamp {
-            sender: u32::try_from(sender).ok()?,
-            seq,
-            time,
-        })
-    }
-}
-
-/// A decimal number at the start of `bytes`, and what follows it.
-fn number(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 {
-        return None;
-    }
-    let mut value: u64 = 0;
-    for &b in &bytes[..digits] {
-        value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-    }
-    Some((value, &bytes[digits..]))
 }
 
 /// Running totals of one worker, written by that worker only, read by the main thread.
@@ -504,57 +439,5 @@ impl Fleet {
         self.poll_events(Duration::ZERO);
         let roster = std::mem::take(&mut self.roster);
         (self.stop(), roster)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stamp_is_padded_to_the_size_and_parses_back() {
-        let stamp = Stamp {
-            sender: 3,
-            seq: 1234,
-            time: 5678,
-        };
-        let mut out = Vec::new();
-        stamp.write(64, &mut out);
-        assert_eq!(out.len(), 64);
-        assert!(out.starts_with(b"p=3 s=1234 t=5678 xxx"));
-        assert_eq!(Stamp::parse(&out), Some(stamp));
-    }
-
-    #[test]
-    fn stamp_longer_than_the_size_is_sent_whole() {
-        let stamp = Stamp {
-            sender: 1,
-            seq: 2,
-            time: 3,
-        };
-        let mut out = Vec::new();
-        stamp.write(4, &mut out);
-        assert_eq!(out, b"p=1 s=2 t=3");
-        assert_eq!(Stamp::parse(&out), Some(stamp));
-    }
-
-    #[test]
-    fn foreign_lines_are_not_stamps() {
-        for line in [
-            &b""[..],
-            b"hello",
-            b"p=1 s=2",
-            b"p=1 s=2 t=",
-            b"p=1 s=2 t=3x",
-            b"p=99999999999 s=1 t=1",
-            b"p=1 s=99999999999999999999999 t=1",
-        ] {
-            assert_eq!(
-                Stamp::parse(line),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(line)
-            );
-        }
     }
 }

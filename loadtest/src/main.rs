@@ -18,6 +18,7 @@
 
 mod client;
 mod data;
+mod payload;
 mod report;
 mod scenario;
 mod stats;
@@ -33,7 +34,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::client::FleetConfig;
-use crate::data::DataTable;
+use crate::data::{DataTable, Samples};
+use crate::payload::{Filler, Payload};
 use crate::report::Report;
 use crate::scenario::{BoxError, Common};
 use crate::target::{Target, TargetSpec};
@@ -117,6 +119,46 @@ struct Output {
     server_pid: Option<u32>,
 }
 
+/// What the messages of `fanout` and `echo` carry.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Payload")]
+struct PayloadArgs {
+    /// Message size in bytes: a stamp (`p=ID s=SEQ t=NS`) and the filler.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// The filler after the stamp: `pad` (x repeated: compresses to almost nothing) or
+    /// `random` (random letters and digits: compresses to about 3/4, like tokens).
+    #[arg(long, value_enum, default_value_t = FillerKind::Pad)]
+    payload: FillerKind,
+    /// Fill each message with a line of this file instead, chosen at random (chat lines,
+    /// JSON documents), so that compression meets realistic text. The size is the line's.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["size", "payload"])]
+    payload_file: Option<PathBuf>,
+}
+
+/// `--payload`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FillerKind {
+    /// `x` repeated.
+    Pad,
+    /// Random letters, digits, `-` and `_`.
+    Random,
+}
+
+impl PayloadArgs {
+    fn payload(&self) -> Result<Payload, BoxError> {
+        let filler = match (&self.payload_file, self.payload) {
+            (Some(path), _) => Filler::Samples(Arc::new(Samples::read(path)?)),
+            (None, FillerKind::Pad) => Filler::Pad,
+            (None, FillerKind::Random) => Filler::Random,
+        };
+        Ok(Payload {
+            size: self.size,
+            filler,
+        })
+    }
+}
+
 /// How connecting goes when many connections open at once.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Connecting")]
@@ -145,9 +187,6 @@ struct FanoutArgs {
     /// Publisher connections.
     #[arg(long, default_value_t = 1)]
     publishers: u32,
-    /// Message size in bytes (text: `p=ID s=SEQ t=NS` padded with `x`).
-    #[arg(long, default_value_t = 64)]
-    size: usize,
     /// Publishes per second, all publishers together, on a fixed schedule (latency
     /// counts from the scheduled time). Without it: max throughput, `--window` messages
     /// in flight per publisher.
@@ -166,6 +205,8 @@ struct FanoutArgs {
     /// Seconds to wait after the window for deliveries on their way.
     #[arg(long, default_value_t = 2.0)]
     grace: f64,
+    #[command(flatten)]
+    payload: PayloadArgs,
     #[command(flatten)]
     connection: Connection,
     #[command(flatten)]
@@ -187,9 +228,6 @@ struct EchoArgs {
     /// Messages in flight per connection.
     #[arg(long, default_value_t = 1)]
     pipeline: u32,
-    /// Message size in bytes.
-    #[arg(long, default_value_t = 64)]
-    size: usize,
     /// Seconds measured.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -199,6 +237,8 @@ struct EchoArgs {
     /// Seconds to wait after the window for echoes on their way.
     #[arg(long, default_value_t = 2.0)]
     grace: f64,
+    #[command(flatten)]
+    payload: PayloadArgs,
     #[command(flatten)]
     connection: Connection,
     #[command(flatten)]
@@ -255,7 +295,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             let plan = scenario::Fanout {
                 subscribers: args.subscribers,
                 publishers: args.publishers,
-                size: args.size,
+                payload: args.payload.payload()?,
                 rate: args.rate,
                 window: args.window,
                 warmup: seconds("--warmup", args.warmup)?,
@@ -274,7 +314,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             let plan = scenario::Echo {
                 connections: args.connections,
                 pipeline: args.pipeline,
-                size: args.size,
+                payload: args.payload.payload()?,
                 warmup: seconds("--warmup", args.warmup)?,
                 duration: seconds("--duration", args.duration)?,
                 grace: seconds("--grace", args.grace)?,

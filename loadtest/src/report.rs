@@ -67,8 +67,10 @@ pub struct FanoutFigures {
     pub publishers: u64,
     /// Subscribers that were open when publishing started.
     pub subscribers_open: u64,
-    /// Message size in bytes.
+    /// Message size in bytes (with samples: each line's own).
     pub size: usize,
+    /// The filler after each message's stamp: `pad`, `random` or `samples`.
+    pub payload: &'static str,
     /// Publishes per second asked for (all publishers); `null` in max-throughput mode.
     pub rate: Option<f64>,
     /// Messages in flight per publisher in max-throughput mode.
@@ -110,8 +112,10 @@ pub struct EchoFigures {
     pub connections_open: u64,
     /// Messages in flight per connection.
     pub pipeline: u64,
-    /// Message size in bytes.
+    /// Message size in bytes (with samples: each line's own).
     pub size: usize,
+    /// The filler after each message's stamp: `pad`, `random` or `samples`.
+    pub payload: &'static str,
     /// Messages sent inside the window.
     pub sent: u64,
     /// Echoes of those received (duplicates left out).
@@ -216,8 +220,8 @@ impl Report {
                         format!("{r} msg/s")
                     });
                 line(format!(
-                    "  {} subscribers ({} open), {} publishers, {} B, {mode}",
-                    f.subscribers, f.subscribers_open, f.publishers, f.size
+                    "  {} subscribers ({} open), {} publishers, {} B {}, {mode}",
+                    f.subscribers, f.subscribers_open, f.publishers, f.size, f.payload
                 ));
                 line(format!(
                     "  published {} ({:.0}/s), deliveries {} of {} expected ({:.0}/s)",
@@ -230,8 +234,8 @@ impl Report {
             }
             Figures::Echo(f) => {
                 line(format!(
-                    "  {} connections ({} open), pipeline {}, {} B",
-                    f.connections, f.connections_open, f.pipeline, f.size
+                    "  {} connections ({} open), pipeline {}, {} B {}",
+                    f.connections, f.connections_open, f.pipeline, f.size, f.payload
                 ));
                 line(format!(
                     "  sent {}, echoed {} ({:.0} msg/s), loss {}, duplicates {}, out of order {}",

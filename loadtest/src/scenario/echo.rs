@@ -9,7 +9,8 @@ use ringcast::server::{ConnId, Handler, Socket};
 use ringcast::{CloseCode, Error, MessageType};
 
 use super::{BoxError, Common, Watch, Window, SETTLE};
-use crate::client::{instant_at, now_ns, ns_at, Fleet, Link, Stamp};
+use crate::client::{instant_at, now_ns, ns_at, Fleet, Link};
+use crate::payload::{Payload, Stamp};
 use crate::report::{EchoFigures, Figures, Progress, Report};
 use crate::stats::{Arrival, SeqTracker, Tally};
 
@@ -20,8 +21,8 @@ pub struct Echo {
     pub connections: u32,
     /// Messages in flight per connection.
     pub pipeline: u32,
-    /// Message size in bytes.
-    pub size: usize,
+    /// The messages' size and filler.
+    pub payload: Payload,
     /// Warm-up, not measured.
     pub warmup: Duration,
     /// The measured window.
@@ -33,7 +34,7 @@ pub struct Echo {
 /// What the echo workers share with the main thread.
 #[derive(Debug)]
 struct EchoPlan {
-    size: usize,
+    payload: Payload,
     pipeline: u32,
     clock: Window,
 }
@@ -54,6 +55,7 @@ struct EchoWorker {
     plan: Arc<EchoPlan>,
     tally: Tally,
     seen: u64,
+    rng: fastrand::Rng,
     out: Vec<u8>,
 }
 
@@ -126,7 +128,9 @@ impl Handler for EchoWorker {
                 time: now,
             };
             conn.next_seq += 1;
-            stamp.write(self.plan.size, &mut self.out);
+            self.plan
+                .payload
+                .write(&stamp, &mut self.rng, &mut self.out);
             if socket.send(MessageType::Text, &self.out).is_err() {
                 self.tally.send_errors += 1;
                 self.link.live().errors.fetch_add(1, Ordering::Relaxed);
@@ -164,7 +168,7 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
     }
     let mut watch = Watch::new(common.server_pid)?;
     let plan = Arc::new(EchoPlan {
-        size: e.size,
+        payload: e.payload.clone(),
         pipeline: e.pipeline.max(1),
         clock: Window::default(),
     });
@@ -174,6 +178,7 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
         plan: shared.clone(),
         tally: Tally::default(),
         seen: 0,
+        rng: fastrand::Rng::new(),
         out: Vec::new(),
     })?;
     let mut progress = Progress::new(common.json, "echoes/s");
@@ -204,16 +209,16 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
     let origin = now_ns();
     let (start, end) = plan.clock.set(origin, e.warmup, e.duration);
     let mut first_sent = 0u64;
-    let mut out = Vec::new();
+    let (mut rng, mut out) = (fastrand::Rng::new(), Vec::new());
     for &(tag, conn) in &open {
         for seq in 0..u64::from(plan.pipeline) {
             let time = now_ns();
-            Stamp {
+            let stamp = Stamp {
                 sender: tag as u32,
                 seq,
                 time,
-            }
-            .write(e.size, &mut out);
+            };
+            plan.payload.write(&stamp, &mut rng, &mut out);
             fleet
                 .handle()
                 .send_to(conn, MessageType::Text, out.clone())?;
@@ -256,7 +261,8 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
             connections: u64::from(e.connections),
             connections_open: open.len() as u64,
             pipeline: u64::from(plan.pipeline),
-            size: e.size,
+            size: e.payload.size,
+            payload: e.payload.kind(),
             sent,
             received: tally.received,
             loss: sent as i64 - tally.received as i64,

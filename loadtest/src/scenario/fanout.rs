@@ -9,7 +9,8 @@ use ringcast::server::{ConnId, Handler, ServerHandle, Socket};
 use ringcast::{CloseCode, Error, MessageType};
 
 use super::{BoxError, Common, Watch, Window, SETTLE};
-use crate::client::{self, instant_at, now_ns, ns_at, Fleet, Link, Stamp};
+use crate::client::{self, instant_at, now_ns, ns_at, Fleet, Link};
+use crate::payload::{Payload, Stamp};
 use crate::report::{FanoutFigures, Figures, Progress, Report};
 use crate::stats::{Arrival, SeqTracker, Tally};
 
@@ -24,8 +25,8 @@ pub struct Fanout {
     pub subscribers: u32,
     /// Publisher connections.
     pub publishers: u32,
-    /// Message size in bytes.
-    pub size: usize,
+    /// The messages' size and filler.
+    pub payload: Payload,
     /// Publishes per second, all publishers together; `None`: max throughput.
     pub rate: Option<f64>,
     /// Max throughput: messages per publisher not yet delivered to every subscriber.
@@ -69,7 +70,7 @@ struct Gate {
 struct FanoutPlan {
     publishers: u32,
     workers: usize,
-    size: usize,
+    payload: Payload,
     window: u32,
     max_throughput: bool,
     clock: Window,
@@ -83,7 +84,13 @@ struct FanoutPlan {
 impl FanoutPlan {
     /// Sends what publisher `p`'s window allows, if no one else is at it; returns how
     /// many of the messages sent fall in the measured window.
-    fn release(&self, p: usize, handle: &ServerHandle, out: &mut Vec<u8>) -> (u64, u64) {
+    fn release(
+        &self,
+        p: usize,
+        handle: &ServerHandle,
+        rng: &mut fastrand::Rng,
+        out: &mut Vec<u8>,
+    ) -> (u64, u64) {
         let gate = &self.gates[p];
         let Some(&conn) = gate.conn.get() else {
             return (0, 0);
@@ -120,7 +127,7 @@ impl FanoutPlan {
                     seq,
                     time,
                 };
-                stamp.write(self.size, out);
+                self.payload.write(&stamp, rng, out);
                 if handle
                     .send_to(conn, MessageType::Text, out.clone())
                     .is_err()
@@ -178,6 +185,7 @@ struct FanoutWorker {
     /// Publishers whose `done` moved during the current callback.
     moved: Vec<usize>,
     handle: Option<ServerHandle>,
+    rng: fastrand::Rng,
     out: Vec<u8>,
 }
 
@@ -199,6 +207,7 @@ impl FanoutWorker {
             flows,
             moved: Vec::new(),
             handle: None,
+            rng: fastrand::Rng::new(),
             out: Vec::new(),
         }
     }
@@ -294,7 +303,7 @@ impl FanoutWorker {
             self.plan.done[worker * self.plan.publishers as usize + p]
                 .0
                 .store(done, Ordering::SeqCst);
-            let (counted, errors) = self.plan.release(p, handle, &mut self.out);
+            let (counted, errors) = self.plan.release(p, handle, &mut self.rng, &mut self.out);
             self.tally.sent += counted;
             self.tally.send_errors += errors;
         }
@@ -374,13 +383,14 @@ fn pace(
     handle: ServerHandle,
     publishers: Vec<(u32, ConnId)>,
     rate: f64,
-    size: usize,
+    payload: Payload,
     (origin, start, end): (u64, u64, u64),
 ) -> (u64, u64) {
     let interval = 1e9 / rate;
     let mut seqs = vec![0u64; publishers.len()];
     let (mut sent, mut errors) = (0u64, 0u64);
-    let mut out = Vec::with_capacity(size);
+    let mut rng = fastrand::Rng::new();
+    let mut out = Vec::with_capacity(payload.size);
     let mut k: u64 = 0;
     loop {
         let due = origin + (k as f64 * interval) as u64;
@@ -399,7 +409,7 @@ fn pace(
             seq: seqs[slot],
             time: due,
         };
-        stamp.write(size, &mut out);
+        payload.write(&stamp, &mut rng, &mut out);
         if handle.send_to(conn, MessageType::Text, out.clone()).is_ok() {
             seqs[slot] += 1;
             if due >= start {
@@ -425,7 +435,7 @@ pub fn fanout(common: &Common, f: &Fanout) -> Result<Report, BoxError> {
     let plan = Arc::new(FanoutPlan {
         publishers: f.publishers,
         workers,
-        size: f.size,
+        payload: f.payload.clone(),
         window: f.window.max(1),
         max_throughput: f.rate.is_none(),
         clock: Window::default(),
@@ -496,17 +506,21 @@ pub fn fanout(common: &Common, f: &Fanout) -> Result<Report, BoxError> {
     let (mut first_sent, mut first_errors) = (0u64, 0u64);
     let pacer = match f.rate {
         Some(rate) => {
-            let (handle, publishers, size) =
-                (fleet.handle().clone(), open_publishers.clone(), f.size);
+            let (handle, publishers, payload) = (
+                fleet.handle().clone(),
+                open_publishers.clone(),
+                f.payload.clone(),
+            );
             Some(std::thread::spawn(move || {
-                pace(handle, publishers, rate, size, (origin, start, end))
+                pace(handle, publishers, rate, payload, (origin, start, end))
             }))
         }
         None => {
             // Max throughput: each publisher's first window; deliveries release the rest.
-            let mut out = Vec::new();
+            let (mut rng, mut out) = (fastrand::Rng::new(), Vec::new());
             for &(p, _) in &open_publishers {
-                let (counted, errors) = plan.release(p as usize, fleet.handle(), &mut out);
+                let (counted, errors) =
+                    plan.release(p as usize, fleet.handle(), &mut rng, &mut out);
                 first_sent += counted;
                 first_errors += errors;
             }
@@ -562,7 +576,8 @@ pub fn fanout(common: &Common, f: &Fanout) -> Result<Report, BoxError> {
             subscribers: u64::from(f.subscribers),
             publishers: u64::from(f.publishers),
             subscribers_open,
-            size: f.size,
+            size: f.payload.size,
+            payload: f.payload.kind(),
             rate: f.rate,
             window: u64::from(plan.window),
             published,
