@@ -56,8 +56,8 @@ enum Command {
     /// One room: publishers send, the server broadcasts to everyone in the room (sender
     /// included); count deliveries, loss, duplicates, reordering and latency.
     Fanout(FanoutArgs),
-    /// Each connection keeps a number of messages in flight to an echo endpoint; count
-    /// messages per second and round-trip latency.
+    /// Messages to an echo endpoint, a pipeline in flight per connection (closed loop) or
+    /// at a fixed rate (open loop); count messages per second and round-trip latency.
     Echo(EchoArgs),
     /// Open many connections at a given rate, hold them idle, then close them; count
     /// connect latency, failures and the server's memory per connection.
@@ -225,9 +225,14 @@ struct EchoArgs {
     /// Connections.
     #[arg(long, default_value_t = 100)]
     connections: u32,
-    /// Messages in flight per connection.
+    /// Closed loop: messages in flight per connection (each echo releases the next).
     #[arg(long, default_value_t = 1)]
     pipeline: u32,
+    /// Open loop: messages per second, all connections together in turn, on a fixed
+    /// schedule whatever the echoes do. Latency counts from each message's scheduled
+    /// time, so a server that falls behind shows it (no coordinated omission).
+    #[arg(long, conflicts_with = "pipeline")]
+    rate: Option<f64>,
     /// Seconds measured.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
@@ -314,6 +319,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
             let plan = scenario::Echo {
                 connections: args.connections,
                 pipeline: args.pipeline,
+                rate: args.rate,
                 payload: args.payload.payload()?,
                 warmup: seconds("--warmup", args.warmup)?,
                 duration: seconds("--duration", args.duration)?,

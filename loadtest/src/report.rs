@@ -110,8 +110,10 @@ pub struct EchoFigures {
     pub connections: u64,
     /// Connections that were open when sending started.
     pub connections_open: u64,
-    /// Messages in flight per connection.
+    /// Messages in flight per connection (closed loop; 0 in an open loop).
     pub pipeline: u64,
+    /// Messages per second asked for (open loop); `null` in a closed loop.
+    pub rate: Option<f64>,
     /// Message size in bytes (with samples: each line's own).
     pub size: usize,
     /// The filler after each message's stamp: `pad`, `random` or `samples`.
@@ -233,9 +235,12 @@ impl Report {
                 ));
             }
             Figures::Echo(f) => {
+                let mode = f.rate.map_or(format!("pipeline {}", f.pipeline), |r| {
+                    format!("open loop at {r} msg/s")
+                });
                 line(format!(
-                    "  {} connections ({} open), pipeline {}, {} B {}",
-                    f.connections, f.connections_open, f.pipeline, f.size, f.payload
+                    "  {} connections ({} open), {mode}, {} B {}",
+                    f.connections, f.connections_open, f.size, f.payload
                 ));
                 line(format!(
                     "  sent {}, echoed {} ({:.0} msg/s), loss {}, duplicates {}, out of order {}",

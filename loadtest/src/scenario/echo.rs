@@ -8,7 +8,7 @@ use ringcast::proto::handshake::Request;
 use ringcast::server::{ConnId, Handler, Socket};
 use ringcast::{CloseCode, Error, MessageType};
 
-use super::{BoxError, Common, Watch, Window, SETTLE};
+use super::{pace, BoxError, Common, Watch, Window, SETTLE};
 use crate::client::{instant_at, now_ns, ns_at, Fleet, Link};
 use crate::payload::{Payload, Stamp};
 use crate::report::{EchoFigures, Figures, Progress, Report};
@@ -19,8 +19,11 @@ use crate::stats::{Arrival, SeqTracker, Tally};
 pub struct Echo {
     /// Connections.
     pub connections: u32,
-    /// Messages in flight per connection.
+    /// Messages in flight per connection (closed loop).
     pub pipeline: u32,
+    /// Open loop: messages per second, all connections together, on a fixed schedule
+    /// whatever the echoes do; `None`: closed loop, `pipeline` in flight.
+    pub rate: Option<f64>,
     /// The messages' size and filler.
     pub payload: Payload,
     /// Warm-up, not measured.
@@ -36,6 +39,8 @@ pub struct Echo {
 struct EchoPlan {
     payload: Payload,
     pipeline: u32,
+    /// Open loop: an echo releases nothing.
+    open_loop: bool,
     clock: Window,
 }
 
@@ -48,8 +53,9 @@ struct EchoConn {
     tracker: SeqTracker,
 }
 
-/// One worker's echo handler: each echo that comes back releases the next message, so
-/// every connection keeps `pipeline` in flight.
+/// One worker's echo handler: in a closed loop each echo that comes back releases the next
+/// message, so every connection keeps `pipeline` in flight; in an open loop the pacer
+/// sends and the handler only counts.
 struct EchoWorker {
     link: Link,
     plan: Arc<EchoPlan>,
@@ -107,7 +113,9 @@ impl Handler for EchoWorker {
                 }
                 continue;
             }
-            release += 1;
+            if !self.plan.open_loop {
+                release += 1;
+            }
             if stamp.time >= start && stamp.time < end {
                 if arrival == Arrival::Late {
                     self.tally.out_of_order += 1;
@@ -166,10 +174,14 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
     if e.connections == 0 {
         return Err("echo needs at least one connection".into());
     }
+    if e.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err("--rate must be a positive number".into());
+    }
     let mut watch = Watch::new(common.server_pid)?;
     let plan = Arc::new(EchoPlan {
         payload: e.payload.clone(),
         pipeline: e.pipeline.max(1),
+        open_loop: e.rate.is_some(),
         clock: Window::default(),
     });
     let shared = plan.clone();
@@ -210,7 +222,12 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
     let (start, end) = plan.clock.set(origin, e.warmup, e.duration);
     let mut first_sent = 0u64;
     let (mut rng, mut out) = (fastrand::Rng::new(), Vec::new());
-    for &(tag, conn) in &open {
+    let pacer = e.rate.map(|rate| {
+        let senders = open.iter().map(|&(tag, id)| (tag as u32, id)).collect();
+        let (handle, payload) = (fleet.handle().clone(), plan.payload.clone());
+        std::thread::spawn(move || pace(handle, senders, rate, payload, (origin, start, end)))
+    });
+    for &(tag, conn) in open.iter().filter(|_| pacer.is_none()) {
         for seq in 0..u64::from(plan.pipeline) {
             let time = now_ns();
             let stamp = Stamp {
@@ -231,10 +248,14 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
     watch.start = watch.sample();
     fleet.wait_until(instant_at(end), |fl| progress.tick(fl.totals()));
     watch.end = watch.sample();
+    let (paced, pace_errors) = match pacer {
+        Some(thread) => thread.join().map_err(|_| "the pacing thread panicked")?,
+        None => (0, 0),
+    };
     let grace_end = Instant::now() + e.grace;
     while Instant::now() < grace_end {
         let totals = fleet.totals();
-        if totals.received >= totals.sent + first_sent {
+        if totals.received >= totals.sent + first_sent + paced {
             break;
         }
         fleet.wait_until(
@@ -247,9 +268,10 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
     let workers = fleet.workers();
     let (tally, roster) = fleet.finish();
 
-    let sent = tally.sent + first_sent;
+    let sent = tally.sent + first_sent + paced;
+    let send_errors = tally.send_errors + pace_errors;
     let seconds = e.duration.as_secs_f64();
-    let errors = roster.dial_failures + roster.closed + tally.send_errors + tally.malformed;
+    let errors = roster.dial_failures + roster.closed + send_errors + tally.malformed;
     Ok(Report {
         scenario: "echo",
         url: common.fleet.target.url().to_owned(),
@@ -260,7 +282,12 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
         figures: Figures::Echo(EchoFigures {
             connections: u64::from(e.connections),
             connections_open: open.len() as u64,
-            pipeline: u64::from(plan.pipeline),
+            pipeline: if plan.open_loop {
+                0
+            } else {
+                u64::from(plan.pipeline)
+            },
+            rate: e.rate,
             size: e.payload.size,
             payload: e.payload.kind(),
             sent,
@@ -270,7 +297,7 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
             out_of_order: tally.out_of_order,
             malformed: tally.malformed,
             other_lines: tally.other,
-            send_errors: tally.send_errors,
+            send_errors,
             dial_failures: roster.dial_failures,
             closed: roster.closed,
             messages_per_s: if seconds > 0.0 {

@@ -8,7 +8,7 @@ use ringcast::proto::handshake::Request;
 use ringcast::server::{ConnId, Handler, ServerHandle, Socket};
 use ringcast::{CloseCode, Error, MessageType};
 
-use super::{BoxError, Common, Watch, Window, SETTLE};
+use super::{pace, BoxError, Common, Watch, Window, SETTLE};
 use crate::client::{self, instant_at, now_ns, ns_at, Fleet, Link};
 use crate::payload::{Payload, Stamp};
 use crate::report::{FanoutFigures, Figures, Progress, Report};
@@ -372,53 +372,6 @@ impl Handler for FanoutWorker {
 impl Drop for FanoutWorker {
     fn drop(&mut self) {
         self.link.report(std::mem::take(&mut self.tally));
-    }
-}
-
-/// Publishes `rate` messages per second over `publishers` in turn, from a plain thread,
-/// on a fixed schedule: message `k` is due at `origin + k / rate` and carries that time,
-/// whenever it actually leaves. Stops at `end`. Returns (messages sent with a due time
-/// in `[start, end)`, refused sends).
-fn pace(
-    handle: ServerHandle,
-    publishers: Vec<(u32, ConnId)>,
-    rate: f64,
-    payload: Payload,
-    (origin, start, end): (u64, u64, u64),
-) -> (u64, u64) {
-    let interval = 1e9 / rate;
-    let mut seqs = vec![0u64; publishers.len()];
-    let (mut sent, mut errors) = (0u64, 0u64);
-    let mut rng = fastrand::Rng::new();
-    let mut out = Vec::with_capacity(payload.size);
-    let mut k: u64 = 0;
-    loop {
-        let due = origin + (k as f64 * interval) as u64;
-        if due >= end {
-            return (sent, errors);
-        }
-        let now = now_ns();
-        if due > now {
-            std::thread::sleep(Duration::from_nanos(due - now));
-            continue;
-        }
-        let slot = (k % publishers.len() as u64) as usize;
-        let (id, conn) = publishers[slot];
-        let stamp = Stamp {
-            sender: id,
-            seq: seqs[slot],
-            time: due,
-        };
-        payload.write(&stamp, &mut rng, &mut out);
-        if handle.send_to(conn, MessageType::Text, out.clone()).is_ok() {
-            seqs[slot] += 1;
-            if due >= start {
-                sent += 1;
-            }
-        } else {
-            errors += 1;
-        }
-        k += 1;
     }
 }
 

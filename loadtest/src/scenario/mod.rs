@@ -20,7 +20,11 @@ use std::error::Error as StdError;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::client::FleetConfig;
+use ringcast::server::{ConnId, ServerHandle};
+use ringcast::MessageType;
+
+use crate::client::{now_ns, FleetConfig};
+use crate::payload::{Payload, Stamp};
 use crate::report::ServerFigures;
 use crate::stats::{ProcessSample, ServerProbe};
 
@@ -150,5 +154,53 @@ impl Watch {
                 connections as f64,
             ),
         })
+    }
+}
+
+/// Sends `rate` messages per second over `senders` (sender id, connection) in turn, from
+/// a plain thread, on a fixed schedule: message `k` is due at `origin + k / rate` and
+/// carries that time, whenever it actually leaves, so a late send (the generator's or the
+/// server's fault) counts as latency (no coordinated omission). Stops at `end`. Returns
+/// (messages sent with a due time in `[start, end)`, refused sends).
+pub(crate) fn pace(
+    handle: ServerHandle,
+    publishers: Vec<(u32, ConnId)>,
+    rate: f64,
+    payload: Payload,
+    (origin, start, end): (u64, u64, u64),
+) -> (u64, u64) {
+    let interval = 1e9 / rate;
+    let mut seqs = vec![0u64; publishers.len()];
+    let (mut sent, mut errors) = (0u64, 0u64);
+    let mut rng = fastrand::Rng::new();
+    let mut out = Vec::with_capacity(payload.size);
+    let mut k: u64 = 0;
+    loop {
+        let due = origin + (k as f64 * interval) as u64;
+        if due >= end {
+            return (sent, errors);
+        }
+        let now = now_ns();
+        if due > now {
+            std::thread::sleep(Duration::from_nanos(due - now));
+            continue;
+        }
+        let slot = (k % publishers.len() as u64) as usize;
+        let (id, conn) = publishers[slot];
+        let stamp = Stamp {
+            sender: id,
+            seq: seqs[slot],
+            time: due,
+        };
+        payload.write(&stamp, &mut rng, &mut out);
+        if handle.send_to(conn, MessageType::Text, out.clone()).is_ok() {
+            seqs[slot] += 1;
+            if due >= start {
+                sent += 1;
+            }
+        } else {
+            errors += 1;
+        }
+        k += 1;
     }
 }
