@@ -21,7 +21,7 @@ use ringcast::server::{ConnId, Handler, Server, ServerConfig, ServerHandle};
 use ringcast::sys::DriverConfig;
 use ringcast::{Error, Upgrader};
 
-use crate::stats::Tally;
+use crate::stats::{LiveHistogram, Tally};
 use crate::target::Target;
 
 /// The process-wide start: the monotonic clock, and the Unix time then in nanoseconds.
@@ -87,6 +87,8 @@ pub struct Live {
     pub open: AtomicU64,
     /// Dial failures, unexpected closes and refused sends.
     pub errors: AtomicU64,
+    /// Latencies recorded so far, for the per-second series.
+    pub latency: LiveHistogram,
 }
 
 /// The sums of every worker's [`Live`] at one moment.
@@ -176,6 +178,12 @@ impl Link {
             code,
             reason: reason.to_owned(),
         });
+    }
+
+    /// Records a latency of `ns` in the worker's counts and in its running totals.
+    pub fn latency(&self, tally: &mut Tally, ns: u64) {
+        tally.latency.record(ns);
+        self.live().latency.record(ns);
     }
 
     /// Hands the worker's counts back (from the handler's `Drop`, once the engine stops).
@@ -402,6 +410,14 @@ impl Fleet {
             }
             self.poll_events((deadline - now).min(Duration::from_millis(100)));
             tick(self);
+        }
+    }
+
+    /// Adds every worker's latency counts so far to `into` (from
+    /// [`LiveHistogram::snapshot`]).
+    pub fn latency_counts(&self, into: &mut [u64]) {
+        for live in self.live.iter() {
+            live.latency.add_to(into);
         }
     }
 

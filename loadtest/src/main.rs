@@ -18,12 +18,14 @@
 
 mod client;
 mod data;
+mod monitor;
 mod payload;
 mod report;
 mod scenario;
 mod stats;
 mod target;
 mod template;
+mod thresholds;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -39,6 +41,7 @@ use crate::payload::{Filler, Payload};
 use crate::report::Report;
 use crate::scenario::{BoxError, Common};
 use crate::target::{Target, TargetSpec};
+use crate::thresholds::{MaxLoss, Thresholds};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -114,6 +117,10 @@ struct Output {
     /// Draw the latency distribution and the rate over time into this SVG file.
     #[arg(long, value_name = "SVG")]
     plot: Option<PathBuf>,
+    /// Write a time series here, a row a second (open connections, rate, errors, latency
+    /// percentiles): CSV when the name ends in .csv, JSON lines otherwise.
+    #[arg(long, value_name = "FILE")]
+    series: Option<PathBuf>,
     /// The server's process id: sample its CPU time (user and kernel) and RSS from /proc.
     #[arg(long, value_name = "PID")]
     server_pid: Option<u32>,
@@ -156,6 +163,32 @@ impl PayloadArgs {
             size: self.size,
             filler,
         })
+    }
+}
+
+/// Limits that fail the run (exit code 1) when not kept.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Thresholds (exit code 1 when one is not kept)")]
+struct Limits {
+    /// The 99th percentile latency at most this many milliseconds.
+    #[arg(long, value_name = "MS")]
+    max_p99: Option<f64>,
+    /// Loss at most this: a count (10) or a percentage of what was expected (0.1%).
+    #[arg(long, value_name = "N|P%")]
+    max_loss: Option<MaxLoss>,
+    /// The scenario's rate (deliveries, echoes, connections or messages per second) at
+    /// least this.
+    #[arg(long, value_name = "PER_S")]
+    min_rate: Option<f64>,
+}
+
+impl Limits {
+    fn thresholds(&self) -> Thresholds {
+        Thresholds {
+            max_p99_ms: self.max_p99,
+            max_loss: self.max_loss,
+            min_rate: self.min_rate,
+        }
     }
 }
 
@@ -212,6 +245,8 @@ struct FanoutArgs {
     #[command(flatten)]
     connecting: Connecting,
     #[command(flatten)]
+    limits: Limits,
+    #[command(flatten)]
     output: Output,
 }
 
@@ -249,6 +284,8 @@ struct EchoArgs {
     #[command(flatten)]
     connecting: Connecting,
     #[command(flatten)]
+    limits: Limits,
+    #[command(flatten)]
     output: Output,
 }
 
@@ -271,6 +308,8 @@ struct ConnsArgs {
     #[command(flatten)]
     connection: Connection,
     #[command(flatten)]
+    limits: Limits,
+    #[command(flatten)]
     output: Output,
 }
 
@@ -278,19 +317,21 @@ fn main() -> ExitCode {
     client::now_ns(); // the process-wide clock starts here
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1), // a threshold was not kept; the report says which
         Err(err) => {
             eprintln!("ringcast-load: {err}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }
 
-fn run(cli: Cli) -> Result<(), BoxError> {
+/// Runs the command; whether every threshold was kept.
+fn run(cli: Cli) -> Result<bool, BoxError> {
     if let Err(err) = client::raise_fd_limit() {
         eprintln!("ringcast-load: could not raise the open-file limit: {err}");
     }
-    let (out, report) = match cli.command {
+    let (out, limits, mut report) = match cli.command {
         Command::Fanout(args) => {
             let url = match &args.room {
                 Some(room) => with_room(&args.url, room),
@@ -307,7 +348,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 duration: seconds("--duration", args.duration)?,
                 grace: seconds("--grace", args.grace)?,
             };
-            (args.output, scenario::fanout(&common, &plan)?)
+            (args.output, args.limits, scenario::fanout(&common, &plan)?)
         }
         Command::Echo(args) => {
             let common = common(
@@ -325,7 +366,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 duration: seconds("--duration", args.duration)?,
                 grace: seconds("--grace", args.grace)?,
             };
-            (args.output, scenario::echo(&common, &plan)?)
+            (args.output, args.limits, scenario::echo(&common, &plan)?)
         }
         Command::Conns(args) => {
             let common = common(&args.url, &args.connection, None, &args.output)?;
@@ -334,10 +375,12 @@ fn run(cli: Cli) -> Result<(), BoxError> {
                 rate: args.rate,
                 hold: seconds("--hold", args.hold)?,
             };
-            (args.output, scenario::conns(&common, &plan)?)
+            (args.output, args.limits, scenario::conns(&common, &plan)?)
         }
     };
-    output(&out, &report)
+    report.thresholds = limits.thresholds().check(&report);
+    output(&out, &report)?;
+    Ok(report.passed())
 }
 
 /// The settings every scenario shares, from the command line.
@@ -377,6 +420,7 @@ fn common(
         },
         server_pid: output.server_pid,
         json: output.json,
+        series: output.series.clone(),
         concurrency,
         connect_timeout,
     })

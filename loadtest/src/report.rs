@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::client::LiveTotals;
 use crate::stats::{Latency, LatencySummary};
+use crate::thresholds::Check;
 
 /// Every figure of one run.
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +41,8 @@ pub struct Report {
     pub errors: u64,
     /// The first few error messages.
     pub error_samples: Vec<String>,
+    /// The limits checked (`--max-p99`, `--max-loss`, `--min-rate`), if any.
+    pub thresholds: Vec<Check>,
     /// The full latency histogram, for the plot (not serialised).
     #[serde(skip)]
     pub latency: Latency,
@@ -197,6 +200,31 @@ pub struct ServerFigures {
 }
 
 impl Report {
+    /// The scenario's rate, per second: deliveries (fanout), echoes (echo), connections
+    /// opened during the ramp (conns).
+    pub fn rate(&self) -> f64 {
+        match &self.figures {
+            Figures::Fanout(f) => f.deliveries_per_s,
+            Figures::Echo(f) => f.messages_per_s,
+            Figures::Conns(f) => f.connects_per_s,
+        }
+    }
+
+    /// What was lost, and out of how many: deliveries (fanout), echoes (echo),
+    /// connections that did not open (conns).
+    pub fn loss(&self) -> (i64, u64) {
+        match &self.figures {
+            Figures::Fanout(f) => (f.loss, f.expected),
+            Figures::Echo(f) => (f.loss, f.sent),
+            Figures::Conns(f) => (f.connections as i64 - f.opened as i64, f.connections),
+        }
+    }
+
+    /// Whether every threshold checked was kept.
+    pub fn passed(&self) -> bool {
+        self.thresholds.iter().all(|c| c.pass)
+    }
+
     /// The report as one line of JSON.
     pub fn json(&self) -> String {
         serde_json::to_string(self).expect("a report is plain numbers and strings")
@@ -285,6 +313,15 @@ impl Report {
         line(format!("  errors {}", self.errors));
         for sample in &self.error_samples {
             line(format!("    {sample}"));
+        }
+        for check in &self.thresholds {
+            line(format!(
+                "  threshold {} {}: {} {}",
+                check.name,
+                check.limit,
+                check.value,
+                if check.pass { "ok" } else { "FAILED" }
+            ));
         }
         s
     }

@@ -10,7 +10,8 @@ use ringcast::{CloseCode, Error, MessageType};
 
 use super::{BoxError, Common, Watch};
 use crate::client::{instant_at, now_ns, Fleet, Link};
-use crate::report::{ConnsFigures, Figures, Progress, Report};
+use crate::monitor::Monitor;
+use crate::report::{ConnsFigures, Figures, Report};
 use crate::stats::Tally;
 
 /// The connection scenario's settings.
@@ -39,7 +40,7 @@ impl Handler for ConnsWorker {
     fn on_open(&mut self, socket: &mut Socket<'_, ()>, _request: &Request) {
         let now = now_ns();
         let tag = socket.tag();
-        self.tally.latency.record(now.saturating_sub(tag));
+        self.link.latency(&mut self.tally, now.saturating_sub(tag));
         let origin = self.origin.load(Ordering::Relaxed);
         self.tally.timeline.add(now.saturating_sub(origin), 1);
         self.tally.received += 1;
@@ -84,7 +85,7 @@ pub fn conns(common: &Common, c: &Conns) -> Result<Report, BoxError> {
         tally: Tally::default(),
         opened: 0,
     })?;
-    let mut progress = Progress::new(common.json, "connections/s");
+    let mut monitor = Monitor::new(common, "connections/s")?;
     watch.before = watch.sample();
     watch.start = watch.before;
 
@@ -102,7 +103,7 @@ pub fn conns(common: &Common, c: &Conns) -> Result<Report, BoxError> {
         if dialed < total {
             let due = instant_at(first + (dialed as f64 * interval) as u64);
             fleet.wait_until(due.min(Instant::now() + Duration::from_millis(50)), |fl| {
-                progress.tick(fl.totals())
+                monitor.tick(fl)
             });
         }
     }
@@ -112,17 +113,17 @@ pub fn conns(common: &Common, c: &Conns) -> Result<Report, BoxError> {
         && Instant::now() < settle_end
     {
         fleet.poll_events(Duration::from_millis(50));
-        progress.tick(fleet.totals());
+        monitor.tick(&fleet);
     }
     let ramp_s = (now_ns() - first) as f64 / 1e9;
     fleet.wait_until(Instant::now() + Duration::from_secs(1), |fl| {
-        progress.tick(fl.totals())
+        monitor.tick(fl)
     });
     watch.connected = watch.sample();
     watch.end = watch.connected;
-    fleet.wait_until(Instant::now() + c.hold, |fl| progress.tick(fl.totals()));
+    fleet.wait_until(Instant::now() + c.hold, |fl| monitor.tick(fl));
     let after_hold = watch.sample();
-    progress.finish();
+    monitor.finish(&fleet)?;
     let backend = fleet.backends().into_iter().next().unwrap_or_default();
     let workers = fleet.workers();
     let (tally, roster) = fleet.finish();
@@ -159,6 +160,7 @@ pub fn conns(common: &Common, c: &Conns) -> Result<Report, BoxError> {
         server,
         errors: roster.dial_failures + roster.closed,
         error_samples: roster.samples,
+        thresholds: Vec::new(),
         latency: tally.latency,
     })
 }

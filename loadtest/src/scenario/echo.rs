@@ -10,8 +10,9 @@ use ringcast::{CloseCode, Error, MessageType};
 
 use super::{pace, BoxError, Common, Watch, Window, SETTLE};
 use crate::client::{instant_at, now_ns, ns_at, Fleet, Link};
+use crate::monitor::Monitor;
 use crate::payload::{Payload, Stamp};
-use crate::report::{EchoFigures, Figures, Progress, Report};
+use crate::report::{EchoFigures, Figures, Report};
 use crate::stats::{Arrival, SeqTracker, Tally};
 
 /// The echo scenario's settings.
@@ -121,7 +122,8 @@ impl Handler for EchoWorker {
                     self.tally.out_of_order += 1;
                 }
                 self.tally.received += 1;
-                self.tally.latency.record(now.saturating_sub(stamp.time));
+                self.link
+                    .latency(&mut self.tally, now.saturating_sub(stamp.time));
             }
             self.tally.timeline.add(now.saturating_sub(origin), 1);
         }
@@ -193,13 +195,13 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
         rng: fastrand::Rng::new(),
         out: Vec::new(),
     })?;
-    let mut progress = Progress::new(common.json, "echoes/s");
+    let mut monitor = Monitor::new(common, "echoes/s")?;
     watch.before = watch.sample();
     let tags: Vec<u64> = (0..u64::from(e.connections)).collect();
     fleet.connect_all(&tags, common.concurrency, common.connect_timeout, |fl| {
-        progress.tick(fl.totals())
+        monitor.tick(fl)
     })?;
-    fleet.wait_until(Instant::now() + SETTLE, |fl| progress.tick(fl.totals()));
+    fleet.wait_until(Instant::now() + SETTLE, |fl| monitor.tick(fl));
     let mut open: Vec<(u64, ConnId)> = fleet
         .roster
         .ids
@@ -244,9 +246,9 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
             }
         }
     }
-    fleet.wait_until(instant_at(start), |fl| progress.tick(fl.totals()));
+    fleet.wait_until(instant_at(start), |fl| monitor.tick(fl));
     watch.start = watch.sample();
-    fleet.wait_until(instant_at(end), |fl| progress.tick(fl.totals()));
+    fleet.wait_until(instant_at(end), |fl| monitor.tick(fl));
     watch.end = watch.sample();
     let (paced, pace_errors) = match pacer {
         Some(thread) => thread.join().map_err(|_| "the pacing thread panicked")?,
@@ -260,10 +262,10 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
         }
         fleet.wait_until(
             (Instant::now() + Duration::from_millis(20)).min(grace_end),
-            |fl| progress.tick(fl.totals()),
+            |fl| monitor.tick(fl),
         );
     }
-    progress.finish();
+    monitor.finish(&fleet)?;
     let backend = fleet.backends().into_iter().next().unwrap_or_default();
     let workers = fleet.workers();
     let (tally, roster) = fleet.finish();
@@ -311,6 +313,7 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
         server: watch.figures(tally.received, open.len() as u64),
         errors,
         error_samples: roster.samples,
+        thresholds: Vec::new(),
         latency: tally.latency,
     })
 }

@@ -10,8 +10,9 @@ use ringcast::{CloseCode, Error, MessageType};
 
 use super::{pace, BoxError, Common, Watch, Window, SETTLE};
 use crate::client::{self, instant_at, now_ns, ns_at, Fleet, Link};
+use crate::monitor::Monitor;
 use crate::payload::{Payload, Stamp};
-use crate::report::{FanoutFigures, Figures, Progress, Report};
+use crate::report::{FanoutFigures, Figures, Report};
 use crate::stats::{Arrival, SeqTracker, Tally};
 
 /// Tag bit of publisher connections; the rest of the tag is the publisher's id.
@@ -243,7 +244,8 @@ impl FanoutWorker {
                 Arrival::InOrder => {}
             }
             self.tally.received += 1;
-            self.tally.latency.record(now.saturating_sub(stamp.time));
+            self.link
+                .latency(&mut self.tally, now.saturating_sub(stamp.time));
         }
         self.seen += lines;
         self.tally.timeline.add(now.saturating_sub(origin), lines);
@@ -401,7 +403,7 @@ pub fn fanout(common: &Common, f: &Fanout) -> Result<Report, BoxError> {
     let mut fleet = Fleet::start(common.fleet.clone(), move |link| {
         FanoutWorker::new(link, shared.clone())
     })?;
-    let mut progress = Progress::new(common.json, "deliveries/s");
+    let mut monitor = Monitor::new(common, "deliveries/s")?;
     watch.before = watch.sample();
 
     // Subscribers first: every one is in the room before the first publish.
@@ -411,10 +413,10 @@ pub fn fanout(common: &Common, f: &Fanout) -> Result<Report, BoxError> {
         .collect();
     for tags in [&subscribers, &publishers] {
         fleet.connect_all(tags, common.concurrency, common.connect_timeout, |fl| {
-            progress.tick(fl.totals())
+            monitor.tick(fl)
         })?;
     }
-    fleet.wait_until(Instant::now() + SETTLE, |fl| progress.tick(fl.totals()));
+    fleet.wait_until(Instant::now() + SETTLE, |fl| monitor.tick(fl));
     let mut per_worker = vec![0u64; workers];
     for (&tag, id) in &fleet.roster.ids {
         if tag & PUBLISHER == 0 {
@@ -480,9 +482,9 @@ pub fn fanout(common: &Common, f: &Fanout) -> Result<Report, BoxError> {
             None
         }
     };
-    fleet.wait_until(instant_at(start), |fl| progress.tick(fl.totals()));
+    fleet.wait_until(instant_at(start), |fl| monitor.tick(fl));
     watch.start = watch.sample();
-    fleet.wait_until(instant_at(end), |fl| progress.tick(fl.totals()));
+    fleet.wait_until(instant_at(end), |fl| monitor.tick(fl));
     watch.end = watch.sample();
     let (paced, pace_errors) = match pacer {
         Some(thread) => thread.join().map_err(|_| "the pacing thread panicked")?,
@@ -499,10 +501,10 @@ pub fn fanout(common: &Common, f: &Fanout) -> Result<Report, BoxError> {
         }
         fleet.wait_until(
             (Instant::now() + Duration::from_millis(20)).min(grace_end),
-            |fl| progress.tick(fl.totals()),
+            |fl| monitor.tick(fl),
         );
     }
-    progress.finish();
+    monitor.finish(&fleet)?;
     let backend = fleet.backends().into_iter().next().unwrap_or_default();
     let (tally, roster) = fleet.finish();
 
@@ -555,6 +557,7 @@ pub fn fanout(common: &Common, f: &Fanout) -> Result<Report, BoxError> {
         ),
         errors,
         error_samples: roster.samples,
+        thresholds: Vec::new(),
         latency: tally.latency,
     })
 }

@@ -17,6 +17,7 @@ mod echo;
 mod fanout;
 
 use std::error::Error as StdError;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -48,6 +49,8 @@ pub struct Common {
     pub server_pid: Option<u32>,
     /// JSON output: no progress line.
     pub json: bool,
+    /// Where to write the time series, if anywhere.
+    pub series: Option<PathBuf>,
     /// Handshakes under way at once while connecting (fanout, echo).
     pub concurrency: usize,
     /// How long connecting may take before the scenario goes on with what opened
