@@ -23,6 +23,7 @@ mod payload;
 mod report;
 mod scenario;
 mod stats;
+mod stream;
 mod target;
 mod template;
 mod thresholds;

@@ -260,6 +260,12 @@ pub struct SeqTracker {
 }
 
 impl SeqTracker {
+    /// One more than the highest number seen: the next number in order (0 before the
+    /// first).
+    pub fn expected(&self) -> u64 {
+        self.next
+    }
+
     /// Notes `seq` and says how it arrived.
     pub fn observe(&mut self, seq: u64) -> Arrival {
         if seq >= self.next {
