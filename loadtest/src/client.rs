@@ -132,6 +132,12 @@ pub enum Event {
         /// The close reason.
         reason: String,
     },
+    /// The connection with this tag ended as its scenario meant it to (its steps are
+    /// done, or the run closed it): not an error.
+    Finished {
+        /// The dial's tag.
+        tag: u64,
+    },
 }
 
 /// A handler's way back to the fleet: its worker's [`Live`], the event channel, and the
@@ -146,6 +152,11 @@ pub struct Link {
 }
 
 impl Link {
+    /// The worker this link belongs to.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
     /// This worker's running totals.
     pub fn live(&self) -> &Live {
         &self.live[self.worker]
@@ -186,6 +197,18 @@ impl Link {
         self.live().latency.record(ns);
     }
 
+    /// Notes that connection `tag` ended as its scenario meant it to.
+    pub fn finished(&self, tag: u64) {
+        self.live().open.fetch_sub(1, Ordering::Relaxed);
+        let _ = self.events.send(Event::Finished { tag });
+    }
+
+    /// Notes that a connection closed to be dialed again for the same user (its next
+    /// open is reported as usual).
+    pub fn reconnecting(&self) {
+        self.live().open.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Hands the worker's counts back (from the handler's `Drop`, once the engine stops).
     pub fn report(&self, tally: Tally) {
         let _ = self.reports.send(tally);
@@ -222,10 +245,14 @@ pub struct Roster {
     pub dial_failures: u64,
     /// Connections that closed before the run's end.
     pub closed: u64,
+    /// Connections that ended as their scenario meant them to.
+    pub finished: u64,
     /// The first few error messages, for the report.
     pub samples: Vec<String>,
-    /// Tags of dials that opened or failed since [`Fleet::connect_all`] last looked.
+    /// Tags of dials that opened or failed since [`take_resolved`](Self::take_resolved).
     resolved: Vec<u64>,
+    /// Tags of connections (or dials) that ended since [`take_ended`](Self::take_ended).
+    ended: Vec<u64>,
 }
 
 impl Roster {
@@ -240,15 +267,33 @@ impl Roster {
             }
             Event::DialFailed { tag, error } => {
                 self.resolved.push(tag);
+                self.ended.push(tag);
                 self.dial_failures += 1;
                 self.sample(format!("dial: {error}"));
             }
             Event::Closed { tag, code, reason } => {
                 self.ids.remove(&tag);
+                self.ended.push(tag);
                 self.closed += 1;
                 self.sample(format!("closed by the server: {code} {reason}"));
             }
+            Event::Finished { tag } => {
+                self.ids.remove(&tag);
+                self.ended.push(tag);
+                self.finished += 1;
+            }
         }
+    }
+
+    /// The tags of dials that opened or failed since the last call.
+    pub fn take_resolved(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.resolved)
+    }
+
+    /// The tags of connections that ended (closed, finished, or failed to dial) since the
+    /// last call.
+    pub fn take_ended(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.ended)
     }
 
     fn sample(&mut self, message: String) {
@@ -345,6 +390,11 @@ impl Fleet {
     /// What the engine runs on (backend and kernel features), per worker.
     pub fn backends(&self) -> Vec<String> {
         self.handle.backends()
+    }
+
+    /// The number (`{n}`) the next dial gets.
+    pub fn next_n(&self) -> u64 {
+        self.dialed
     }
 
     /// Opens the next connection with `tag` and returns its number `n` (0, 1, 2... in

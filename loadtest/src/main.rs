@@ -18,10 +18,12 @@
 
 mod client;
 mod data;
+mod metronome;
 mod monitor;
 mod payload;
 mod report;
 mod scenario;
+mod script;
 mod stats;
 mod stream;
 mod target;
@@ -29,7 +31,7 @@ mod template;
 mod thresholds;
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +43,8 @@ use crate::data::{DataTable, Samples};
 use crate::payload::{Filler, Payload};
 use crate::report::Report;
 use crate::scenario::{BoxError, Common};
+use crate::script::StreamFile;
+use crate::stream::TsUnit;
 use crate::target::{Target, TargetSpec};
 use crate::thresholds::{MaxLoss, Thresholds};
 
@@ -66,6 +70,13 @@ enum Command {
     /// Open many connections at a given rate, hold them idle, then close them; count
     /// connect latency, failures and the server's memory per connection.
     Conns(ConnsArgs),
+    /// Run a scenario file: each connection's steps (connect, send, expect, sleep,
+    /// think, loop, receive, close), stages of connection targets or arrival rates, churn,
+    /// and the server's own stream checked (docs/loadtest.md).
+    Run(RunArgs),
+    /// Subscribe connections to a stream the server publishes on its own, and check its
+    /// sequence numbers and timestamps: gaps, duplicates, reordering, one-way latency.
+    Subscribe(SubscribeArgs),
 }
 
 /// How every connection dials (all subcommands).
@@ -205,11 +216,108 @@ struct Connecting {
     connect_timeout: f64,
 }
 
+/// Where a server's stream carries its sequence numbers and timestamps.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Stream")]
+struct StreamArgs {
+    /// The JSON field holding each message's sequence number (a dotted path for a nested
+    /// one: data.seq).
+    #[arg(long, value_name = "PATH")]
+    seq_field: Option<String>,
+    /// The JSON field holding its send time, Unix time (for one-way latency).
+    #[arg(long, value_name = "PATH")]
+    ts_field: Option<String>,
+    /// The JSON field naming its stream, when one connection gets several (each has its
+    /// own sequence).
+    #[arg(long, value_name = "PATH")]
+    key_field: Option<String>,
+    /// Or a regex whose named groups seq (required), ts and key hold them.
+    #[arg(long, conflicts_with_all = ["seq_field", "ts_field", "key_field"])]
+    regex: Option<String>,
+    /// The timestamps' unit (auto: told by size, for Unix times of this century).
+    #[arg(long, value_enum, default_value_t = TsUnit::Auto)]
+    ts_unit: TsUnit,
+}
+
+impl StreamArgs {
+    /// The `[stream]` these flags say, if they say one.
+    fn file(&self) -> Option<StreamFile> {
+        (self.seq_field.is_some() || self.regex.is_some()).then(|| StreamFile {
+            seq: self.seq_field.clone(),
+            ts: self.ts_field.clone(),
+            key: self.key_field.clone(),
+            regex: self.regex.clone(),
+            ts_unit: self.ts_unit,
+        })
+    }
+}
+
+/// `run`'s arguments.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The scenario file (TOML).
+    file: PathBuf,
+    /// The server's URL, instead of the file's (a template, as the file's).
+    #[arg(long)]
+    url: Option<String>,
+    /// Seconds of warm-up (not measured), instead of the file's.
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Dials under way at once while a target stage ramps up.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    #[command(flatten)]
+    stream: StreamArgs,
+    #[command(flatten)]
+    connection: Connection,
+    #[command(flatten)]
+    limits: Limits,
+    #[command(flatten)]
+    output: Output,
+}
+
+/// `subscribe`'s arguments.
+#[derive(Debug, Args)]
+struct SubscribeArgs {
+    /// The stream's WebSocket URL, ws:// or wss://. A template: the connection's number n
+    /// and the data file's columns, in braces, are filled in per connection.
+    #[arg(long)]
+    url: String,
+    /// Subscriber connections.
+    #[arg(long, default_value_t = 100)]
+    connections: u64,
+    /// A message each connection sends once open, such as a subscribe request (a
+    /// template; repeat for several, sent in order).
+    #[arg(long = "send", value_name = "TEXT")]
+    sends: Vec<String>,
+    /// Then wait for a message matching this regex (the server's acknowledgement)
+    /// before reading the stream.
+    #[arg(long, value_name = "REGEX")]
+    expect: Option<String>,
+    /// Seconds measured, after the warm-up.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of warm-up before the measured window (the subscriptions settle).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Dials under way at once.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    #[command(flatten)]
+    stream: StreamArgs,
+    #[command(flatten)]
+    connection: Connection,
+    #[command(flatten)]
+    limits: Limits,
+    #[command(flatten)]
+    output: Output,
+}
+
 /// `fanout`'s arguments.
 #[derive(Debug, Args)]
 struct FanoutArgs {
-    /// The server's WebSocket URL, ws:// or wss://. A template: the connection's number n and the data
-    /// file's columns, in braces, are filled in per connection.
+    /// The server's WebSocket URL, ws:// or wss://. A template: the connection's number n
+    /// and the data file's columns, in braces, are filled in per connection.
     #[arg(long)]
     url: String,
     /// Set the URL's `room` query parameter to this.
@@ -254,8 +362,8 @@ struct FanoutArgs {
 /// `echo`'s arguments.
 #[derive(Debug, Args)]
 struct EchoArgs {
-    /// The echo endpoint's URL, ws:// or wss://. A template: the connection's number n and the data
-    /// file's columns, in braces, are filled in per connection.
+    /// The echo endpoint's URL, ws:// or wss://. A template: the connection's number n
+    /// and the data file's columns, in braces, are filled in per connection.
     #[arg(long)]
     url: String,
     /// Connections.
@@ -293,8 +401,8 @@ struct EchoArgs {
 /// `conns`'s arguments.
 #[derive(Debug, Args)]
 struct ConnsArgs {
-    /// The server's WebSocket URL, ws:// or wss://. A template: the connection's number n and the data
-    /// file's columns, in braces, are filled in per connection.
+    /// The server's WebSocket URL, ws:// or wss://. A template: the connection's number n
+    /// and the data file's columns, in braces, are filled in per connection.
     #[arg(long)]
     url: String,
     /// Connections to open.
@@ -332,7 +440,7 @@ fn run(cli: Cli) -> Result<bool, BoxError> {
     if let Err(err) = client::raise_fd_limit() {
         eprintln!("ringcast-load: could not raise the open-file limit: {err}");
     }
-    let (out, limits, mut report) = match cli.command {
+    let (out, limits, mut report): (Output, Thresholds, Report) = match cli.command {
         Command::Fanout(args) => {
             let url = match &args.room {
                 Some(room) => with_room(&args.url, room),
@@ -349,7 +457,11 @@ fn run(cli: Cli) -> Result<bool, BoxError> {
                 duration: seconds("--duration", args.duration)?,
                 grace: seconds("--grace", args.grace)?,
             };
-            (args.output, args.limits, scenario::fanout(&common, &plan)?)
+            (
+                args.output,
+                args.limits.thresholds(),
+                scenario::fanout(&common, &plan)?,
+            )
         }
         Command::Echo(args) => {
             let common = common(
@@ -367,7 +479,11 @@ fn run(cli: Cli) -> Result<bool, BoxError> {
                 duration: seconds("--duration", args.duration)?,
                 grace: seconds("--grace", args.grace)?,
             };
-            (args.output, args.limits, scenario::echo(&common, &plan)?)
+            (
+                args.output,
+                args.limits.thresholds(),
+                scenario::echo(&common, &plan)?,
+            )
         }
         Command::Conns(args) => {
             let common = common(&args.url, &args.connection, None, &args.output)?;
@@ -376,12 +492,130 @@ fn run(cli: Cli) -> Result<bool, BoxError> {
                 rate: args.rate,
                 hold: seconds("--hold", args.hold)?,
             };
-            (args.output, args.limits, scenario::conns(&common, &plan)?)
+            (
+                args.output,
+                args.limits.thresholds(),
+                scenario::conns(&common, &plan)?,
+            )
+        }
+        Command::Run(args) => {
+            let mut file = script::File::read(&args.file)?;
+            if let Some(url) = &args.url {
+                file.url = Some(url.clone());
+            }
+            if let Some(warmup) = args.warmup {
+                file.warmup = Some(script::Span(seconds("--warmup", warmup)?));
+            }
+            if let Some(stream) = args.stream.file() {
+                file.stream = Some(stream);
+            }
+            let base = args.file.parent().unwrap_or(Path::new("."));
+            let (common, scenario) =
+                scenario_common(file, base, &args.connection, args.concurrency, &args.output)?;
+            let limits = scenario.thresholds.overridden_by(&args.limits.thresholds());
+            let report = scenario::run(&common, &scenario, "run")?;
+            (args.output, limits, report)
+        }
+        Command::Subscribe(args) => {
+            let stream = args
+                .stream
+                .file()
+                .ok_or("subscribe needs --seq-field (or --regex): where the sequence number is")?;
+            let mut steps: Vec<script::StepSpec> = args
+                .sends
+                .iter()
+                .map(|text| script::StepSpec {
+                    send: Some(text.clone()),
+                    ..script::StepSpec::default()
+                })
+                .collect();
+            steps.extend(args.expect.iter().map(|pattern| script::StepSpec {
+                expect: Some(pattern.clone()),
+                ..script::StepSpec::default()
+            }));
+            steps.push(script::StepSpec {
+                receive: Some(toml::Value::String("end".into())),
+                ..script::StepSpec::default()
+            });
+            let warmup = seconds("--warmup", args.warmup)?;
+            let file = script::File {
+                url: Some(args.url.clone()),
+                connections: Some(args.connections),
+                warmup: Some(script::Span(warmup)),
+                duration: Some(script::Span(warmup + seconds("--duration", args.duration)?)),
+                stream: Some(stream),
+                steps,
+                ..script::File::default()
+            };
+            let (common, scenario) = scenario_common(
+                file,
+                Path::new("."),
+                &args.connection,
+                args.concurrency,
+                &args.output,
+            )?;
+            let report = scenario::run(&common, &scenario, "subscribe")?;
+            (args.output, args.limits.thresholds(), report)
         }
     };
-    report.thresholds = limits.thresholds().check(&report);
+    report.thresholds = limits.check(&report);
     output(&out, &report)?;
     Ok(report.passed())
+}
+
+/// A scenario file with the command line's connection flags merged in (the command
+/// line wins; its headers are added to the file's), checked, and the fleet settings for it.
+fn scenario_common(
+    mut file: script::File,
+    base: &Path,
+    connection: &Connection,
+    concurrency: usize,
+    output: &Output,
+) -> Result<(Common, script::Scenario), BoxError> {
+    file.headers.extend(connection.headers.iter().cloned());
+    if connection.cookie.is_some() {
+        file.cookie = connection.cookie.clone();
+    }
+    if connection.origin.is_some() {
+        file.origin = connection.origin.clone();
+    }
+    if !connection.subprotocols.is_empty() {
+        file.subprotocols = connection.subprotocols.clone();
+    }
+    file.compress |= connection.compress;
+    if let Some(data) = &connection.data {
+        file.data = Some(std::env::current_dir()?.join(data));
+    }
+    let url = file
+        .url
+        .clone()
+        .ok_or("no URL: give --url, or url in the scenario file")?;
+    let scenario = script::Scenario::from_file(file, base)?;
+    let file = &scenario.file;
+    let target = Target::new(TargetSpec {
+        url,
+        headers: file.headers.clone(),
+        cookie: file.cookie.clone(),
+        origin: file.origin.clone(),
+        subprotocols: file.subprotocols.clone(),
+        compress: file.compress,
+        sources: connection.sources.clone(),
+        data: scenario.data.clone(),
+        ca: connection.ca.clone(),
+        insecure: connection.insecure,
+    })?;
+    let common = Common {
+        fleet: FleetConfig {
+            target: Arc::new(target),
+            workers: connection.workers,
+        },
+        server_pid: output.server_pid,
+        json: output.json,
+        series: output.series.clone(),
+        concurrency,
+        connect_timeout: Duration::from_secs(60),
+    };
+    Ok((common, scenario))
 }
 
 /// The settings every scenario shares, from the command line.

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
 
+use crate::stream::StreamCounts;
+
 /// The longest latency a histogram keeps apart from the rest: one hour, in nanoseconds.
 /// Longer ones are recorded as this (a run never lasts that long).
 const HIGHEST_NS: u64 = 3_600_000_000_000;
@@ -315,6 +317,38 @@ pub struct Tally {
     /// Received messages (or opened connections) per second since the start, warm-up
     /// included.
     pub timeline: Timeline,
+    /// What scenario files count besides.
+    pub script: Option<Box<ScriptTally>>,
+}
+
+/// What a scenario file's run counts besides a [`Tally`]'s own fields (whose `latency` is
+/// then the main one of these three: the stream's, else the answers', else connecting).
+#[derive(Debug, Clone, Default)]
+pub struct ScriptTally {
+    /// Time from dial to open, every (re)connection.
+    pub connect: Latency,
+    /// `expect` steps: time from the start of the wait to the matching message.
+    pub response: Latency,
+    /// One-way latency of the server's stream.
+    pub stream: Latency,
+    /// What the stream looked like.
+    pub counts: StreamCounts,
+    /// `expect` steps that got their messages.
+    pub expects_met: u64,
+    /// `expect` steps that timed out.
+    pub expect_timeouts: u64,
+}
+
+impl ScriptTally {
+    /// Adds another worker's counts.
+    pub fn merge(&mut self, other: &ScriptTally) {
+        self.connect.merge(&other.connect);
+        self.response.merge(&other.response);
+        self.stream.merge(&other.stream);
+        self.counts.merge(&other.counts);
+        self.expects_met += other.expects_met;
+        self.expect_timeouts += other.expect_timeouts;
+    }
 }
 
 impl Tally {
@@ -329,6 +363,11 @@ impl Tally {
         self.send_errors += other.send_errors;
         self.latency.merge(&other.latency);
         self.timeline.merge(&other.timeline);
+        if let Some(theirs) = &other.script {
+            self.script
+                .get_or_insert_with(Default::default)
+                .merge(theirs);
+        }
     }
 }
 

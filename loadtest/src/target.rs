@@ -119,13 +119,14 @@ impl Target {
         &self.url
     }
 
-    /// The data file, if any.
-    pub fn data(&self) -> Option<&Arc<DataTable>> {
-        self.data.as_ref()
-    }
-
     /// The dial of connection number `n`, with `tag`, on `worker`.
     pub fn request(&self, n: u64, tag: u64, worker: usize) -> DialRequest {
+        self.request_to(n, tag, worker, None)
+    }
+
+    /// [`request`](Self::request) to `url` instead of the target's (a scenario's
+    /// `connect` step), with the same headers and settings.
+    pub fn request_to(&self, n: u64, tag: u64, worker: usize, url: Option<&str>) -> DialRequest {
         let mut rng = fastrand::Rng::with_seed(n);
         let mut fill = Fill {
             n,
@@ -134,7 +135,10 @@ impl Target {
             samples: None,
             rng: &mut rng,
         };
-        let url = self.url_template.fill_string(&mut fill);
+        let url = match url {
+            Some(url) => url.to_owned(),
+            None => self.url_template.fill_string(&mut fill),
+        };
         let headers = self
             .headers
             .iter()

@@ -101,11 +101,6 @@ impl Template {
         Ok(template)
     }
 
-    /// Whether filling it always gives the same text (no placeholder).
-    pub fn is_constant(&self) -> bool {
-        self.parts.iter().all(|p| matches!(p, Part::Text(_)))
-    }
-
     /// Appends the filled-in text to `out`.
     pub fn fill(&self, with: &mut Fill<'_>, out: &mut Vec<u8>) {
         for part in &self.parts {
@@ -385,8 +380,6 @@ mod tests {
         let t = Template::parse("ws://h/{user}?n={n}&t={token}&s={seq}{{x}}", &names).unwrap();
         assert_eq!(filled(&t, 0, 7, Some(&data)), "ws://h/ann?n=0&t=t1&s=7{x}");
         assert_eq!(filled(&t, 3, 0, Some(&data)), "ws://h/bob?n=3&t=t,2&s=0{x}");
-        assert!(!t.is_constant());
-        assert!(Template::parse("plain", &names).unwrap().is_constant());
     }
 
     #[test]

@@ -80,6 +80,16 @@ pub struct Check {
 }
 
 impl Thresholds {
+    /// These limits, each replaced by `other`'s where it sets one (the command line over
+    /// a scenario file).
+    pub fn overridden_by(&self, other: &Thresholds) -> Thresholds {
+        Thresholds {
+            max_p99_ms: other.max_p99_ms.or(self.max_p99_ms),
+            max_loss: other.max_loss.or(self.max_loss),
+            min_rate: other.min_rate.or(self.min_rate),
+        }
+    }
+
     /// Checks `report` against every limit set.
     pub fn check(&self, report: &Report) -> Vec<Check> {
         let mut checks = Vec::new();

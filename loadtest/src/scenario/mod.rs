@@ -15,6 +15,7 @@
 mod conns;
 mod echo;
 mod fanout;
+mod run;
 
 use std::error::Error as StdError;
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ use crate::stats::{ProcessSample, ServerProbe};
 pub use conns::{conns, Conns};
 pub use echo::{echo, Echo};
 pub use fanout::{fanout, Fanout};
+pub use run::run;
 
 /// A boxed error for the command line.
 pub type BoxError = Box<dyn StdError + Send + Sync>;
