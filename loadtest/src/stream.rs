@@ -11,6 +11,7 @@
 //! JSON messages are scanned without building a document: only the named fields are
 //! read (nested ones by a dotted path, `data.seq`), everything else is skipped.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
@@ -18,8 +19,9 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 
 use crate::stats::{Arrival, SeqTracker};
 
-/// The most streams (keys) one connection tracks; more are counted in `untracked`.
-const MAX_KEYS: usize = 1024;
+/// The most streams (keys) one connection tracks (about 40 bytes each); more are counted
+/// in `untracked`.
+const MAX_KEYS: usize = 4096;
 
 /// The unit of the server's timestamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
@@ -393,7 +395,7 @@ pub struct StreamCounts {
     pub reordered: u64,
     /// Timestamps ahead of the arrival (the server's clock ahead of ours).
     pub clock_ahead: u64,
-    /// Messages of streams past the first 1024 of one connection, not checked.
+    /// Messages of streams past the first 4096 of one connection, not checked.
     pub untracked: u64,
 }
 
@@ -421,10 +423,11 @@ struct Track {
     distinct: u64,
 }
 
-/// The streams of one connection, by key.
+/// The streams of one connection, by key (a connection of a chat room sees one stream
+/// per member).
 #[derive(Debug, Clone, Default)]
 pub struct Streams {
-    tracks: Vec<(u64, Track)>,
+    tracks: HashMap<u64, Track>,
 }
 
 impl Streams {
@@ -435,19 +438,14 @@ impl Streams {
         arrival_ns: u64,
         counts: &mut StreamCounts,
     ) -> Option<u64> {
-        let track = match self.tracks.iter().position(|(key, _)| *key == point.key) {
-            Some(i) => &mut self.tracks[i].1,
-            None if self.tracks.len() < MAX_KEYS => {
-                self.tracks.push((
-                    point.key,
-                    Track {
-                        low: point.seq,
-                        ..Track::default()
-                    },
-                ));
-                &mut self.tracks.last_mut().expect("just pushed").1
-            }
-            None => {
+        let known = self.tracks.len();
+        let track = match self.tracks.entry(point.key) {
+            Entry::Occupied(track) => track.into_mut(),
+            Entry::Vacant(slot) if known < MAX_KEYS => slot.insert(Track {
+                low: point.seq,
+                ..Track::default()
+            }),
+            Entry::Vacant(_) => {
                 counts.untracked += 1;
                 return None;
             }
@@ -478,7 +476,7 @@ impl Streams {
 
     /// Adds the numbers never received to `counts` (at the end of the run).
     pub fn finish(&self, counts: &mut StreamCounts) {
-        for (_, track) in &self.tracks {
+        for track in self.tracks.values() {
             let span = track.tracker.expected() - track.low;
             counts.missing += span.saturating_sub(track.distinct);
         }

@@ -478,6 +478,23 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_scenarios_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut read = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let file = File::read(&path).unwrap();
+                let scenario = Scenario::from_file(file, &dir)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert!(scenario.stream.is_some(), "{}", path.display());
+                read += 1;
+            }
+        }
+        assert!(read >= 2);
+    }
+
+    #[test]
     fn mistakes_are_named() {
         for (text, says) in [
             ("duration = 1\n[[steps]]\nsned = 'x'", "sned"),
