@@ -6,15 +6,27 @@
 //! ```text
 //! ringcast-load fanout --url ws://127.0.0.1:9001/ws?room=a --subscribers 1000 --publishers 1 \
 //!     --size 64 [--rate 20] --duration 10 [--json] [--plot fanout.svg] [--server-pid PID]
-//! ringcast-load echo   --url ws://127.0.0.1:9001/echo --connections 100 --pipeline 1 --duration 10
+//! ringcast-load echo   --url ws://127.0.0.1:9001/echo --connections 100 [--rate 20000]
 //! ringcast-load conns  --url ws://127.0.0.1:9001/echo --connections 10000 --rate 2000 --hold 10
+//! ringcast-load subscribe --url 'ws://127.0.0.1:8081/ws?topic=ticks' --seq-field seq --ts-field ts
+//! ringcast-load run loadtest/scenarios/chat-room.toml [--max-p99 50] [--series run.csv]
 //! ```
 //!
+//! The guide is docs/loadtest.md. Exit codes: 0, 1 when a threshold is not kept, 2 when
+//! the run could not be made.
+//!
 //! - `main.rs`: the command line.
-//! - `scenario.rs`: fan-out, echo and connection scenarios (their handlers and timing).
-//! - `client.rs`: the fleet of client connections on the engine, the message format.
+//! - `target.rs`, `template.rs`, `data.rs`: where and how each connection dials (URL and
+//!   header templates, CSV data, TLS), and the values templates are filled with.
+//! - `client.rs`: the fleet of client connections on the engine, the process clock.
+//! - `payload.rs`: the stamped messages of `fanout` and `echo`, and their fillers.
+//! - `scenario/`: one module per scenario (`fanout`, `echo`, `conns`, `run`).
+//! - `script/`: scenario files: the format, the step compiler, the per-user state machine.
+//! - `metronome.rs`: timer ticks for the workers' handlers.
+//! - `stream.rs`: sequence numbers and timestamps of server-originated streams.
 //! - `stats.rs`: histograms, timelines, sequence tracking, the server probe.
-//! - `report.rs`: terminal summary, JSON line, SVG plot, progress line.
+//! - `monitor.rs`, `report.rs`, `thresholds.rs`: progress line and time series, summary,
+//!   JSON line and SVG plot, pass/fail.
 
 mod client;
 mod data;

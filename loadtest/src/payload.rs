@@ -79,7 +79,7 @@ pub struct Stamp {
     pub sender: u32,
     /// The sender's sequence number, from 0.
     pub seq: u64,
-    /// Send time, in nanoseconds on [`now_ns`]'s clock.
+    /// Send time, in nanoseconds on [`now_ns`](crate::client::now_ns)'s clock.
     pub time: u64,
 }
 

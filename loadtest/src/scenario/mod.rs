@@ -1,8 +1,9 @@
-//! The scenarios, one module each: [`fanout`] (one room, publishers and subscribers),
-//! [`echo`] (request and echo with a pipeline) and [`conns`] (a ramp of idle
-//! connections). Each one starts a [`Fleet`](crate::client::Fleet) with its own
+//! The scenarios, one module each: [`fanout`](mod@fanout) (one room, publishers and
+//! subscribers), [`echo`](mod@echo) (request and echo, closed or open loop),
+//! [`conns`](mod@conns) (a ramp of idle connections) and [`run`](mod@run) (a scenario
+//! file, and `subscribe`). Each one starts a [`Fleet`](crate::client::Fleet) with its own
 //! [`Handler`](ringcast::server::Handler), connects, measures, and returns a
-//! [`Report`]. What they share is here: the settings every scenario takes ([`Common`]),
+//! [`Report`](crate::report::Report). What they share is here: the settings every scenario takes ([`Common`]),
 //! the measured window ([`Window`]) and the server probe's samples ([`Watch`]).
 //!
 //! Time on every path is [`now_ns`]: a message carries the time it was meant to be sent,
