@@ -8,6 +8,13 @@
 //! With `--redis redis://127.0.0.1:6379`, several `pubsub` nodes share their topics
 //! through Redis: a subscriber on any node gets the ticks of every node (each tick then
 //! names its node). The broker's counters are in `/metrics` with the engine's.
+//!
+//! A tick is `{"topic":"ticks","seq":7,"ms":1700000000123}`: `seq` counts the publisher's
+//! rounds (consecutive for each topic), `ms` is the round's wall-clock time. With
+//! `--stamp`, each tick also carries `ts`, the Unix time in nanoseconds taken just before
+//! that tick is published, so a subscriber on the same host can measure one-way latency:
+//! `ringcast-load subscribe --url 'ws://127.0.0.1:8081/ws?topic=ticks' --seq-field seq
+//! --ts-field ts --key-field topic` (or a scenario file, docs/loadtest.md).
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -45,6 +52,10 @@ struct Args {
     /// This node's id in Redis messages, decimal or 0x-hex (default: random).
     #[arg(long, value_parser = ringcast_examples::parse_node_id, requires = "redis")]
     node_id: Option<u64>,
+    /// Stamp each tick with `ts`: the Unix time in nanoseconds just before it is
+    /// published (for one-way latency, with `seq` for gaps).
+    #[arg(long)]
+    stamp: bool,
 }
 
 /// Subscribes each connection to the topics of its URL; `+NAME`/`-NAME` messages change
@@ -120,15 +131,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let publisher = server.clone();
     let interval = Duration::from_millis(args.interval_ms.max(1));
     let node = broker.as_ref().map(|b| format!("{:016x}", b.node_id()));
+    let unix = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+    };
     std::thread::spawn(move || {
         for seq in 0u64.. {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis());
+            let now = unix().as_millis();
             for topic in &args.topics {
                 let mut tick = serde_json::json!({ "topic": topic, "seq": seq, "ms": now });
                 if let Some(node) = &node {
                     tick["node"] = node.clone().into();
+                }
+                if args.stamp {
+                    tick["ts"] = (unix().as_nanos() as u64).into();
                 }
                 if publisher
                     .publish(topic.as_bytes(), MessageType::Text, tick.to_string())

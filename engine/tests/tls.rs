@@ -1,6 +1,7 @@
 //! `wss://` served by the engine itself (rustls on each connection), on both backends:
 //! the Dialer, Python websockets (in interop.rs) and Chromium (the browser stage) connect
-//! with a self-signed certificate trusted by the test.
+//! with a self-signed certificate trusted by the test. The engine also dials `wss://`
+//! itself (`DialRequest::tls`).
 
 mod common;
 
@@ -10,7 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringcast::server::{tls_config_from_pem, Handler, Server, ServerConfig, Socket};
+use crossbeam_channel::{Receiver, Sender};
+use ringcast::server::{
+    tls_config_from_pem, DialRequest, Handler, Server, ServerConfig, ServerHandle, Socket,
+};
 use ringcast::sys::Backend;
 use ringcast::{Dialer, MessageType};
 
@@ -128,5 +132,130 @@ fn bad_pem_files_are_refused_with_the_file_named() {
             assert!(message.contains("ringcast-no-such-cert.pem"), "{message}")
         }
         other => panic!("expected InvalidArgument, got {:?}", other.map(|_| ())),
+    }
+}
+
+/// What the dialing engine's handler saw.
+#[derive(Debug)]
+enum Seen {
+    Open(ringcast::server::ConnId),
+    Message(Vec<u8>),
+    DialError(u64, String),
+}
+
+/// The dialing side: reports opens, messages and dial errors.
+struct Dialing(Sender<Seen>);
+
+impl Handler for Dialing {
+    type Data = ();
+    fn on_open(
+        &mut self,
+        socket: &mut Socket<'_, ()>,
+        _request: &ringcast::proto::handshake::Request,
+    ) {
+        let _ = self.0.send(Seen::Open(socket.id()));
+    }
+    fn on_message(&mut self, _socket: &mut Socket<'_, ()>, _kind: MessageType, payload: &[u8]) {
+        let _ = self.0.send(Seen::Message(payload.to_vec()));
+    }
+    fn on_dial_error(&mut self, tag: u64, error: ringcast::Error) {
+        let _ = self.0.send(Seen::DialError(tag, error.to_string()));
+    }
+}
+
+fn next(rx: &Receiver<Seen>) -> Seen {
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the dialing engine reports within 10 s")
+}
+
+fn tls_server(backend: Backend, cert: &PathBuf, key: &PathBuf) -> ServerHandle {
+    Server::new(ServerConfig {
+        addr: Some("127.0.0.1:0".parse().expect("literal")),
+        workers: 1,
+        backend,
+        tls: Some(tls_config_from_pem(cert, key).expect("pem files")),
+        shutdown_timeout: Duration::from_secs(1),
+        ..ServerConfig::default()
+    })
+    .start(|_| Echo)
+    .expect("server")
+}
+
+#[test]
+fn engine_dials_wss_and_refuses_an_untrusted_certificate_on_both_backends() {
+    let (cert, key, client_config) = certificate("dial");
+    for backend in Backend::ALL {
+        let server = tls_server(backend, &cert, &key);
+        let port = server.local_addr().expect("addr").port();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let client = Server::new(ServerConfig {
+            addr: None,
+            workers: 1,
+            backend,
+            shutdown_timeout: Duration::from_secs(1),
+            ..ServerConfig::default()
+        })
+        .start(move |_| Dialing(tx.clone()))
+        .expect("client engine");
+
+        // Trusted: the handshake completes and frames go both ways, sealed and opened.
+        client
+            .dial(DialRequest {
+                tls: Some(client_config.clone()),
+                enable_compression: true,
+                ..DialRequest::new(&format!("wss://localhost:{port}/echo"))
+            })
+            .expect("dial");
+        let Seen::Open(id) = next(&rx) else {
+            panic!("{backend}: expected the wss dial to open");
+        };
+        client
+            .send_to(id, MessageType::Text, &b"over the engine's tls"[..])
+            .expect("send");
+        match next(&rx) {
+            Seen::Message(payload) => assert_eq!(payload, b"over the engine's tls"),
+            other => panic!("{backend}: {other:?}"),
+        }
+        // Larger than a TLS record (16 KiB): several records each way.
+        let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        client
+            .send_to(id, MessageType::Binary, big.clone())
+            .expect("send big");
+        match next(&rx) {
+            Seen::Message(payload) => assert!(payload == big, "{backend}: big echo differs"),
+            other => panic!("{backend}: {other:?}"),
+        }
+
+        // Untrusted (webpki's roots do not know the self-signed certificate): the dial
+        // fails with the certificate named, and the server counts a failed handshake.
+        client
+            .dial(DialRequest {
+                tag: 9,
+                ..DialRequest::new(&format!("wss://localhost:{port}/echo"))
+            })
+            .expect("dial");
+        match next(&rx) {
+            Seen::DialError(9, error) => {
+                assert!(
+                    error.to_lowercase().contains("certificate"),
+                    "{backend}: {error}"
+                )
+            }
+            other => panic!("{backend}: {other:?}"),
+        }
+        let start = Instant::now();
+        while server.stats().handshakes_failed == 0 || client.stats().dials_failed == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{backend}: not counted"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(client.stats().dials_failed, 1, "{backend}");
+        assert_eq!(client.stats().dials_ok, 1, "{backend}");
+        client.shutdown();
+        client.wait();
+        server.shutdown();
+        server.wait();
     }
 }

@@ -9,24 +9,23 @@
 //! period read. Opens, dial failures and unexpected closes go to the main thread as
 //! [`Event`]s: once per connection, never per message.
 //!
-//! Also here: the process-wide clock every timestamp is measured on, and the text of the
-//! messages the scenarios send ([`Stamp`]).
+//! Also here: the process-wide clock every timestamp is measured on.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write as _;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use ringcast::server::{ConnId, DialRequest, Handler, Server, ServerConfig, ServerHandle};
+use ringcast::server::{ConnId, Handler, Server, ServerConfig, ServerHandle};
 use ringcast::sys::DriverConfig;
 use ringcast::{Error, Upgrader};
 
-use crate::stats::Tally;
+use crate::stats::{LiveHistogram, Tally};
+use crate::target::Target;
 
-static START: OnceLock<Instant> = OnceLock::new();
+/// The process-wide start: the monotonic clock, and the Unix time then in nanoseconds.
+static START: OnceLock<(Instant, u64)> = OnceLock::new();
 
 /// Nanoseconds since the process-wide start (the first call of this function or of
 /// [`instant_at`]). Every timestamp in a message and every deadline is on this clock.
@@ -44,71 +43,33 @@ pub fn instant_at(ns: u64) -> Instant {
     start() + Duration::from_nanos(ns)
 }
 
+/// Unix time now, in nanoseconds, on the monotonic clock from the process-wide start
+/// (so it never steps back during a run, whatever NTP does).
+pub fn unix_ns() -> u64 {
+    unix_ns_at(Instant::now())
+}
+
+/// `at` as Unix time in nanoseconds (see [`unix_ns`]): when a server's timestamp is
+/// compared with a message's arrival.
+pub fn unix_ns_at(at: Instant) -> u64 {
+    START.get_or_init(init).1 + ns_at(at)
+}
+
 fn start() -> Instant {
-    *START.get_or_init(Instant::now)
+    START.get_or_init(init).0
 }
 
-/// What each message the load generator sends says about itself: who sent it, its
-/// number in that sender's sequence, and when it was (meant to be) sent.
-///
-/// On the wire it is one line of text, `p=3 s=1234 t=5678`, padded with `x` to the
-/// message size: `p=3 s=1234 t=5678 xxxxxxxx`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
-    /// The sender: publisher id, or connection index for echo.
-    pub sender: u32,
-    /// The sender's sequence number, from 0.
-    pub seq: u64,
-    /// Send time, in nanoseconds on [`now_ns`]'s clock.
-    pub time: u64,
+fn init() -> (Instant, u64) {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (Instant::now(), unix)
 }
 
-impl Stamp {
-    /// Replaces `out` with this stamp padded with `x` to `size` bytes (longer when the
-    /// stamp itself does not fit).
-    pub fn write(&self, size: usize, out: &mut Vec<u8>) {
-        out.clear();
-        let _ = write!(out, "p={} s={} t={}", self.sender, self.seq, self.time);
-        if out.len() < size {
-            out.push(b' ');
-            out.resize(size.max(out.len()), b'x');
-        }
-    }
-
-    /// Whether `line` starts the way this load generator's messages do (so one that does
-    /// not parse was mangled, rather than being the server's own).
-    pub fn looks_like_one(line: &[u8]) -> bool {
-        line.starts_with(b"p=")
-    }
-
-    /// The stamp at the start of `line`, if it is one of ours.
-    pub fn parse(line: &[u8]) -> Option<Stamp> {
-        let rest = line.strip_prefix(b"p=")?;
-        let (sender, rest) = number(rest)?;
-        let (seq, rest) = number(rest.strip_prefix(b" s=")?)?;
-        let (time, rest) = number(rest.strip_prefix(b" t=")?)?;
-        if !(rest.is_empty() || rest[0] == b' ') {
-            return None;
-        }
-        Some(Stamp {
-            sender: u32::try_from(sender).ok()?,
-            seq,
-            time,
-        })
-    }
-}
-
-/// A decimal number at the start of `bytes`, and what follows it.
-fn number(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 {
-        return None;
-    }
-    let mut value: u64 = 0;
-    for &b in &bytes[..digits] {
-        value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-    }
-    Some((value, &bytes[digits..]))
+/// Raises the soft open-file limit to the hard one: many connections need many
+/// descriptors, and the soft limit is often far below the hard.
+pub fn raise_fd_limit() -> std::io::Result<()> {
+    ringcast::sys::socket::raise_fd_limit().map(|_| ())
 }
 
 /// Running totals of one worker, written by that worker only, read by the main thread.
@@ -126,6 +87,8 @@ pub struct Live {
     pub open: AtomicU64,
     /// Dial failures, unexpected closes and refused sends.
     pub errors: AtomicU64,
+    /// Latencies recorded so far, for the per-second series.
+    pub latency: LiveHistogram,
 }
 
 /// The sums of every worker's [`Live`] at one moment.
@@ -169,6 +132,12 @@ pub enum Event {
         /// The close reason.
         reason: String,
     },
+    /// The connection with this tag ended as its scenario meant it to (its steps are
+    /// done, or the run closed it): not an error.
+    Finished {
+        /// The dial's tag.
+        tag: u64,
+    },
 }
 
 /// A handler's way back to the fleet: its worker's [`Live`], the event channel, and the
@@ -183,6 +152,11 @@ pub struct Link {
 }
 
 impl Link {
+    /// The worker this link belongs to.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
     /// This worker's running totals.
     pub fn live(&self) -> &Live {
         &self.live[self.worker]
@@ -217,6 +191,24 @@ impl Link {
         });
     }
 
+    /// Records a latency of `ns` in the worker's counts and in its running totals.
+    pub fn latency(&self, tally: &mut Tally, ns: u64) {
+        tally.latency.record(ns);
+        self.live().latency.record(ns);
+    }
+
+    /// Notes that connection `tag` ended as its scenario meant it to.
+    pub fn finished(&self, tag: u64) {
+        self.live().open.fetch_sub(1, Ordering::Relaxed);
+        let _ = self.events.send(Event::Finished { tag });
+    }
+
+    /// Notes that a connection closed to be dialed again for the same user (its next
+    /// open is reported as usual).
+    pub fn reconnecting(&self) {
+        self.live().open.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// Hands the worker's counts back (from the handler's `Drop`, once the engine stops).
     pub fn report(&self, tally: Tally) {
         let _ = self.reports.send(tally);
@@ -236,16 +228,10 @@ pub fn worker_count(workers: usize) -> usize {
 /// Where and how the fleet's connections dial.
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
-    /// The `ws://` URL every connection dials.
-    pub url: String,
+    /// The URL, headers, TLS... of every dial.
+    pub target: Arc<Target>,
     /// Engine workers (0: one per CPU this process may run on).
     pub workers: usize,
-    /// Offer permessage-deflate.
-    pub compress: bool,
-    /// Subprotocols to offer.
-    pub subprotocols: Vec<String>,
-    /// Local addresses to connect from, in turn (empty: the kernel's choice).
-    pub sources: Vec<IpAddr>,
 }
 
 /// What the main thread has learnt from the events so far.
@@ -259,10 +245,14 @@ pub struct Roster {
     pub dial_failures: u64,
     /// Connections that closed before the run's end.
     pub closed: u64,
+    /// Connections that ended as their scenario meant them to.
+    pub finished: u64,
     /// The first few error messages, for the report.
     pub samples: Vec<String>,
-    /// Tags of dials that opened or failed since [`Fleet::connect_all`] last looked.
+    /// Tags of dials that opened or failed since [`take_resolved`](Self::take_resolved).
     resolved: Vec<u64>,
+    /// Tags of connections (or dials) that ended since [`take_ended`](Self::take_ended).
+    ended: Vec<u64>,
 }
 
 impl Roster {
@@ -277,15 +267,33 @@ impl Roster {
             }
             Event::DialFailed { tag, error } => {
                 self.resolved.push(tag);
+                self.ended.push(tag);
                 self.dial_failures += 1;
                 self.sample(format!("dial: {error}"));
             }
             Event::Closed { tag, code, reason } => {
                 self.ids.remove(&tag);
+                self.ended.push(tag);
                 self.closed += 1;
                 self.sample(format!("closed by the server: {code} {reason}"));
             }
+            Event::Finished { tag } => {
+                self.ids.remove(&tag);
+                self.ended.push(tag);
+                self.finished += 1;
+            }
         }
+    }
+
+    /// The tags of dials that opened or failed since the last call.
+    pub fn take_resolved(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.resolved)
+    }
+
+    /// The tags of connections that ended (closed, finished, or failed to dial) since the
+    /// last call.
+    pub fn take_ended(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.ended)
     }
 
     fn sample(&mut self, message: String) {
@@ -299,6 +307,8 @@ impl Roster {
 pub struct Fleet {
     handle: ServerHandle,
     config: FleetConfig,
+    /// Connections dialed so far: the next one's number (`{n}`).
+    dialed: u64,
     live: Arc<[Live]>,
     events: Receiver<Event>,
     reports: Receiver<Tally>,
@@ -358,6 +368,7 @@ impl Fleet {
         Ok(Fleet {
             handle,
             config,
+            dialed: 0,
             live,
             events,
             reports,
@@ -381,20 +392,21 @@ impl Fleet {
         self.handle.backends()
     }
 
-    /// Opens connection number `index` with `tag`: its worker and source address are
-    /// chosen by `index`, in turn.
-    pub fn dial(&self, index: usize, tag: u64) -> Result<(), Error> {
-        let source = (!self.config.sources.is_empty())
-            .then(|| self.config.sources[index % self.config.sources.len()]);
-        self.handle.dial(DialRequest {
-            url: self.config.url.clone(),
-            tag,
-            subprotocols: self.config.subprotocols.clone(),
-            enable_compression: self.config.compress,
-            source,
-            worker: Some(index % self.workers()),
-            ..DialRequest::default()
-        })
+    /// The number (`{n}`) the next dial gets.
+    pub fn next_n(&self) -> u64 {
+        self.dialed
+    }
+
+    /// Opens the next connection with `tag` and returns its number `n` (0, 1, 2... in
+    /// the order of dials): its URL and headers are filled in for `n`, and its worker and
+    /// source address are chosen by `n`, in turn.
+    pub fn dial(&mut self, tag: u64) -> Result<u64, Error> {
+        let n = self.dialed;
+        let worker = (n % self.workers() as u64) as usize;
+        self.handle
+            .dial(self.config.target.request(n, tag, worker))?;
+        self.dialed += 1;
+        Ok(n)
     }
 
     /// Dials one connection per tag, keeping at most `concurrency` handshakes under way
@@ -418,7 +430,7 @@ impl Fleet {
             }
             let done = tags.len() - pending.len();
             while dialed < tags.len() && dialed - done < concurrency.max(1) {
-                self.dial(dialed, tags[dialed])?;
+                self.dial(tags[dialed])?;
                 dialed += 1;
             }
             if done >= tags.len() || Instant::now() >= deadline {
@@ -448,6 +460,14 @@ impl Fleet {
             }
             self.poll_events((deadline - now).min(Duration::from_millis(100)));
             tick(self);
+        }
+    }
+
+    /// Adds every worker's latency counts so far to `into` (from
+    /// [`LiveHistogram::snapshot`]).
+    pub fn latency_counts(&self, into: &mut [u64]) {
+        for live in self.live.iter() {
+            live.latency.add_to(into);
         }
     }
 
@@ -485,57 +505,5 @@ impl Fleet {
         self.poll_events(Duration::ZERO);
         let roster = std::mem::take(&mut self.roster);
         (self.stop(), roster)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stamp_is_padded_to_the_size_and_parses_back() {
-        let stamp = Stamp {
-            sender: 3,
-            seq: 1234,
-            time: 5678,
-        };
-        let mut out = Vec::new();
-        stamp.write(64, &mut out);
-        assert_eq!(out.len(), 64);
-        assert!(out.starts_with(b"p=3 s=1234 t=5678 xxx"));
-        assert_eq!(Stamp::parse(&out), Some(stamp));
-    }
-
-    #[test]
-    fn stamp_longer_than_the_size_is_sent_whole() {
-        let stamp = Stamp {
-            sender: 1,
-            seq: 2,
-            time: 3,
-        };
-        let mut out = Vec::new();
-        stamp.write(4, &mut out);
-        assert_eq!(out, b"p=1 s=2 t=3");
-        assert_eq!(Stamp::parse(&out), Some(stamp));
-    }
-
-    #[test]
-    fn foreign_lines_are_not_stamps() {
-        for line in [
-            &b""[..],
-            b"hello",
-            b"p=1 s=2",
-            b"p=1 s=2 t=",
-            b"p=1 s=2 t=3x",
-            b"p=99999999999 s=1 t=1",
-            b"p=1 s=99999999999999999999999 t=1",
-        ] {
-            assert_eq!(
-                Stamp::parse(line),
-                None,
-                "{:?}",
-                String::from_utf8_lossy(line)
-            );
-        }
     }
 }

@@ -10,6 +10,8 @@ use serde::Serialize;
 
 use crate::client::LiveTotals;
 use crate::stats::{Latency, LatencySummary};
+use crate::stream::StreamCounts;
+use crate::thresholds::Check;
 
 /// Every figure of one run.
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +42,8 @@ pub struct Report {
     pub errors: u64,
     /// The first few error messages.
     pub error_samples: Vec<String>,
+    /// The limits checked (`--max-p99`, `--max-loss`, `--min-rate`), if any.
+    pub thresholds: Vec<Check>,
     /// The full latency histogram, for the plot (not serialised).
     #[serde(skip)]
     pub latency: Latency,
@@ -55,6 +59,8 @@ pub enum Figures {
     Echo(EchoFigures),
     /// Connection ramp and idle hold.
     Conns(ConnsFigures),
+    /// A scenario file (`run`) or a server's stream (`subscribe`).
+    Run(RunFigures),
 }
 
 /// Fan-out figures. Deliveries are subscriber receptions of messages published inside
@@ -67,8 +73,10 @@ pub struct FanoutFigures {
     pub publishers: u64,
     /// Subscribers that were open when publishing started.
     pub subscribers_open: u64,
-    /// Message size in bytes.
+    /// Message size in bytes (with samples: each line's own).
     pub size: usize,
+    /// The filler after each message's stamp: `pad`, `random` or `samples`.
+    pub payload: &'static str,
     /// Publishes per second asked for (all publishers); `null` in max-throughput mode.
     pub rate: Option<f64>,
     /// Messages in flight per publisher in max-throughput mode.
@@ -108,10 +116,14 @@ pub struct EchoFigures {
     pub connections: u64,
     /// Connections that were open when sending started.
     pub connections_open: u64,
-    /// Messages in flight per connection.
+    /// Messages in flight per connection (closed loop; 0 in an open loop).
     pub pipeline: u64,
-    /// Message size in bytes.
+    /// Messages per second asked for (open loop); `null` in a closed loop.
+    pub rate: Option<f64>,
+    /// Message size in bytes (with samples: each line's own).
     pub size: usize,
+    /// The filler after each message's stamp: `pad`, `random` or `samples`.
+    pub payload: &'static str,
     /// Messages sent inside the window.
     pub sent: u64,
     /// Echoes of those received (duplicates left out).
@@ -159,6 +171,49 @@ pub struct ConnsFigures {
     pub connects_per_s: f64,
 }
 
+/// Figures of a scenario file's run. Messages count inside the measured window.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunFigures {
+    /// Stages in the scenario.
+    pub stages: usize,
+    /// What `latency_us` is: `stream one-way`, `expect response` or `connect`.
+    pub latency_of: &'static str,
+    /// Users (connections with their steps) started.
+    pub users: u64,
+    /// Connections that opened, reconnections included.
+    pub connections_opened: u64,
+    /// Most connections open at once.
+    pub peak_open: u64,
+    /// Users that ended as the scenario meant (steps done, ramped down, churned).
+    pub finished: u64,
+    /// Dials that failed.
+    pub dial_failures: u64,
+    /// Connections the server closed (errors).
+    pub closed: u64,
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages received.
+    pub received: u64,
+    /// Sends refused by the load generator's engine.
+    pub send_errors: u64,
+    /// `expect` steps that got their messages.
+    pub expects_met: u64,
+    /// `expect` steps that timed out (errors).
+    pub expect_timeouts: u64,
+    /// `received / duration`.
+    pub messages_per_s: f64,
+    /// The server's stream, when measured.
+    pub stream: Option<StreamCounts>,
+    /// Stream messages per second, when measured.
+    pub stream_messages_per_s: Option<f64>,
+    /// Dial to open, µs.
+    pub connect_latency_us: LatencySummary,
+    /// `expect` answers, µs.
+    pub response_latency_us: LatencySummary,
+    /// The stream's one-way latency, µs.
+    pub stream_latency_us: LatencySummary,
+}
+
 /// The server process's CPU time and memory over the run.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct ServerFigures {
@@ -191,6 +246,38 @@ pub struct ServerFigures {
 }
 
 impl Report {
+    /// The scenario's rate, per second: deliveries (fanout), echoes (echo), connections
+    /// opened during the ramp (conns), stream messages or else messages received (run,
+    /// subscribe).
+    pub fn rate(&self) -> f64 {
+        match &self.figures {
+            Figures::Fanout(f) => f.deliveries_per_s,
+            Figures::Echo(f) => f.messages_per_s,
+            Figures::Conns(f) => f.connects_per_s,
+            Figures::Run(f) => f.stream_messages_per_s.unwrap_or(f.messages_per_s),
+        }
+    }
+
+    /// What was lost, and out of how many: deliveries (fanout), echoes (echo),
+    /// connections that did not open (conns), stream messages missing, or else `expect`s
+    /// that timed out (run, subscribe).
+    pub fn loss(&self) -> (i64, u64) {
+        match &self.figures {
+            Figures::Fanout(f) => (f.loss, f.expected),
+            Figures::Echo(f) => (f.loss, f.sent),
+            Figures::Conns(f) => (f.connections as i64 - f.opened as i64, f.connections),
+            Figures::Run(f) => match f.stream {
+                Some(s) => (s.missing as i64, s.received - s.duplicates + s.missing),
+                None => (f.expect_timeouts as i64, f.expects_met + f.expect_timeouts),
+            },
+        }
+    }
+
+    /// Whether every threshold checked was kept.
+    pub fn passed(&self) -> bool {
+        self.thresholds.iter().all(|c| c.pass)
+    }
+
     /// The report as one line of JSON.
     pub fn json(&self) -> String {
         serde_json::to_string(self).expect("a report is plain numbers and strings")
@@ -216,8 +303,8 @@ impl Report {
                         format!("{r} msg/s")
                     });
                 line(format!(
-                    "  {} subscribers ({} open), {} publishers, {} B, {mode}",
-                    f.subscribers, f.subscribers_open, f.publishers, f.size
+                    "  {} subscribers ({} open), {} publishers, {} B {}, {mode}",
+                    f.subscribers, f.subscribers_open, f.publishers, f.size, f.payload
                 ));
                 line(format!(
                     "  published {} ({:.0}/s), deliveries {} of {} expected ({:.0}/s)",
@@ -229,9 +316,12 @@ impl Report {
                 ));
             }
             Figures::Echo(f) => {
+                let mode = f.rate.map_or(format!("pipeline {}", f.pipeline), |r| {
+                    format!("open loop at {r} msg/s")
+                });
                 line(format!(
-                    "  {} connections ({} open), pipeline {}, {} B",
-                    f.connections, f.connections_open, f.pipeline, f.size
+                    "  {} connections ({} open), {mode}, {} B {}",
+                    f.connections, f.connections_open, f.size, f.payload
                 ));
                 line(format!(
                     "  sent {}, echoed {} ({:.0} msg/s), loss {}, duplicates {}, out of order {}",
@@ -248,11 +338,46 @@ impl Report {
                     f.ramp_s, f.connects_per_s
                 ));
             }
+            Figures::Run(f) => {
+                line(format!(
+                    "  {} users in {} stage(s): {} connections opened ({} at most at once), {} finished, {} dial failures, {} closed by the server",
+                    f.users, f.stages, f.connections_opened, f.peak_open, f.finished, f.dial_failures, f.closed
+                ));
+                line(format!(
+                    "  messages sent {}, received {} ({:.0}/s); expects met {}, timed out {}",
+                    f.sent, f.received, f.messages_per_s, f.expects_met, f.expect_timeouts
+                ));
+                if let Some(st) = &f.stream {
+                    line(format!(
+                        "  stream: {} messages ({:.0}/s), gaps {}, missing {}, duplicates {}, reordered {}, clock ahead {}, not the stream's {}",
+                        st.received,
+                        f.stream_messages_per_s.unwrap_or(0.0),
+                        st.gaps,
+                        st.missing,
+                        st.duplicates,
+                        st.reordered,
+                        st.clock_ahead,
+                        st.other
+                    ));
+                }
+                for (what, l) in [
+                    ("connect", &f.connect_latency_us),
+                    ("response", &f.response_latency_us),
+                ] {
+                    if l.count > 0 && f.latency_of != what && !f.latency_of.ends_with(what) {
+                        line(format!(
+                            "  {what} latency µs: p50 {:.1}  p99 {:.1}  max {:.1}  ({} samples)",
+                            l.p50, l.p99, l.max, l.count
+                        ));
+                    }
+                }
+            }
         }
-        let what = match self.figures {
+        let what = match &self.figures {
             Figures::Fanout(_) => "delivery",
             Figures::Echo(_) => "round trip",
             Figures::Conns(_) => "connect",
+            Figures::Run(f) => f.latency_of,
         };
         line(format!(
             "  {what} latency µs: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  ({} samples)",
@@ -277,6 +402,15 @@ impl Report {
         for sample in &self.error_samples {
             line(format!("    {sample}"));
         }
+        for check in &self.thresholds {
+            line(format!(
+                "  threshold {} {}: {} {}",
+                check.name,
+                check.limit,
+                check.value,
+                if check.pass { "ok" } else { "FAILED" }
+            ));
+        }
         s
     }
 }
@@ -295,10 +429,15 @@ pub fn plot(report: &Report, path: &Path) -> Result<(), Box<dyn std::error::Erro
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(400);
 
-    let what = match report.figures {
+    let what = match &report.figures {
         Figures::Fanout(_) => "delivery latency",
         Figures::Echo(_) => "round-trip latency",
         Figures::Conns(_) => "connect latency",
+        Figures::Run(f) => match f.latency_of {
+            "stream one-way" => "one-way latency",
+            "expect response" => "response latency",
+            _ => "connect latency",
+        },
     };
     let curve: Vec<(f64, f64)> = report
         .latency
@@ -329,10 +468,11 @@ pub fn plot(report: &Report, path: &Path) -> Result<(), Box<dyn std::error::Erro
         .draw()?;
     chart.draw_series(LineSeries::new(curve, BLUE.stroke_width(2)))?;
 
-    let unit = match report.figures {
+    let unit = match &report.figures {
         Figures::Fanout(_) => "deliveries/s",
         Figures::Echo(_) => "echoes/s",
         Figures::Conns(_) => "connections opened/s",
+        Figures::Run(_) => "messages received/s",
     };
     let rates: Vec<(f64, f64)> = report
         .timeline

@@ -8,8 +8,11 @@
 
 use std::fs;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
+
+use crate::stream::StreamCounts;
 
 /// The longest latency a histogram keeps apart from the rest: one hour, in nanoseconds.
 /// Longer ones are recorded as this (a run never lasts that long).
@@ -91,6 +94,115 @@ impl Latency {
     }
 }
 
+/// Buckets of a [`LiveHistogram`]: 8 exact ones for 0-7 ns, then 8 per power of two up
+/// to 2^64 ns.
+const LIVE_BUCKETS: usize = 8 + 61 * 8;
+
+/// A coarse latency histogram one worker writes and the main thread reads while the run
+/// goes on: counts never go down, so the samples of one second are the difference of two
+/// snapshots. Each bucket spans 1/8 of a power of two, so a percentile read from it is
+/// within about 6 % (the summary's percentiles come from the exact [`Latency`]). 3.9 KiB
+/// per worker; recording is a load and a store (one writer), no lock.
+#[derive(Debug)]
+pub struct LiveHistogram {
+    counts: Box<[AtomicU64]>,
+}
+
+impl Default for LiveHistogram {
+    fn default() -> Self {
+        LiveHistogram {
+            counts: (0..LIVE_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl LiveHistogram {
+    /// Records `ns` (from the owning worker's thread only).
+    pub fn record(&self, ns: u64) {
+        let bucket = &self.counts[live_bucket(ns)];
+        bucket.store(bucket.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// Adds the counts so far to `into` (one entry per bucket).
+    pub fn add_to(&self, into: &mut [u64]) {
+        for (sum, count) in into.iter_mut().zip(self.counts.iter()) {
+            *sum += count.load(Ordering::Relaxed);
+        }
+    }
+
+    /// A zeroed snapshot to [`add_to`](Self::add_to).
+    pub fn snapshot() -> Vec<u64> {
+        vec![0; LIVE_BUCKETS]
+    }
+}
+
+fn live_bucket(ns: u64) -> usize {
+    if ns < 8 {
+        return ns as usize;
+    }
+    let exponent = 63 - ns.leading_zeros() as usize; // 3 and up
+    let sub = ((ns >> (exponent - 3)) & 7) as usize;
+    8 + (exponent - 3) * 8 + sub
+}
+
+/// The middle of a bucket's span, in nanoseconds.
+fn live_bucket_value(bucket: usize) -> f64 {
+    if bucket < 8 {
+        return bucket as f64;
+    }
+    let exponent = (bucket - 8) / 8 + 3;
+    let sub = ((bucket - 8) % 8) as f64;
+    (8.0 + sub + 0.5) * (1u64 << (exponent - 3)) as f64
+}
+
+/// Percentiles of one second read from two snapshots of summed [`LiveHistogram`]s.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SecondLatency {
+    /// Samples in the second.
+    pub count: u64,
+    /// Median, µs.
+    pub p50: f64,
+    /// 90th percentile, µs.
+    pub p90: f64,
+    /// 99th percentile, µs.
+    pub p99: f64,
+    /// Largest (its bucket's middle), µs.
+    pub max: f64,
+}
+
+impl SecondLatency {
+    /// The samples of `now` that were not in `before`.
+    pub fn between(before: &[u64], now: &[u64]) -> SecondLatency {
+        let counts: Vec<u64> = now
+            .iter()
+            .zip(before)
+            .map(|(n, b)| n.saturating_sub(*b))
+            .collect();
+        let count: u64 = counts.iter().sum();
+        if count == 0 {
+            return SecondLatency::default();
+        }
+        let at = |q: f64| {
+            let rank = ((q * count as f64).ceil() as u64).clamp(1, count);
+            let mut seen = 0;
+            for (bucket, &c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank {
+                    return live_bucket_value(bucket) / 1000.0;
+                }
+            }
+            0.0
+        };
+        SecondLatency {
+            count,
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: at(1.0),
+        }
+    }
+}
+
 /// Events counted per second since the run's start (second 0 is the first).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Timeline {
@@ -150,6 +262,12 @@ pub struct SeqTracker {
 }
 
 impl SeqTracker {
+    /// One more than the highest number seen: the next number in order (0 before the
+    /// first).
+    pub fn expected(&self) -> u64 {
+        self.next
+    }
+
     /// Notes `seq` and says how it arrived.
     pub fn observe(&mut self, seq: u64) -> Arrival {
         if seq >= self.next {
@@ -199,6 +317,38 @@ pub struct Tally {
     /// Received messages (or opened connections) per second since the start, warm-up
     /// included.
     pub timeline: Timeline,
+    /// What scenario files count besides.
+    pub script: Option<Box<ScriptTally>>,
+}
+
+/// What a scenario file's run counts besides a [`Tally`]'s own fields (whose `latency` is
+/// then the main one of these three: the stream's, else the answers', else connecting).
+#[derive(Debug, Clone, Default)]
+pub struct ScriptTally {
+    /// Time from dial to open, every (re)connection.
+    pub connect: Latency,
+    /// `expect` steps: time from the start of the wait to the matching message.
+    pub response: Latency,
+    /// One-way latency of the server's stream.
+    pub stream: Latency,
+    /// What the stream looked like.
+    pub counts: StreamCounts,
+    /// `expect` steps that got their messages.
+    pub expects_met: u64,
+    /// `expect` steps that timed out.
+    pub expect_timeouts: u64,
+}
+
+impl ScriptTally {
+    /// Adds another worker's counts.
+    pub fn merge(&mut self, other: &ScriptTally) {
+        self.connect.merge(&other.connect);
+        self.response.merge(&other.response);
+        self.stream.merge(&other.stream);
+        self.counts.merge(&other.counts);
+        self.expects_met += other.expects_met;
+        self.expect_timeouts += other.expect_timeouts;
+    }
 }
 
 impl Tally {
@@ -213,6 +363,11 @@ impl Tally {
         self.send_errors += other.send_errors;
         self.latency.merge(&other.latency);
         self.timeline.merge(&other.timeline);
+        if let Some(theirs) = &other.script {
+            self.script
+                .get_or_insert_with(Default::default)
+                .merge(theirs);
+        }
     }
 }
 
@@ -389,6 +544,41 @@ mod tests {
         b.add(0, 1);
         a.merge(&b);
         assert_eq!(a.seconds(), &[3, 0, 1]);
+    }
+
+    #[test]
+    fn live_buckets_cover_every_value_in_order_within_a_sixteenth() {
+        let mut last = 0;
+        for ns in (0..10_000u64).chain([1 << 20, 3_000_000_007, u64::MAX / 3, u64::MAX]) {
+            let bucket = live_bucket(ns);
+            assert!(bucket < LIVE_BUCKETS && bucket >= last, "{ns}");
+            last = bucket;
+            let middle = live_bucket_value(bucket);
+            assert!(
+                (middle - ns as f64).abs() <= ns as f64 / 16.0 + 0.5,
+                "{ns} -> {middle}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_seconds_percentiles_come_from_the_difference_of_snapshots() {
+        let live = LiveHistogram::default();
+        for _ in 0..100 {
+            live.record(1_000_000); // 1 ms, before the second
+        }
+        let mut before = LiveHistogram::snapshot();
+        live.add_to(&mut before);
+        for us in 1..=100u64 {
+            live.record(us * 1000);
+        }
+        let mut now = LiveHistogram::snapshot();
+        live.add_to(&mut now);
+        let second = SecondLatency::between(&before, &now);
+        assert_eq!(second.count, 100);
+        assert!((second.p50 - 50.0).abs() < 4.0, "{second:?}");
+        assert!((second.p99 - 99.0).abs() < 7.0, "{second:?}");
+        assert!((second.max - 100.0).abs() < 7.0, "{second:?}");
     }
 
     #[test]

@@ -1,27 +1,40 @@
 //! `ringcast-load` against servers started in this test process: an echo server and a
 //! chat-room broadcast (every text message to everyone, the sender included), both on
 //! ringcast's engine with one worker. The binary runs with `--json`; the tests read its
-//! one line and check counts (never speeds, which depend on the machine).
+//! one line and check counts and exit codes (never speeds, which depend on the machine).
 
-use std::io::Read;
-use std::process::{Command, Stdio};
+mod common;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use ringcast::proto::handshake::Request;
 use ringcast::server::{ConnId, Handler, Server, ServerConfig, ServerHandle, Socket};
 use ringcast::sys::Backend;
 use ringcast::{CloseCode, MessageType, PreparedMessage};
-use serde_json::Value;
 
-/// The longest any one run of the binary may take before the test kills it.
-const RUN_LIMIT: Duration = Duration::from_secs(30);
+use common::{int, run, run_with, uint, Scratch};
 
 /// Echoes every message.
 struct Echo;
 
 impl Handler for Echo {
     type Data = ();
+    fn on_message(&mut self, socket: &mut Socket<'_, ()>, kind: MessageType, payload: &[u8]) {
+        let _ = socket.send(kind, payload);
+    }
+}
+
+/// Greets each connection with what its request said (query and Authorization header),
+/// then echoes.
+struct Greeter;
+
+impl Handler for Greeter {
+    type Data = ();
+    fn on_open(&mut self, socket: &mut Socket<'_, ()>, request: &Request) {
+        let auth = String::from_utf8_lossy(request.header("authorization").unwrap_or(b"-"));
+        let hello = format!("hello {} auth={auth}", request.query().unwrap_or("-"));
+        let _ = socket.send(MessageType::Text, hello.as_bytes());
+    }
     fn on_message(&mut self, socket: &mut Socket<'_, ()>, kind: MessageType, payload: &[u8]) {
         let _ = socket.send(kind, payload);
     }
@@ -95,59 +108,6 @@ fn start<H: Handler>(handler: impl Fn() -> H + Send + Sync + 'static) -> ServerH
 
 fn url(server: &ServerHandle, path: &str) -> String {
     format!("ws://{}{path}", server.local_addr().unwrap())
-}
-
-/// Runs `ringcast-load ARGS --json` (the client engine on `backend`), killing it after
-/// `RUN_LIMIT`, and returns its JSON line.
-fn run(backend: Backend, args: &[&str]) -> Value {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringcast-load"))
-        .args(args)
-        .arg("--json")
-        .env("RINGCAST_BACKEND", backend.name())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
-    let deadline = Instant::now() + RUN_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("ringcast-load {args:?} ran past {RUN_LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (mut out, mut err) = (String::new(), String::new());
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(status.success(), "ringcast-load {args:?}: {status}\n{err}");
-    assert_eq!(out.lines().count(), 1, "exactly one line of JSON: {out}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
-
-fn uint(report: &Value, field: &str) -> u64 {
-    report[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{field} in {report}"))
-}
-
-fn int(report: &Value, field: &str) -> i64 {
-    report[field]
-        .as_i64()
-        .unwrap_or_else(|| panic!("{field} in {report}"))
 }
 
 #[test]
@@ -377,4 +337,245 @@ fn a_server_that_is_not_there_is_an_error_not_a_hang() {
     assert_eq!(uint(&report, "failed"), 5);
     assert_eq!(uint(&report, "errors"), 5);
     assert!(!report["error_samples"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn open_loop_echo_sends_on_schedule_whatever_the_echoes_do() {
+    let server = start(|| Echo);
+    let url = url(&server, "/echo");
+    let report = run(
+        Backend::Uring,
+        &[
+            "echo",
+            "--url",
+            &url,
+            "--connections",
+            "8",
+            "--rate",
+            "300",
+            "--duration",
+            "1",
+            "--warmup",
+            "0.2",
+            "--workers",
+            "1",
+            "--payload",
+            "random",
+            "--compress",
+        ],
+    );
+    // 300 per second for 1 s on a fixed schedule: exactly 300 with a due time in the
+    // window, however late the machine sends them.
+    assert_eq!(report["rate"], 300.0);
+    assert_eq!(uint(&report, "pipeline"), 0);
+    assert_eq!(uint(&report, "sent"), 300, "{report}");
+    assert_eq!(uint(&report, "received"), 300, "{report}");
+    assert_eq!(int(&report, "loss"), 0);
+    assert_eq!(report["payload"], "random");
+    assert_eq!(uint(&report["latency_us"], "count"), 300);
+    assert_eq!(uint(&report, "errors"), 0, "{report}");
+    server.shutdown();
+    server.wait();
+}
+
+#[test]
+fn thresholds_not_kept_fail_the_run_with_exit_code_1() {
+    let server = start(|| Echo);
+    let url = url(&server, "/echo");
+    let scratch = Scratch::new("thresholds");
+    let series = scratch.path("series.csv");
+    let args = |limits: &[&'static str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "echo",
+            "--url",
+            &url,
+            "--connections",
+            "4",
+            "--rate",
+            "100",
+            "--duration",
+            "1.2",
+            "--warmup",
+            "0",
+            "--workers",
+            "1",
+            "--series",
+            series.to_str().expect("utf-8 path"),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(limits.iter().map(|a| a.to_string()));
+        args
+    };
+    // Kept: a whole minute of p99, no loss, at least one echo a second.
+    let kept = args(&["--max-p99", "60000", "--max-loss", "0", "--min-rate", "1"]);
+    let kept: Vec<&str> = kept.iter().map(String::as_str).collect();
+    let outcome = run_with(Backend::Uring, &kept);
+    assert_eq!(outcome.code, 0, "{}", outcome.stderr);
+    let checks = outcome.report["thresholds"].as_array().expect("checks");
+    assert_eq!(checks.len(), 3);
+    assert!(checks.iter().all(|c| c["pass"] == true), "{checks:?}");
+    // The series: a header and a row a second, the last one partial.
+    let text = std::fs::read_to_string(&series).expect("series written");
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("t_s,open,rate,errors,latency_count,p50_us,p90_us,p99_us,max_us")
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert!(!rows.is_empty(), "{text}");
+    assert!(rows.iter().all(|r| r.split(',').count() == 9), "{text}");
+
+    // Not kept: no echo comes back within a nanosecond, nor a trillion a second.
+    let failed = args(&[
+        "--max-p99",
+        "0.000001",
+        "--min-rate",
+        "1e12",
+        "--max-loss",
+        "0.5%",
+    ]);
+    let failed: Vec<&str> = failed.iter().map(String::as_str).collect();
+    let outcome = run_with(Backend::Uring, &failed);
+    assert_eq!(outcome.code, 1, "{}", outcome.stderr);
+    let checks = outcome.report["thresholds"].as_array().expect("checks");
+    let verdict = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {checks:?}"))["pass"]
+            .clone()
+    };
+    assert_eq!(verdict("max_p99_ms"), false);
+    assert_eq!(verdict("min_rate"), false);
+    assert_eq!(verdict("max_loss"), true);
+    // The run itself went well: only the limits failed it.
+    assert_eq!(uint(&outcome.report, "errors"), 0);
+    server.shutdown();
+    server.wait();
+}
+
+#[test]
+fn a_run_that_cannot_be_made_exits_with_2() {
+    let outcome = run_with(
+        Backend::Uring,
+        &["echo", "--url", "http://127.0.0.1:1/", "--connections", "1"],
+    );
+    assert_eq!(outcome.code, 2);
+    assert!(outcome.stderr.contains("ws://"), "{}", outcome.stderr);
+}
+
+#[test]
+fn scenario_steps_send_expect_loop_and_reconnect_with_each_users_data() {
+    let server = start(|| Greeter);
+    let scratch = Scratch::new("steps");
+    scratch.write("users.csv", "name,token\nann,a1\nbob,b2\n");
+    let scenario = scratch.write(
+        "steps.toml",
+        &format!(
+            r#"
+url = "ws://{}/echo?user={{name}}"
+headers = ["Authorization: Bearer {{token}}"]
+data = "users.csv"
+duration = "1.5s"
+connections = 4
+
+# Each user's own row: ann goes with a1, bob with b2.
+[[steps]]
+expect = "^hello user=(ann auth=Bearer a1|bob auth=Bearer b2)$"
+
+[[steps]]
+loop = 3
+steps = [
+  {{ send_json = {{ user = "{{name}}", n = "{{n}}", seq = "{{seq}}" }} }},
+  {{ expect = '"seq":\d', timeout = "5s" }},
+  {{ think = ["1ms", "5ms"] }},
+]
+
+[[steps]]
+connect = true
+
+[[steps]]
+expect = "^hello user=(ann auth=Bearer a1|bob auth=Bearer b2)$"
+
+[[steps]]
+send = "back {{n}}"
+
+[[steps]]
+expect = "^back "
+
+[[steps]]
+receive = "end"
+"#,
+            server.local_addr().expect("addr")
+        ),
+    );
+    let report = run(
+        Backend::Uring,
+        &["run", scenario.to_str().expect("utf-8"), "--workers", "2"],
+    );
+    assert_eq!(report["scenario"], "run");
+    assert_eq!(report["latency_of"], "expect response");
+    // Four users, each connected twice (the connect step), stay until the end.
+    assert_eq!(uint(&report, "users"), 4, "{report}");
+    assert_eq!(uint(&report, "connections_opened"), 8, "{report}");
+    // Three rounds and one more message each, every one answered, and two greetings.
+    assert_eq!(uint(&report, "sent"), 16, "{report}");
+    assert_eq!(uint(&report, "expects_met"), 24, "{report}");
+    assert_eq!(uint(&report, "expect_timeouts"), 0);
+    assert_eq!(uint(&report["response_latency_us"], "count"), 24);
+    assert_eq!(uint(&report["connect_latency_us"], "count"), 8);
+    assert_eq!(uint(&report, "errors"), 0, "{report}");
+    server.shutdown();
+    server.wait();
+}
+
+#[test]
+fn an_expect_that_times_out_is_counted_and_ends_its_user() {
+    let server = start(|| Echo);
+    let scratch = Scratch::new("timeout");
+    let scenario = scratch.write(
+        "timeout.toml",
+        &format!(
+            r#"
+url = "ws://{}/echo"
+duration = "1s"
+connections = 2
+
+[[steps]]
+send = "ping"
+
+[[steps]]
+expect = "pong"
+timeout = "200ms"
+
+[[steps]]
+receive = "end"
+"#,
+            server.local_addr().expect("addr")
+        ),
+    );
+    let outcome = run_with(
+        Backend::Uring,
+        &[
+            "run",
+            scenario.to_str().expect("utf-8"),
+            "--workers",
+            "1",
+            "--max-loss",
+            "0",
+        ],
+    );
+    let report = &outcome.report;
+    // The echo says "ping", never "pong": each user times out once, ends, and the target
+    // opens another in its place until the run ends.
+    assert!(uint(report, "expect_timeouts") >= 2, "{report}");
+    assert_eq!(uint(report, "expects_met"), 0);
+    assert_eq!(uint(report, "finished"), uint(report, "expect_timeouts"));
+    assert!(uint(report, "users") > 2, "{report}");
+    // Timeouts are this run's loss: --max-loss 0 fails it.
+    assert_eq!(outcome.code, 1, "{}", outcome.stderr);
+    server.shutdown();
+    server.wait();
 }

@@ -51,7 +51,7 @@ pub(crate) struct Connection<D> {
     pub(crate) data: D,
     /// Topics subscribed to: (topic id, place in its subscriber list).
     pub(crate) topics: Vec<(u32, u32)>,
-    /// TLS state, for a server with TLS.
+    /// TLS state, for a server with TLS or a `wss://` dial.
     pub(crate) tls: Option<Box<super::tls::Tls>>,
     /// The caller's tag of an outgoing connection (0 for accepted ones).
     pub(crate) tag: u64,

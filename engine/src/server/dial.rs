@@ -1,15 +1,22 @@
 //! Outgoing connections on the workers' rings: [`DialRequest`] is what a caller asks for,
 //! [`Pending`] what a worker needs until the handshake is done. The handshake itself is
-//! the sans-IO client side of [`proto::handshake`](crate::proto::handshake).
+//! the sans-IO client side of [`proto::handshake`](crate::proto::handshake); for `wss://`
+//! the client TLS session ([`Tls`]) is made here, on the caller's thread, and the worker
+//! puts it under the connection once TCP is connected.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 
 use url::Url;
 
+use super::tls::Tls;
 use crate::error::Error;
 use crate::proto::handshake::{self, ClientRequest, Header, Request};
 
 /// An outgoing connection to open with [`ServerHandle::dial`](super::ServerHandle::dial).
+///
+/// A `wss://` URL runs TLS (rustls) on the worker's ring like any other connection,
+/// with [`tls`](Self::tls) or, without it, webpki's root certificates.
 ///
 /// ```
 /// use ringcast::server::DialRequest;
@@ -22,7 +29,7 @@ use crate::proto::handshake::{self, ClientRequest, Header, Request};
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct DialRequest {
-    /// A `ws://` URL.
+    /// A `ws://` or `wss://` URL.
     pub url: String,
     /// A number of the caller's choosing, given back by
     /// [`Socket::tag`](super::Socket::tag) and
@@ -40,6 +47,11 @@ pub struct DialRequest {
     pub source: Option<IpAddr>,
     /// The worker to open it on; `None`: the workers in turn.
     pub worker: Option<usize>,
+    /// The TLS client settings of a `wss://` URL (trusted roots, client certificate,
+    /// ALPN); `None`: [`default_client_config`](crate::client::default_client_config),
+    /// webpki's roots, as the [`Dialer`](crate::Dialer) has. A `ws://` URL with settings
+    /// here is refused: it would silently run without TLS.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl DialRequest {
@@ -64,6 +76,8 @@ pub(crate) struct Pending {
     pub(crate) enable_compression: bool,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) tag: u64,
+    /// `wss://`: the client TLS session, taken by the worker once TCP is connected.
+    pub(crate) tls: Option<Box<Tls>>,
 }
 
 impl Pending {
@@ -71,17 +85,36 @@ impl Pending {
     pub(crate) fn resolve(request: DialRequest) -> Result<Pending, Error> {
         let url = Url::parse(&request.url)
             .map_err(|e| Error::InvalidArgument(format!("url {:?}: {e}", request.url)))?;
-        if url.scheme() != "ws" {
+        let secure = match url.scheme() {
+            "ws" => false,
+            "wss" => true,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "url scheme {other:?}: the engine dials ws:// and wss://"
+                )))
+            }
+        };
+        if !secure && request.tls.is_some() {
             return Err(Error::InvalidArgument(format!(
-                "url scheme {:?}: the engine dials ws:// (use the Dialer for wss://)",
-                url.scheme()
+                "url {:?}: TLS settings given for a ws:// URL (use wss://)",
+                request.url
             )));
         }
         let host = url
             .host_str()
             .ok_or_else(|| Error::InvalidArgument(format!("url {:?} has no host", request.url)))?;
-        let port = url.port_or_known_default().unwrap_or(80);
+        let port = url
+            .port_or_known_default()
+            .unwrap_or(if secure { 443 } else { 80 });
         let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let tls = if secure {
+            let config = request
+                .tls
+                .unwrap_or_else(crate::client::default_client_config);
+            Some(Tls::client(config, bare)?)
+        } else {
+            None
+        };
         let addr = (bare, port)
             .to_socket_addrs()?
             .next()
@@ -104,6 +137,7 @@ impl Pending {
             enable_compression: request.enable_compression,
             headers: request.headers,
             tag: request.tag,
+            tls,
         })
     }
 
@@ -151,14 +185,31 @@ mod tests {
     }
 
     #[test]
-    fn wss_and_garbage_are_refused() {
-        assert!(matches!(
-            Pending::resolve(DialRequest::new("wss://127.0.0.1/")),
-            Err(Error::InvalidArgument(_))
-        ));
-        assert!(matches!(
-            Pending::resolve(DialRequest::new("not a url")),
-            Err(Error::InvalidArgument(_))
-        ));
+    fn ws_has_no_tls_and_wss_has_a_client_session_on_port_443() {
+        let plain = Pending::resolve(DialRequest::new("ws://127.0.0.1/")).unwrap();
+        assert!(plain.tls.is_none());
+        assert_eq!(plain.addr.port(), 80);
+        let secure = Pending::resolve(DialRequest::new("wss://127.0.0.1/")).unwrap();
+        assert!(secure.tls.is_some());
+        assert_eq!(secure.addr.port(), 443);
+        assert_eq!(secure.host, "127.0.0.1");
+    }
+
+    #[test]
+    fn tls_settings_on_a_ws_url_other_schemes_and_garbage_are_refused() {
+        let with_tls = DialRequest {
+            tls: Some(crate::client::default_client_config()),
+            ..DialRequest::new("ws://127.0.0.1/")
+        };
+        for request in [
+            with_tls,
+            DialRequest::new("http://127.0.0.1/"),
+            DialRequest::new("not a url"),
+        ] {
+            assert!(matches!(
+                Pending::resolve(request),
+                Err(Error::InvalidArgument(_))
+            ));
+        }
     }
 }

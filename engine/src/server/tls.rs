@@ -1,10 +1,11 @@
-//! TLS served by the engine itself: each connection of a server with
-//! [`ServerConfig::tls`](super::ServerConfig::tls) runs a rustls `ServerConnection` between
-//! the socket and the WebSocket layers. Received ciphertext is opened into the worker's
-//! scratch buffer and handed on as if it had come off the wire; every frame queued for the
-//! connection is sealed as it is queued, so the outbox holds ciphertext and the send path
-//! does not change. Shared broadcast frames are sealed per connection: TLS records cannot
-//! be shared, since each connection has its own keys.
+//! TLS in the engine itself: each connection of a server with
+//! [`ServerConfig::tls`](super::ServerConfig::tls) runs a rustls `ServerConnection`, and
+//! each `wss://` dial ([`DialRequest::tls`](super::DialRequest::tls)) a `ClientConnection`,
+//! between the socket and the WebSocket layers. Received ciphertext is opened into the
+//! worker's scratch buffer and handed on as if it had come off the wire; every frame queued
+//! for the connection is sealed as it is queued, so the outbox holds ciphertext and the
+//! send path does not change. Shared broadcast frames are sealed per connection: TLS
+//! records cannot be shared, since each connection has its own keys.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -47,9 +48,9 @@ pub fn tls_config_from_pem(
     Ok(Arc::new(config))
 }
 
-/// One connection's TLS state.
+/// One connection's TLS state, either side.
 pub(crate) struct Tls {
-    session: rustls::ServerConnection,
+    session: rustls::Connection,
 }
 
 impl std::fmt::Debug for Tls {
@@ -61,9 +62,29 @@ impl std::fmt::Debug for Tls {
 }
 
 impl Tls {
+    /// The server side of an accepted connection.
     pub(crate) fn new(config: Arc<rustls::ServerConfig>) -> Result<Box<Tls>, rustls::Error> {
+        let mut session = rustls::ServerConnection::new(config)?;
+        session.set_buffer_limit(None); // see `client`
         Ok(Box::new(Tls {
-            session: rustls::ServerConnection::new(config)?,
+            session: session.into(),
+        }))
+    }
+
+    /// The client side of a `wss://` dial to `host` (its name is checked against the
+    /// server's certificate and sent as SNI; an IP address is checked, not sent). Its
+    /// first flight (the ClientHello) is waiting in [`take_output`](Self::take_output).
+    pub(crate) fn client(config: Arc<rustls::ClientConfig>, host: &str) -> Result<Box<Tls>, Error> {
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| Error::InvalidArgument(format!("tls server name {host:?}: {e}")))?;
+        let mut session = rustls::ClientConnection::new(config, name)
+            .map_err(|e| Error::InvalidArgument(format!("tls: {e}")))?;
+        // rustls's own 64 KiB limit on what waits to be sent would cut a larger frame
+        // short (a write past it takes nothing). The engine bounds each queue itself,
+        // before sealing, and `seal` drains rustls's buffer every time.
+        session.set_buffer_limit(None);
+        Ok(Box::new(Tls {
+            session: session.into(),
         }))
     }
 
@@ -86,10 +107,15 @@ impl Tls {
         Ok(())
     }
 
-    /// Seals `plain` into TLS records.
+    /// Seals `plain` into TLS records, and returns them with whatever else is waiting.
+    ///
+    /// A server queues nothing before its handshake is done (the HTTP request comes after
+    /// it). A client queues its HTTP request right after connecting: rustls keeps that
+    /// plaintext (up to its 64 KiB buffer limit, far above a request head) and seals it
+    /// once the handshake is done, so it leaves with the client's Finished message, from
+    /// [`take_output`](Self::take_output) after [`open`](Self::open).
     pub(crate) fn seal(&mut self, plain: &[u8]) -> Bytes {
-        // Writing to rustls's own buffer cannot fail once the handshake is done, and
-        // nothing is queued before it is (the HTTP request comes after it).
+        // Writing to rustls's own buffer cannot fail within that limit.
         let _ = self.session.writer().write_all(plain);
         self.take_output().unwrap_or_default()
     }

@@ -277,6 +277,8 @@ impl<H: Handler> Worker<H> {
     fn tls_failed(&mut self, key: usize, err: Error) {
         tracing::debug!(worker = self.core.worker, %err, "tls failed");
         match self.core.conns[key].phase {
+            // A wss:// dial: the handler hears why (an untrusted certificate, say).
+            Phase::Dialing { .. } => self.dial_failed(key, err),
             Phase::Handshake { .. } => self.core.counters.incr(Counter::HandshakesFailed),
             Phase::Open => {
                 self.core.counters.incr(Counter::ClosedProtocolError);
@@ -502,9 +504,13 @@ impl<H: Handler> Worker<H> {
             return;
         }
         let conn = &mut self.core.conns[key];
-        let Phase::Connecting(pending) = std::mem::replace(&mut conn.phase, Phase::Flushing) else {
+        let Phase::Connecting(mut pending) = std::mem::replace(&mut conn.phase, Phase::Flushing)
+        else {
             return;
         };
+        // wss://: the ClientHello leaves with the request, which TLS holds until its
+        // handshake is done (see `Tls::seal`).
+        conn.tls = pending.tls.take();
         let mut request = Vec::with_capacity(256);
         handshake::write_request(&pending.client_request(), &mut request);
         conn.phase = Phase::Dialing {
