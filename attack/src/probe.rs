@@ -20,6 +20,9 @@ pub enum Mode {
     Ping,
 }
 
+/// How a failure for want of an answer begins.
+const NO_ANSWER: &str = "no answer within";
+
 /// The time between two round trips.
 const INTERVAL: Duration = Duration::from_millis(10);
 
@@ -65,6 +68,10 @@ impl Probe {
                         report.max_rtt = report.max_rtt.max(rtt);
                     }
                     Err(why) => {
+                        // A wait cut at the stall bound lasted at least that long.
+                        if why.starts_with(NO_ANSWER) {
+                            report.max_rtt = report.max_rtt.max(stall);
+                        }
                         report.failure = Some(why);
                         break;
                     }
@@ -115,7 +122,7 @@ fn round_trip(
     loop {
         let left = stall.saturating_sub(start.elapsed());
         if left.is_zero() {
-            return Err(format!("no answer within {stall:?} (round trip {seq})"));
+            return Err(format!("{NO_ANSWER} {stall:?} (round trip {seq})"));
         }
         client
             .stream
@@ -125,7 +132,7 @@ fn round_trip(
             Ok(frame) => frame,
             Err(err) => {
                 return Err(match wire::ending_of(&err) {
-                    wire::Ending::Open => format!("no answer within {stall:?} (round trip {seq})"),
+                    wire::Ending::Open => format!("{NO_ANSWER} {stall:?} (round trip {seq})"),
                     ending => format!("probe connection ended ({ending}) after {seq} round trips"),
                 })
             }
