@@ -59,7 +59,7 @@ pub struct RedisStats {
 
 impl RedisStats {
     /// The figures in the Prometheus text format, every name prefixed with
-    /// `ringcast_redis_`, to serve next to [`Stats::to_prometheus`](super::Stats::to_prometheus).
+    /// `ringcast_redis_`, to serve next to [`Stats::to_prometheus`](crate::server::Stats::to_prometheus).
     ///
     /// ```
     /// use ringcast::server::RedisStats;
