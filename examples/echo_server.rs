@@ -45,6 +45,10 @@ struct Args {
     /// Largest message accepted, in bytes (Autobahn sends up to 16 MiB).
     #[arg(long, default_value_t = 64 << 20)]
     read_limit: u64,
+    /// The engine's bound on bytes queued for one connection (Autobahn echoes messages of
+    /// up to 16 MiB back at once).
+    #[arg(long, default_value_t = 64 << 20)]
+    max_queued: usize,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -92,8 +96,7 @@ fn run_engine(
         workers: args.workers,
         backend,
         upgrader: upgrader(args),
-        // Autobahn echoes messages of up to 16 MiB back at once.
-        max_queued_bytes: 64 << 20,
+        max_queued_bytes: args.max_queued,
         ..ServerConfig::default()
     };
     let server = Server::new(config).start(|_| Echo)?;

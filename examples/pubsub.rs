@@ -7,7 +7,8 @@
 //!
 //! With `--redis redis://127.0.0.1:6379`, several `pubsub` nodes share their topics
 //! through Redis: a subscriber on any node gets the ticks of every node (each tick then
-//! names its node). The broker's counters are in `/metrics` with the engine's.
+//! names its node). `--metrics-addr ADDR` serves the counters (the engine's, then the
+//! broker's) at `/metrics` on that address only (off by default; see the chat example).
 //!
 //! A tick is `{"topic":"ticks","seq":7,"ms":1700000000123}`: `seq` counts the publisher's
 //! rounds (consecutive for each topic), `ms` is the round's wall-clock time. With
@@ -56,6 +57,9 @@ struct Args {
     /// published (for one-way latency, with `seq` for gaps).
     #[arg(long)]
     stamp: bool,
+    /// Serve Prometheus counters at http://ADDR/metrics (keep it private). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// Subscribes each connection to the topics of its URL; `+NAME`/`-NAME` messages change
@@ -108,7 +112,7 @@ impl Handler for Subscriptions {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     ringcast_examples::init_logs();
     let args = Args::parse();
-    let broker = ringcast_examples::redis_broker(args.redis.as_deref(), args.node_id)?;
+    let broker = ringcast_examples::redis_broker(args.redis.as_deref(), args.node_id, None)?;
     let config = ServerConfig {
         addr: Some(args.addr),
         workers: args.workers,
@@ -118,14 +122,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             check_origin: Some(std::sync::Arc::new(|_| true)),
             ..Upgrader::default()
         },
-        // Prometheus text at /metrics (the engine answers it; the handler never sees it).
-        metrics_path: Some("/metrics".into()),
         broker: broker.clone().map(|b| b as _),
         ..ServerConfig::default()
     };
     let server = Server::new(config).start(|_| Subscriptions)?;
     ringcast_examples::shutdown_on_signals(&server)?;
     println!("listening on {}", server.local_addr().ok_or("no address")?);
+    if let Some(metrics) = args.metrics_addr {
+        let broker = broker.clone().map(|b| b as _);
+        let bound = ringcast_examples::serve_metrics(metrics, &server, broker)?;
+        println!("pubsub: metrics at http://{bound}/metrics");
+    }
 
     // The service's data source: a plain thread with a handle, nothing async.
     let publisher = server.clone();

@@ -16,8 +16,13 @@
 //! - `--redis redis://127.0.0.1:6379` makes this server one node of several: rooms are
 //!   shared through Redis pub/sub, so clients of different nodes (behind one load
 //!   balancer) talk to each other. Join and leave notices travel too, but their `count`
-//!   is the joining node's own (the members connected to that node). The broker's
-//!   counters are in `/metrics` with the engine's.
+//!   is the joining node's own (the members connected to that node). Messages from Redis
+//!   are held to `--max-message` too; anything else there (control frames, garbage) is
+//!   dropped and counted.
+//! - `--metrics-addr 127.0.0.1:9090` serves the counters (the engine's, then the
+//!   broker's) at `/metrics` on that address only. Off by default, and never on the
+//!   public port: the per-worker connection counts would tell an attacker which worker
+//!   its connections land on, and so how to flood a room across workers.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -64,6 +69,10 @@ struct Args {
     /// This node's id in Redis messages, decimal or 0x-hex (default: random).
     #[arg(long, value_parser = ringcast_examples::parse_node_id, requires = "redis")]
     node_id: Option<u64>,
+    /// Serve Prometheus counters at http://ADDR/metrics (keep it private: per-worker
+    /// counts help an attacker aim at a worker). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// One per worker; the room of each connection is its data.
@@ -160,7 +169,11 @@ impl Handler for Chat {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     ringcast_examples::init_logs();
     let args = Args::parse();
-    let broker = ringcast_examples::redis_broker(args.redis.as_deref(), args.node_id)?;
+    let broker = ringcast_examples::redis_broker(
+        args.redis.as_deref(),
+        args.node_id,
+        Some(args.max_message),
+    )?;
     let config = ServerConfig {
         addr: Some(args.addr),
         workers: args.workers,
@@ -176,8 +189,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (Some(cert), Some(key)) => Some(ringcast::server::tls_config_from_pem(cert, key)?),
             _ => None,
         },
-        // Prometheus text at /metrics (the engine answers it; the handler never sees it).
-        metrics_path: Some("/metrics".into()),
+        // No /metrics on the public port: see --metrics-addr.
         broker: broker.clone().map(|b| b as _),
         ..ServerConfig::default()
     };
@@ -194,6 +206,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "http"
     };
     println!("chat: open {scheme}://{addr}/ in a browser (rooms: {scheme}://{addr}/?room=NAME)");
+    if let Some(metrics) = args.metrics_addr {
+        let broker = broker.clone().map(|b| b as _);
+        let bound = ringcast_examples::serve_metrics(metrics, &server, broker)?;
+        println!("chat: metrics at http://{bound}/metrics");
+    }
     // The engine attaches the broker at start and stops it once every worker has.
     server.wait();
     Ok(())

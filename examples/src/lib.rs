@@ -1,22 +1,29 @@
 //! Shared bits of the example programs.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::time::Duration;
 
-use ringcast::server::{RedisBroker, RedisConfig, ServerHandle};
+use ringcast::server::{Broker, RedisBroker, RedisConfig, ServerHandle};
 
 /// The Redis broker asked for on the command line (`--redis URL`, `--node-id ID`), or
-/// `None` for a single node. A Redis that is down now is no error: the broker logs it
-/// and keeps trying.
+/// `None` for a single node. `max_message` is the server's read limit: larger messages
+/// from Redis are dropped (`None`: the broker's default, 1 MiB). A Redis that is down now
+/// is no error: the broker logs it and keeps trying.
 pub fn redis_broker(
     url: Option<&str>,
     node_id: Option<u64>,
+    max_message: Option<u64>,
 ) -> Result<Option<Arc<RedisBroker>>, ringcast::Error> {
     let Some(url) = url else {
         return Ok(None);
     };
+    let defaults = RedisConfig::default();
     let config = RedisConfig {
         node_id,
-        ..RedisConfig::default()
+        max_message: max_message.unwrap_or(defaults.max_message),
+        ..defaults
     };
     let broker = RedisBroker::connect(url, config)?;
     tracing::info!(node = %format_args!("{:016x}", broker.node_id()), "sharing topics through redis");
@@ -82,6 +89,88 @@ pub fn query_params(target: &str, name: &str) -> Vec<String> {
         .filter(|(key, _)| key == name)
         .map(|(_, value)| value.into_owned())
         .collect()
+}
+
+/// Serves `GET /metrics` on a listener of its own at `addr` (the engine's counters, server
+/// wide and per worker, then the broker's), from one thread, one request at a time, each
+/// bounded by 2 s. Returns the address bound (port 0 picks one).
+///
+/// The counters stay off the public port on purpose: the per-worker connection counts tell
+/// an attacker which worker its next connection lands on, and so how to place itself to
+/// flood another worker. Bind this to loopback or a private interface.
+pub fn serve_metrics(
+    addr: SocketAddr,
+    server: &ServerHandle,
+    broker: Option<Arc<dyn Broker>>,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    let server = server.clone();
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(stream) => {
+                        if let Err(err) = answer_metrics(stream, &server, broker.as_deref()) {
+                            tracing::debug!(%err, "metrics request failed");
+                        }
+                    }
+                    // EMFILE and the like: the next accept may succeed.
+                    Err(err) => {
+                        tracing::warn!(%err, "metrics accept failed");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })?;
+    Ok(bound)
+}
+
+/// The longest request head the metrics listener reads.
+const MAX_METRICS_HEAD: usize = 8192;
+
+/// Answers one request of the metrics listener and closes.
+fn answer_metrics(
+    mut stream: TcpStream,
+    server: &ServerHandle,
+    broker: Option<&dyn Broker>,
+) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 || head.len() + n > MAX_METRICS_HEAD {
+            return Ok(());
+        }
+        // Only the new bytes (and the 3 before them) can complete the blank line.
+        let from = head.len().saturating_sub(3);
+        head.extend_from_slice(&buf[..n]);
+        if head[from..].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let (status, body) = if line.starts_with(b"GET /metrics ") {
+        let workers: Vec<_> = (0..server.workers())
+            .map(|i| server.worker_stats(i))
+            .collect();
+        let mut text = server.stats().to_prometheus(&workers);
+        if let Some(broker) = broker {
+            broker.metrics(&mut text);
+        }
+        ("200 OK", text)
+    } else {
+        ("404 Not Found", "metrics are at /metrics\n".to_owned())
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes())
 }
 
 #[cfg(test)]

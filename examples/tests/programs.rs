@@ -1,50 +1,19 @@
 //! The example programs as users run them: the binary started, real clients (ringcast's
 //! blocking Dialer) connected over loopback.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ringcast::{Dialer, MessageType};
 
-/// A program started on a free port, killed when dropped.
-struct Program {
-    child: Child,
-    addr: String,
-}
+mod common;
 
-impl Program {
-    fn start(binary: &str, args: &[&str]) -> Program {
-        let mut child = Command::new(binary)
-            .args(args)
-            .args(["--addr", "127.0.0.1:0", "--workers", "2"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the program");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("first line");
-        // "listening on ADDR" or "chat: open http://ADDR/ ..."
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| {
-                let w = w.trim_start_matches("http://").trim_end_matches('/');
-                w.parse::<std::net::SocketAddr>().ok()
-            })
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
-        Program { child, addr }
-    }
-}
+use common::{get, text};
 
-impl Drop for Program {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An example program on a free port with 2 workers, logging warnings only.
+fn program(binary: &str, args: &[&str]) -> common::Program {
+    let args: Vec<&str> = args.iter().copied().chain(["--workers", "2"]).collect();
+    common::Program::start(binary, &args, "warn")
 }
 
 fn dial(url: &str) -> ringcast::Conn<ringcast::client::ClientStream> {
@@ -57,15 +26,9 @@ fn dial(url: &str) -> ringcast::Conn<ringcast::client::ClientStream> {
     conn
 }
 
-fn text(conn: &mut ringcast::Conn<ringcast::client::ClientStream>) -> String {
-    let (kind, payload) = conn.read_message().expect("a message");
-    assert_eq!(kind, MessageType::Text);
-    String::from_utf8(payload).expect("utf8")
-}
-
 #[test]
 fn chat_rooms_broadcast_to_their_members_only() {
-    let chat = Program::start(env!("CARGO_BIN_EXE_chat"), &[]);
+    let chat = program(env!("CARGO_BIN_EXE_chat"), &[]);
     let mut a = dial(&format!("ws://{}/ws?room=alpha", chat.addr));
     assert!(text(&mut a).contains(r#""type":"join""#));
     let mut b = dial(&format!("ws://{}/ws?room=alpha", chat.addr));
@@ -91,7 +54,7 @@ fn chat_rooms_broadcast_to_their_members_only() {
 
 #[test]
 fn a_room_past_the_announce_limit_tells_only_the_joiner() {
-    let chat = Program::start(env!("CARGO_BIN_EXE_chat"), &["--announce-limit", "2"]);
+    let chat = program(env!("CARGO_BIN_EXE_chat"), &["--announce-limit", "2"]);
     let url = format!("ws://{}/ws?room=big", chat.addr);
     let mut a = dial(&url);
     assert!(text(&mut a).contains(r#""count":1"#));
@@ -124,21 +87,13 @@ fn a_room_past_the_announce_limit_tells_only_the_joiner() {
 
 #[test]
 fn chat_serves_its_page() {
-    let chat = Program::start(env!("CARGO_BIN_EXE_chat"), &[]);
-    let mut stream = std::net::TcpStream::connect(&chat.addr).expect("connect");
-    std::io::Write::write_all(&mut stream, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
-    let mut page = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut page).expect("read");
+    let chat = program(env!("CARGO_BIN_EXE_chat"), &[]);
+    let page = get(&chat.addr, "/");
     assert!(page.starts_with("HTTP/1.1 200"));
     assert!(page.contains("<html"));
-    // The engine serves the counters for operators.
-    let mut scrape = std::net::TcpStream::connect(&chat.addr).expect("connect");
-    std::io::Write::write_all(&mut scrape, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("write");
-    let mut metrics = String::new();
-    std::io::Read::read_to_string(&mut scrape, &mut metrics).expect("read");
-    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
-    assert!(metrics.contains("\nringcast_connections 0\n"), "{metrics}");
+    // No counters on the public port: they would help an attacker aim at a worker.
+    let metrics = get(&chat.addr, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 404"), "{metrics}");
     // The handler's on_upgrade refuses WebSocket requests off /ws with a 404.
     match Dialer::default().dial(&format!("ws://{}/elsewhere", chat.addr), &[]) {
         Err(ringcast::Error::Handshake(err)) => {
@@ -152,8 +107,36 @@ fn chat_serves_its_page() {
 }
 
 #[test]
+fn chat_serves_its_counters_only_on_the_metrics_address() {
+    let chat = program(
+        env!("CARGO_BIN_EXE_chat"),
+        &["--metrics-addr", "127.0.0.1:0"],
+    );
+    let metrics_addr = chat.metrics.clone().expect("a metrics address");
+    let mut member = dial(&format!("ws://{}/ws?room=alpha", chat.addr));
+    assert!(text(&mut member).contains(r#""type":"join""#));
+    // The worker publishes its counters at the end of its turn: poll (a hang guard only).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let metrics = get(&metrics_addr, "/metrics");
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        if metrics.contains("\nringcast_connections 1\n") || Instant::now() > deadline {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(metrics.contains("\nringcast_connections 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("ringcast_connections{worker=\"1\"}"),
+        "{metrics}"
+    );
+    assert!(get(&metrics_addr, "/").starts_with("HTTP/1.1 404"));
+    assert!(get(&chat.addr, "/metrics").starts_with("HTTP/1.1 404"));
+}
+
+#[test]
 fn pubsub_delivers_ticks_of_the_topics_asked_for() {
-    let pubsub = Program::start(
+    let pubsub = program(
         env!("CARGO_BIN_EXE_pubsub"),
         &["--topics", "a,b", "--interval-ms", "20"],
     );
@@ -182,7 +165,7 @@ fn pubsub_delivers_ticks_of_the_topics_asked_for() {
 
 #[test]
 fn sigterm_closes_every_client_with_1001_then_exits() {
-    let mut chat = Program::start(env!("CARGO_BIN_EXE_chat"), &[]);
+    let mut chat = program(env!("CARGO_BIN_EXE_chat"), &[]);
     let mut client = dial(&format!("ws://{}/ws", chat.addr));
     assert!(text(&mut client).contains(r#""type":"join""#));
     let status = Command::new("kill")

@@ -6,15 +6,17 @@
 //! `RINGCAST_REQUIRE_PEERS=1` (set by scripts/test-all, whose tools stage installs it).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ringcast::client::ClientStream;
 use ringcast::{Conn, Dialer, MessageType};
+
+mod common;
+
+use common::text;
 
 /// The Redis binary, or `None` (with a note) when the tests should skip.
 fn redis_server_binary() -> Option<PathBuf> {
@@ -132,12 +134,9 @@ impl Drop for Redis {
     }
 }
 
-/// A `chat` node on a free port with `--redis`; its log is kept; killed when dropped.
-struct Node {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<String>>,
-}
+/// A `chat` node on a free port with `--redis`, its counters on a metrics port of their
+/// own; its log is kept; killed when dropped.
+struct Node(common::Program);
 
 impl Node {
     fn start(redis: &Redis) -> Node {
@@ -145,40 +144,21 @@ impl Node {
     }
 
     fn program(binary: &str, redis: &Redis, args: &[&str]) -> Node {
-        let mut child = Command::new(binary)
-            .args(["--addr", "127.0.0.1:0", "--workers", "2"])
-            .args(["--redis", &redis.url()])
-            .args(args)
-            .env("RUST_LOG", "warn,ringcast::server::redis=info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start chat");
-        // Read the log on a thread, so a full pipe never stalls the node.
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("first line");
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| {
-                let w = w.trim_start_matches("http://").trim_end_matches('/');
-                w.parse::<std::net::SocketAddr>().ok()
-            })
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
-        Node { child, addr, log }
+        let url = redis.url();
+        let mut all = vec![
+            "--workers",
+            "2",
+            "--redis",
+            &url,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ];
+        all.extend_from_slice(args);
+        Node(common::Program::start(
+            binary,
+            &all,
+            "warn,ringcast::server::redis=info",
+        ))
     }
 
     fn join(&self, room: &str) -> Conn<ClientStream> {
@@ -186,7 +166,7 @@ impl Node {
             handshake_timeout: Some(Duration::from_secs(10)),
             ..Dialer::default()
         };
-        let url = format!("ws://{}/ws?room={room}", self.addr);
+        let url = format!("ws://{}/ws?room={room}", self.0.addr);
         let (mut conn, _) = dialer.dial(&url, &[]).expect("dial");
         conn.set_read_deadline(Some(Instant::now() + Duration::from_secs(30)));
         let notice = text(&mut conn);
@@ -194,26 +174,9 @@ impl Node {
         conn
     }
 
-    /// The broker's counters, from the engine's `/metrics`.
+    /// The broker's counters, from the node's `/metrics`.
     fn broker(&self) -> HashMap<String, f64> {
-        let mut stream = TcpStream::connect(&self.addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-            .expect("write");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read");
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        response
-            .lines()
-            .filter_map(|line| line.strip_prefix("ringcast_redis_"))
-            .filter_map(|line| {
-                let (name, value) = line.split_once(' ')?;
-                Some((name.to_owned(), value.parse().ok()?))
-            })
-            .collect()
+        self.0.redis_figures()
     }
 
     fn figure(&self, name: &str) -> f64 {
@@ -221,21 +184,8 @@ impl Node {
     }
 
     fn log(&self) -> String {
-        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0.log()
     }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn text(conn: &mut Conn<ClientStream>) -> String {
-    let (kind, payload) = conn.read_message().expect("a message");
-    assert_eq!(kind, MessageType::Text);
-    String::from_utf8(payload).expect("utf8")
 }
 
 /// The next chat line, past join and leave notices (which other nodes' joins send too).
@@ -300,17 +250,23 @@ fn two_nodes_share_a_room_and_each_message_arrives_once() {
     say(&mut c, "beta only");
     assert_eq!(text(&mut c), "beta only");
 
-    // Something on the channel that no node wrote is counted and skipped.
-    redis::cmd("PUBLISH")
-        .arg("ringcast:room:alpha")
-        .arg("not an envelope")
-        .exec(&mut redis.connection())
-        .expect("publish");
+    // Something on the channel that no node wrote is counted and skipped: a stranger's
+    // text, and a close with a 1-byte body forged in a ringcast envelope (no broker may
+    // close a room's members).
+    let mut forged_close = Vec::new();
+    ringcast::server::encode_envelope(0xbad, MessageType::Close, b"x", &mut forged_close);
+    for payload in [&b"not an envelope"[..], &forged_close] {
+        redis::cmd("PUBLISH")
+            .arg("ringcast:room:alpha")
+            .arg(payload)
+            .exec(&mut redis.connection())
+            .expect("publish");
+    }
     for node in [&one, &two] {
         wait_until(
-            "the stranger to be counted",
+            "the strangers to be counted",
             Duration::from_secs(10),
-            || node.figure("malformed_total") == 1.0,
+            || node.figure("malformed_total") == 2.0,
         );
     }
     say(&mut a, "three");
@@ -428,7 +384,7 @@ fn pubsub_subscribers_get_the_ticks_of_another_node() {
     let two = Node::program(pubsub, &redis, &["--topics", "news", "--node-id", "0x2"]);
     wait_connected(&[&one, &two], Duration::from_secs(10));
     let (mut sub, _) = Dialer::default()
-        .dial(&format!("ws://{}/ws?topic=prices", two.addr), &[])
+        .dial(&format!("ws://{}/ws?topic=prices", two.0.addr), &[])
         .expect("dial");
     sub.set_read_deadline(Some(Instant::now() + Duration::from_secs(30)));
     // Node two publishes no prices: every tick comes from node one, through Redis, in order.

@@ -63,8 +63,8 @@ use crossbeam_channel::unbounded;
 pub use self::core::SendError;
 #[cfg(feature = "redis")]
 pub use self::redis::{
-    decode_envelope, encode_envelope, Envelope, RedisBroker, RedisConfig, RedisStats,
-    ENVELOPE_HEADER_LEN, ENVELOPE_MAGIC, ENVELOPE_VERSION,
+    decode_envelope, encode_envelope, Envelope, EnvelopeError, RedisBroker, RedisConfig,
+    RedisStats, ENVELOPE_HEADER_LEN, ENVELOPE_MAGIC, ENVELOPE_VERSION,
 };
 pub use broker::Broker;
 pub use config::ServerConfig;

@@ -2,9 +2,11 @@
 //! feature `redis`). It is a [`Broker`]: the engine calls it on worker threads, and it only
 //! hands work over to its own two threads, so a worker never waits on Redis.
 //!
-//! - The publisher thread takes this node's publishes from a bounded queue and sends them
-//!   with `PUBLISH`, in batches, on one connection: messages from one publishing thread
-//!   keep their order on every node.
+//! - The publisher thread takes this node's publishes from a queue bounded in bytes
+//!   ([`publish_queue_bytes`](RedisConfig::publish_queue_bytes); a publish that does not
+//!   fit is dropped and counted, so workers never wait) and sends them with `PUBLISH`, in
+//!   batches, on one connection: messages from one publishing thread keep their order on
+//!   every node.
 //! - The subscriber thread holds a dedicated pub/sub connection, subscribed to the channels
 //!   of the topics that have local subscribers (the engine reports the first and the last
 //!   one), and delivers what other nodes publish with
@@ -12,6 +14,10 @@
 //!   [`poll_interval`](RedisConfig::poll_interval) to apply subscription changes.
 //! - Each message travels in an [envelope](encode_envelope) that names the node that
 //!   published it, so a node skips its own messages when Redis sends them back.
+//! - What comes from Redis is untrusted input: anyone who may `PUBLISH` there writes to
+//!   the channels. Only envelopes of data messages (text, binary) up to
+//!   [`max_message`](RedisConfig::max_message) bytes are delivered; the rest is dropped
+//!   and counted ([`RedisStats::malformed`], [`RedisStats::oversized`]).
 //! - When Redis goes away, local fan-out goes on; publishes meanwhile are dropped and
 //!   counted, both threads reconnect with exponential backoff, the subscriber subscribes
 //!   again to every topic with local subscribers, and the outage (its length, the
@@ -27,23 +33,32 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use crate::error::Error;
 use crate::prepared::PreparedMessage;
-use crate::proto::MessageType;
 
 use super::{Broker, ServerHandle};
 
-/// The first byte of every envelope: not a ringcast message when it differs.
-pub const ENVELOPE_MAGIC: u8 = 0xB7;
-/// The envelope layout version this code writes and reads.
-pub const ENVELOPE_VERSION: u8 = 1;
-/// Bytes before the payload: magic, version, 8-byte node id, message type.
-pub const ENVELOPE_HEADER_LEN: usize = 11;
+mod envelope;
+mod stats;
+
+pub use envelope::{
+    decode_envelope, encode_envelope, Envelope, EnvelopeError, ENVELOPE_HEADER_LEN, ENVELOPE_MAGIC,
+    ENVELOPE_VERSION,
+};
+pub use stats::RedisStats;
 
 /// The most publishes sent to Redis in one pipelined write.
 const MAX_BATCH: usize = 256;
+/// The most payload bytes in one pipelined write (a single larger message goes alone):
+/// the pipeline copies every envelope, so a batch of large messages must not multiply
+/// the node's memory.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// What an entry of the publish queue costs beyond its topic and payload: the queue slot,
+/// the message's `Arc` and the topic's `Bytes` header, rounded up. Charged so that a flood
+/// of empty messages is bounded too.
+const QUEUE_ENTRY_COST: usize = 128;
 
 /// Settings of a [`RedisBroker`]. Build one with struct update syntax over
 /// `RedisConfig::default()`; [`RedisBroker::connect`] checks them and names the field it
@@ -57,7 +72,8 @@ const MAX_BATCH: usize = 256;
 ///     reconnect_max: Duration::from_secs(2),
 ///     ..RedisConfig::default()
 /// };
-/// assert_eq!(config.publish_queue, 65_536);
+/// assert_eq!(config.publish_queue_bytes, 16 << 20);
+/// assert_eq!(config.max_message, 1 << 20);
 /// ```
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
@@ -69,10 +85,20 @@ pub struct RedisConfig {
     /// nodes' traffic is easy to tell from other users of the same Redis; nodes that
     /// should hear each other need the same prefix.
     pub channel_prefix: String,
-    /// Publishes waiting for the publisher thread, at most. Default 65 536: several seconds
-    /// of a busy node, so only a stalled Redis fills it; past it, publishes are dropped and
-    /// counted, and workers never wait.
-    pub publish_queue: usize,
+    /// Bytes of publishes waiting for the publisher thread, at most: payloads, topics and
+    /// 128 bytes per entry. Default 16 MiB: about 80 000 chat lines or 16 messages of 1 MiB,
+    /// seconds of a busy node, so only a stalled Redis fills it. Past it, publishes are
+    /// dropped and counted in [`RedisStats::publish_drops`] (workers never wait: a slow
+    /// Redis must not slow local fan-out); [`RedisStats::publish_queued_bytes`] shows the
+    /// fill.
+    pub publish_queue_bytes: usize,
+    /// The largest payload delivered from Redis, in bytes; larger envelopes are dropped and
+    /// counted in [`RedisStats::oversized`], and this node sends none larger. Set it to the
+    /// server's read limit ([`Upgrader::read_limit`](crate::Upgrader::read_limit)): a
+    /// message a node would refuse from its own clients must not reach them through Redis
+    /// either (the chat example passes its `--max-message`). Default 1 MiB, the engine's
+    /// own default read limit.
+    pub max_message: u64,
     /// The first wait before connecting again after a failed attempt. Default 100 ms.
     pub reconnect_min: Duration,
     /// The longest wait between two attempts (the wait doubles up to it, each one drawn
@@ -97,7 +123,8 @@ impl Default for RedisConfig {
         RedisConfig {
             node_id: None,
             channel_prefix: "ringcast:".into(),
-            publish_queue: 65_536,
+            publish_queue_bytes: 16 << 20,
+            max_message: 1 << 20,
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             poll_interval: Duration::from_millis(50),
@@ -111,8 +138,14 @@ impl RedisConfig {
     /// Checks the settings; the error names the field.
     fn validate(&self) -> Result<(), Error> {
         let bad = |field: &str, why: &str| Err(Error::InvalidArgument(format!("{field}: {why}")));
-        if self.publish_queue == 0 {
-            return bad("publish_queue", "must be above 0");
+        if self.publish_queue_bytes < QUEUE_ENTRY_COST {
+            return bad(
+                "publish_queue_bytes",
+                "below 128, the cost of one queued publish",
+            );
+        }
+        if self.max_message == 0 {
+            return bad("max_message", "must be above 0");
         }
         if self.reconnect_min.is_zero() {
             return bad("reconnect_min", "must be above zero");
@@ -131,225 +164,6 @@ impl RedisConfig {
         }
         Ok(())
     }
-}
-
-/// The counters of a [`RedisBroker`], as [`RedisBroker::stats`] returns them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RedisStats {
-    /// This node's id in the envelopes.
-    pub node_id: u64,
-    /// Both links are up: the publisher's connection and the subscriber's (subscribed to
-    /// every topic with local subscribers).
-    pub connected: bool,
-    /// The publisher's connection is up (as of its last command or ping).
-    pub publisher_connected: bool,
-    /// The subscriber's connection is up and subscribed.
-    pub subscriber_connected: bool,
-    /// Topics with local subscribers, so subscribed on Redis while connected.
-    pub topics: u64,
-    /// Outages that ended: both links were up, one went down, and both are back.
-    pub reconnects: u64,
-    /// Messages of this node sent to Redis.
-    pub published: u64,
-    /// Messages of this node not sent: the publisher's link was down or its queue full.
-    pub publish_drops: u64,
-    /// Messages of this node handed to a connection that then failed (lost with it).
-    pub publish_failures: u64,
-    /// Messages from other nodes delivered to this node's subscribers.
-    pub received: u64,
-    /// Messages of this node that Redis sent back, skipped (already delivered locally).
-    pub skipped_own: u64,
-    /// Messages on a subscribed channel that are not a well-formed envelope (another
-    /// program publishing there, an unknown version, text that is not UTF-8), skipped.
-    pub malformed: u64,
-    /// Messages from other nodes that did not reach every worker: they came before
-    /// [`attach`](RedisBroker::attach), or after the server (or one of its workers)
-    /// stopped.
-    pub undelivered: u64,
-    /// How long the last outage that ended lasted (from the first link lost to both
-    /// back). Messages other nodes published in that window did not reach this node.
-    pub last_outage: Option<Duration>,
-    /// This node's publishes lost in the last outage that ended (drops and failures).
-    pub last_outage_lost: u64,
-    /// How long the outage going on now has lasted; `None` while connected (and before
-    /// the first connection).
-    pub down_for: Option<Duration>,
-}
-
-impl RedisStats {
-    /// The figures in the Prometheus text format, every name prefixed with
-    /// `ringcast_redis_`, to serve next to [`Stats::to_prometheus`](super::Stats::to_prometheus).
-    ///
-    /// ```
-    /// use ringcast::server::RedisStats;
-    /// let text = RedisStats::default().to_prometheus();
-    /// assert!(text.contains("ringcast_redis_connected 0\n"));
-    /// assert!(text.contains("ringcast_redis_publish_drops_total 0\n"));
-    /// ```
-    pub fn to_prometheus(&self) -> String {
-        use std::fmt::Write as _;
-        let seconds = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64());
-        let figures: [(&str, &str, &str, String); 15] = [
-            (
-                "connected",
-                "gauge",
-                "1 when the publisher and the subscriber links are both up.",
-                u64::from(self.connected).to_string(),
-            ),
-            (
-                "publisher_connected",
-                "gauge",
-                "1 when the publisher link is up.",
-                u64::from(self.publisher_connected).to_string(),
-            ),
-            (
-                "subscriber_connected",
-                "gauge",
-                "1 when the subscriber link is up and subscribed.",
-                u64::from(self.subscriber_connected).to_string(),
-            ),
-            (
-                "topics",
-                "gauge",
-                "Topics with local subscribers.",
-                self.topics.to_string(),
-            ),
-            (
-                "reconnects_total",
-                "counter",
-                "Outages that ended.",
-                self.reconnects.to_string(),
-            ),
-            (
-                "published_total",
-                "counter",
-                "Messages of this node sent to Redis.",
-                self.published.to_string(),
-            ),
-            (
-                "publish_drops_total",
-                "counter",
-                "Messages of this node not sent: link down or queue full.",
-                self.publish_drops.to_string(),
-            ),
-            (
-                "publish_failures_total",
-                "counter",
-                "Messages of this node lost with a failing connection.",
-                self.publish_failures.to_string(),
-            ),
-            (
-                "received_total",
-                "counter",
-                "Messages from other nodes delivered locally.",
-                self.received.to_string(),
-            ),
-            (
-                "skipped_own_total",
-                "counter",
-                "Messages of this node sent back by Redis, skipped.",
-                self.skipped_own.to_string(),
-            ),
-            (
-                "malformed_total",
-                "counter",
-                "Messages on a subscribed channel that are not a ringcast envelope.",
-                self.malformed.to_string(),
-            ),
-            (
-                "undelivered_total",
-                "counter",
-                "Messages from other nodes that did not reach every worker.",
-                self.undelivered.to_string(),
-            ),
-            (
-                "last_outage_seconds",
-                "gauge",
-                "Length of the last outage that ended.",
-                seconds(self.last_outage).to_string(),
-            ),
-            (
-                "last_outage_lost",
-                "gauge",
-                "Publishes of this node lost in the last outage that ended.",
-                self.last_outage_lost.to_string(),
-            ),
-            (
-                "down_seconds",
-                "gauge",
-                "Length of the outage going on now (0 when connected).",
-                seconds(self.down_for).to_string(),
-            ),
-        ];
-        let mut out = String::with_capacity(2048);
-        for (name, kind, help, value) in figures {
-            let _ = writeln!(out, "# HELP ringcast_redis_{name} {help}");
-            let _ = writeln!(out, "# TYPE ringcast_redis_{name} {kind}");
-            let _ = writeln!(out, "ringcast_redis_{name} {value}");
-        }
-        out
-    }
-}
-
-/// A message in its envelope: who published it, its type, its payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Envelope<'a> {
-    /// The node that published it.
-    pub node_id: u64,
-    /// The message type.
-    pub message_type: MessageType,
-    /// The payload, as published.
-    pub payload: &'a [u8],
-}
-
-/// Appends the envelope of a message to `out`: magic byte [`ENVELOPE_MAGIC`], version
-/// [`ENVELOPE_VERSION`], the node id (8 bytes, big-endian), the message type (the seed's
-/// numbers: 1 text, 2 binary, 8 close, 9 ping, 10 pong), then the payload unchanged.
-///
-/// ```
-/// use ringcast::server::{decode_envelope, encode_envelope};
-/// use ringcast::MessageType;
-/// let mut out = Vec::new();
-/// encode_envelope(7, MessageType::Text, b"hi", &mut out);
-/// assert_eq!(out, b"\xb7\x01\0\0\0\0\0\0\0\x07\x01hi");
-/// let envelope = decode_envelope(&out).unwrap();
-/// assert_eq!((envelope.node_id, envelope.payload), (7, &b"hi"[..]));
-/// ```
-pub fn encode_envelope(node_id: u64, message_type: MessageType, payload: &[u8], out: &mut Vec<u8>) {
-    out.reserve(ENVELOPE_HEADER_LEN + payload.len());
-    out.push(ENVELOPE_MAGIC);
-    out.push(ENVELOPE_VERSION);
-    out.extend_from_slice(&node_id.to_be_bytes());
-    out.push(message_type as u8);
-    out.extend_from_slice(payload);
-}
-
-/// Reads an envelope written by [`encode_envelope`]; `None` when `bytes` is not one (too
-/// short, another magic byte or version, an unknown message type, a text payload that is
-/// not UTF-8, a control payload over 125 bytes).
-pub fn decode_envelope(bytes: &[u8]) -> Option<Envelope<'_>> {
-    if bytes.len() < ENVELOPE_HEADER_LEN
-        || bytes[0] != ENVELOPE_MAGIC
-        || bytes[1] != ENVELOPE_VERSION
-    {
-        return None;
-    }
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&bytes[2..10]);
-    let message_type = MessageType::from_u8(bytes[10])?;
-    let payload = &bytes[ENVELOPE_HEADER_LEN..];
-    // What reaches browsers must be what ringcast itself would send.
-    if message_type == MessageType::Text && simdutf8::basic::from_utf8(payload).is_err() {
-        return None;
-    }
-    if message_type.is_control() && payload.len() > 125 {
-        return None;
-    }
-    Some(Envelope {
-        node_id: u64::from_be_bytes(id),
-        message_type,
-        payload,
-    })
 }
 
 /// Exponential backoff: `min`, doubling to `max`, each wait drawn between its half and
@@ -426,10 +240,13 @@ struct Link {
     topics: AtomicUsize,
     published: AtomicU64,
     publish_drops: AtomicU64,
+    /// Bytes in the publisher's queue, by [`Queued::cost`].
+    queued_bytes: AtomicUsize,
     publish_failures: AtomicU64,
     received: AtomicU64,
     skipped_own: AtomicU64,
     malformed: AtomicU64,
+    oversized: AtomicU64,
     undelivered: AtomicU64,
     reconnects: AtomicU64,
     outage: Mutex<Outage>,
@@ -548,12 +365,31 @@ impl Link {
 /// What waits in the publisher thread's queue.
 enum Queued {
     /// A publish of this node.
-    Publish {
-        topic: Bytes,
-        message: Arc<PreparedMessage>,
-    },
+    Publish(Outbound),
     /// Nothing to send: look at the stop flag now (sent by `close`).
     Wake,
+}
+
+/// A publish of this node on its way to Redis.
+struct Outbound {
+    topic: Bytes,
+    message: Arc<PreparedMessage>,
+}
+
+impl Outbound {
+    /// The bytes it holds in the queue.
+    fn cost(&self) -> usize {
+        QUEUE_ENTRY_COST + self.topic.len() + self.message.payload().len()
+    }
+}
+
+impl Link {
+    /// Takes `publish` out of the queue's byte count.
+    fn dequeued(&self, publish: &Outbound) -> usize {
+        let cost = publish.cost();
+        self.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+        cost
+    }
 }
 
 /// What the engine and the application tell the subscriber thread.
@@ -603,7 +439,8 @@ impl RedisBroker {
         let node_id = config
             .node_id
             .unwrap_or_else(|| getrandom::u64().unwrap_or_else(|_| fastrand::u64(..)));
-        let (outbound, outbound_rx) = crossbeam_channel::bounded(config.publish_queue);
+        // Bounded in bytes by `queued_bytes` (see `publish`), not in entries.
+        let (outbound, outbound_rx) = crossbeam_channel::unbounded();
         // Subscription changes are rare and must not be lost: unbounded.
         let (controls, controls_rx) = crossbeam_channel::unbounded();
         let link = Arc::new(Link {
@@ -618,10 +455,12 @@ impl RedisBroker {
             topics: AtomicUsize::new(0),
             published: AtomicU64::new(0),
             publish_drops: AtomicU64::new(0),
+            queued_bytes: AtomicUsize::new(0),
             publish_failures: AtomicU64::new(0),
             received: AtomicU64::new(0),
             skipped_own: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
+            oversized: AtomicU64::new(0),
             undelivered: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             outage: Mutex::new(Outage {
@@ -678,10 +517,12 @@ impl RedisBroker {
             reconnects: get(&link.reconnects),
             published: get(&link.published),
             publish_drops: get(&link.publish_drops),
+            publish_queued_bytes: link.queued_bytes.load(Ordering::Relaxed) as u64,
             publish_failures: get(&link.publish_failures),
             received: get(&link.received),
             skipped_own: get(&link.skipped_own),
             malformed: get(&link.malformed),
+            oversized: get(&link.oversized),
             undelivered: get(&link.undelivered),
             last_outage: outage.last,
             last_outage_lost: outage.last_lost,
@@ -699,7 +540,7 @@ impl RedisBroker {
     /// this after [`ServerHandle::wait`] to end it before the process does.
     pub fn close(&self) {
         self.link.stop.store(true, Ordering::Relaxed);
-        // A full queue means a busy publisher, which looks at the flag after each batch.
+        // A busy publisher looks at the flag after each batch; an idle one wakes for this.
         let _ = self.outbound.try_send(Queued::Wake);
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for thread in threads {
@@ -736,20 +577,34 @@ impl Broker for RedisBroker {
 
     fn publish(&self, topic: &[u8], message: &Arc<PreparedMessage>) {
         let link = &self.link;
-        // While the link is down, queueing would only delay the drop.
-        if !link.publisher_up.load(Ordering::Relaxed) || link.stopped() {
+        // While the link is down, queueing would only delay the drop. What other nodes
+        // would refuse (control messages, payloads over the limit) is not sent at all.
+        if !link.publisher_up.load(Ordering::Relaxed)
+            || link.stopped()
+            || message.message_type().is_control()
+            || message.payload().len() as u64 > link.config.max_message
+        {
             link.publish_drops.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let outbound = Queued::Publish {
+        let publish = Outbound {
             topic: Bytes::copy_from_slice(topic),
             message: message.clone(),
         };
-        match self.outbound.try_send(outbound) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                link.publish_drops.fetch_add(1, Ordering::Relaxed);
+        // Reserve its bytes first: publishers on several threads cannot overshoot together.
+        let cost = publish.cost();
+        let before = link.queued_bytes.fetch_add(cost, Ordering::Relaxed);
+        if before + cost > link.config.publish_queue_bytes {
+            link.queued_bytes.fetch_sub(cost, Ordering::Relaxed);
+            link.publish_drops.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Err(refused) = self.outbound.try_send(Queued::Publish(publish)) {
+            // Only after close: the publisher thread is gone.
+            if let Queued::Publish(publish) = refused.into_inner() {
+                link.dequeued(&publish);
             }
+            link.publish_drops.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -812,7 +667,8 @@ fn drop_while_waiting(link: &Link, queue: &Receiver<Queued>, wait: Duration) -> 
             .saturating_duration_since(Instant::now())
             .min(link.config.keepalive);
         match queue.recv_timeout(slice) {
-            Ok(Queued::Publish { .. }) => {
+            Ok(Queued::Publish(publish)) => {
+                link.dequeued(&publish);
                 link.publish_drops.fetch_add(1, Ordering::Relaxed);
             }
             Ok(Queued::Wake) => {}
@@ -825,11 +681,15 @@ fn drop_while_waiting(link: &Link, queue: &Receiver<Queued>, wait: Duration) -> 
 
 /// Sends queued publishes in pipelined batches; pings when idle for the keepalive.
 fn serve_publisher(link: &Link, con: &mut redis::Connection, queue: &Receiver<Queued>) -> Ended {
-    let mut batch: Vec<(Bytes, Arc<PreparedMessage>)> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<Outbound> = Vec::with_capacity(MAX_BATCH);
     let (mut channel, mut envelope) = (Vec::new(), Vec::new());
     loop {
+        let mut batch_bytes = 0;
         match queue.recv_timeout(link.config.keepalive) {
-            Ok(Queued::Publish { topic, message }) => batch.push((topic, message)),
+            Ok(Queued::Publish(publish)) => {
+                batch_bytes += link.dequeued(&publish);
+                batch.push(publish);
+            }
             Ok(Queued::Wake) => {
                 if link.stopped() {
                     return Ended::Stopped;
@@ -847,16 +707,19 @@ fn serve_publisher(link: &Link, con: &mut redis::Connection, queue: &Receiver<Qu
             }
             Err(RecvTimeoutError::Disconnected) => return Ended::Stopped,
         }
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && batch_bytes < MAX_BATCH_BYTES {
             match queue.try_recv() {
-                Ok(Queued::Publish { topic, message }) => batch.push((topic, message)),
+                Ok(Queued::Publish(publish)) => {
+                    batch_bytes += link.dequeued(&publish);
+                    batch.push(publish);
+                }
                 // The stop flag is looked at after this batch.
                 Ok(Queued::Wake) => {}
                 Err(TryRecvError::Empty) | Err(TryRecvError::Disconnected) => break,
             }
         }
         let mut pipe = redis::pipe();
-        for (topic, message) in &batch {
+        for Outbound { topic, message } in &batch {
             link.channel(topic, &mut channel);
             envelope.clear();
             encode_envelope(
@@ -934,9 +797,17 @@ impl Subscriber {
             return;
         };
         topic.drain(..link.prefix.len());
-        let Some(envelope) = decode_envelope(message.get_payload_bytes()) else {
-            link.malformed.fetch_add(1, Ordering::Relaxed);
-            return;
+        let envelope = match decode_envelope(message.get_payload_bytes(), link.config.max_message) {
+            Ok(envelope) => envelope,
+            Err(err) => {
+                let counter = match err {
+                    EnvelopeError::TooLarge { .. } => &link.oversized,
+                    _ => &link.malformed,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%err, "dropped a message from redis");
+                return;
+            }
         };
         if envelope.node_id == link.node_id {
             link.skipped_own.fetch_add(1, Ordering::Relaxed);
@@ -1129,67 +1000,7 @@ fn with_io_timeout<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn envelope_round_trips_every_message_type() {
-        for kind in [
-            MessageType::Text,
-            MessageType::Binary,
-            MessageType::Close,
-            MessageType::Ping,
-            MessageType::Pong,
-        ] {
-            let mut out = Vec::new();
-            encode_envelope(0x0102_0304_0506_0708, kind, b"payload", &mut out);
-            assert_eq!(out.len(), ENVELOPE_HEADER_LEN + 7);
-            let envelope = decode_envelope(&out).expect("an envelope");
-            assert_eq!(envelope.node_id, 0x0102_0304_0506_0708);
-            assert_eq!(envelope.message_type, kind);
-            assert_eq!(envelope.payload, b"payload");
-        }
-    }
-
-    #[test]
-    fn envelope_payload_is_binary_safe() {
-        let payload: Vec<u8> = (0..=255).collect();
-        let mut out = Vec::new();
-        encode_envelope(1, MessageType::Binary, &payload, &mut out);
-        assert_eq!(
-            decode_envelope(&out).expect("an envelope").payload,
-            &payload[..]
-        );
-        out.clear();
-        encode_envelope(1, MessageType::Binary, b"", &mut out);
-        assert_eq!(decode_envelope(&out).expect("an envelope").payload, b"");
-    }
-
-    #[test]
-    fn foreign_or_broken_envelopes_are_refused() {
-        let mut good = Vec::new();
-        encode_envelope(9, MessageType::Text, b"ok", &mut good);
-        assert!(
-            decode_envelope(&good[..ENVELOPE_HEADER_LEN - 1]).is_none(),
-            "short"
-        );
-        let mut magic = good.clone();
-        magic[0] = b'{';
-        assert!(decode_envelope(&magic).is_none(), "another program's JSON");
-        let mut version = good.clone();
-        version[1] = ENVELOPE_VERSION + 1;
-        assert!(decode_envelope(&version).is_none(), "a newer layout");
-        let mut kind = good.clone();
-        kind[10] = 3;
-        assert!(decode_envelope(&kind).is_none(), "a reserved opcode");
-        let mut text = Vec::new();
-        encode_envelope(9, MessageType::Text, b"\xff\xfe", &mut text);
-        assert!(decode_envelope(&text).is_none(), "text that is not UTF-8");
-        let mut ping = Vec::new();
-        encode_envelope(9, MessageType::Ping, &[0; 126], &mut ping);
-        assert!(
-            decode_envelope(&ping).is_none(),
-            "a control payload over 125 bytes"
-        );
-    }
+    use crate::proto::MessageType;
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter_below_each_step() {
@@ -1218,6 +1029,27 @@ mod tests {
         match RedisBroker::connect("redis://127.0.0.1:1", config) {
             Err(Error::InvalidArgument(message)) => assert!(message.starts_with("reconnect_max")),
             other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+        for (field, config) in [
+            (
+                "max_message",
+                RedisConfig {
+                    max_message: 0,
+                    ..RedisConfig::default()
+                },
+            ),
+            (
+                "publish_queue_bytes",
+                RedisConfig {
+                    publish_queue_bytes: QUEUE_ENTRY_COST - 1,
+                    ..RedisConfig::default()
+                },
+            ),
+        ] {
+            match RedisBroker::connect("redis://127.0.0.1:1", config) {
+                Err(Error::InvalidArgument(message)) => assert!(message.starts_with(field)),
+                other => panic!("expected InvalidArgument for {field}, got {other:?}"),
+            }
         }
         // Not a Redis URL; TLS is not built in (no TLS feature of the redis crate).
         for url in ["http://127.0.0.1:1", "rediss://127.0.0.1:1"] {
