@@ -82,7 +82,7 @@ pub(crate) struct ReadState {
     end: usize,
     /// Bytes of a part that did not fit the caller's slice.
     pending: Vec<u8>,
-    /// Bytes of the wire the message in progress took so far.
+    /// Bytes of the wire taken since the last message ended.
     message_wire: usize,
     pending_pos: usize,
     /// The message being read, and whether its last part has been decoded.
@@ -342,9 +342,9 @@ impl ReadState {
         if self.inflater.held_bytes() > RELEASE_ABOVE {
             self.inflater.release_memory();
         }
-        if self.current.is_some() || matches!(step, Step::Part { .. }) {
-            self.message_wire += used;
-        }
+        // Every byte since the last message ended counts: a compressed message is
+        // gathered by the decoder before its one part comes out.
+        self.message_wire += used;
         self.pos += used;
         if self.pos >= self.end {
             self.pos = 0;
