@@ -20,12 +20,12 @@ pub struct Program {
 }
 
 impl Program {
-    /// Start `binary` with `args` and `--addr 127.0.0.1:0`; its first line names the
+    /// Start `binary` with `--addr 127.0.0.1:0` and `args`; its first line names the
     /// address it listens on.
     pub fn start(binary: &str, args: &[&str]) -> Program {
         let mut child = Command::new(binary)
-            .args(args)
             .args(["--addr", "127.0.0.1:0"])
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
