@@ -27,6 +27,10 @@ use std::time::{Duration, Instant};
 ///     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
 /// }
 /// impl ringcast::conn::Stream for Pipe {}
+///
+/// // An empty pipe ends before a request comes: the upgrade says so.
+/// let refused = ringcast::Upgrader::default().upgrade(Pipe(Default::default()), &[]);
+/// assert!(matches!(refused, Err(ringcast::Error::Io(_))));
 /// ```
 pub trait Stream: Read + Write {
     /// Bound each read by `timeout` (`None`: block for ever). The default does nothing:

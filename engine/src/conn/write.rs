@@ -3,9 +3,10 @@
 //! [`Conn`](super::Conn), [`MessageWriter`](super::MessageWriter) and
 //! [`WriteHalf`](super::WriteHalf).
 //!
-//! A failed data write breaks the write side for good (the seed: "after a write has timed
-//! out, the websocket state is corrupt"). A control frame that times out before any of
-//! its bytes went out leaves it usable, as the seed's `WriteControl` does.
+//! A failed write breaks the write side for good (the seed: "after a write has timed out,
+//! the websocket state is corrupt"), except a control frame whose deadline passed before
+//! it started: nothing of it went out, so the connection stays usable, as the seed's
+//! `WriteControl` leaves it when it could not get the connection in time.
 
 use std::io;
 use std::sync::Arc;
