@@ -3,10 +3,10 @@
 //!
 //! The shape of the seed's clients, over ringcast's blocking API:
 //!
-//! - a read loop on its own thread (the [`ReadHalf`](ringcast::conn::ReadHalf)), which
+//! - a read loop on its own thread (the `ReadHalf`), which
 //!   prints what arrives and runs the pong handler; a peer silent for `--pong-wait-ms`
-//!   (no message, no pong) ends it ([`set_idle_timeout`](ringcast::conn::ReadHalf::set_idle_timeout));
-//! - a write loop on the main thread (the [`WriteHalf`](ringcast::conn::WriteHalf)), fed
+//!   (no message, no pong) ends it (`set_idle_timeout`);
+//! - a write loop on the main thread (the `WriteHalf`), fed
 //!   by stdin and by a ping ticker every `--ping-interval-ms`, each write bounded by
 //!   `--write-wait-ms`: pings go out while the read loop is blocked waiting;
 //! - a clean close on Ctrl-C (or the end of stdin): a close frame (1000), then the read

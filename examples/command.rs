@@ -2,11 +2,11 @@
 //! message received is written to the command's stdin as a line, every line it prints
 //! comes back as a text message. The seed's `command` example, over the blocking API:
 //!
-//! - a read loop (the [`ReadHalf`](ringcast::conn::ReadHalf)) pumping messages into the
+//! - a read loop (the `ReadHalf`) pumping messages into the
 //!   command's stdin, ended by a silent peer (`--pong-wait-ms`, any bytes count);
-//! - a write loop (the [`WriteHalf`](ringcast::conn::WriteHalf)) pumping the command's
+//! - a write loop (the `WriteHalf`) pumping the command's
 //!   stdout out, each write bounded by `--write-wait-ms`;
-//! - a ping ticker on a third thread (a [`ControlHandle`](ringcast::conn::ControlHandle));
+//! - a ping ticker on a third thread (a `ControlHandle`);
 //! - when the command ends, a close (1000); when the connection ends, the command's stdin
 //!   is closed, and the command killed if it has not ended a second later.
 //!
