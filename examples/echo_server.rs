@@ -3,12 +3,20 @@
 //! It is also the server the Autobahn suite drives:
 //! `cargo run --release --bin echo-server -- --addr 127.0.0.1:9001 [--backend uring|epoll|blocking] [--workers N] [--compress]`.
 //! It prints `listening on ADDR` once it accepts connections and runs until killed.
+//!
+//! The blocking backend is the seed's shape, one thread per connection, with the bounds a
+//! server needs: at most `--max-conns` connections (more are answered 503, as is one
+//! for which no thread can be made), an idle timeout and a write timeout per connection.
 
+use std::io;
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use ringcast::proto::handshake::HandshakeError;
 use ringcast::server::{Handler, Server, ServerConfig, Socket};
 use ringcast::{CloseCode, Error, MessageType, Upgrader};
 
@@ -49,6 +57,19 @@ struct Args {
     /// up to 16 MiB back at once).
     #[arg(long, default_value_t = 64 << 20)]
     max_queued: usize,
+    /// Blocking backend: the most connections served at once; more are answered 503.
+    #[arg(long, default_value_t = 1024)]
+    max_conns: usize,
+    /// Blocking backend: close a connection that sent nothing for this many seconds
+    /// (the engine's default idle timeout).
+    #[arg(long, default_value_t = 120)]
+    idle_timeout_secs: u64,
+    /// Blocking backend: end a connection whose peer takes no echo for this many seconds.
+    #[arg(long, default_value_t = 30)]
+    write_timeout_secs: u64,
+    /// Blocking backend: the stack of each connection thread, in KiB (Rust's default).
+    #[arg(long, default_value_t = 2048)]
+    thread_stack_kib: usize,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -108,25 +129,108 @@ fn run_engine(
     Ok(())
 }
 
+/// Answers 503 on a thread of its own, so that the accept loop never waits on a client.
+/// Holds at most [`REFUSALS_QUEUED`] connections; past that, one is closed unanswered.
+struct Refuser {
+    queue: mpsc::SyncSender<TcpStream>,
+}
+
+/// How many connections may wait for their 503.
+const REFUSALS_QUEUED: usize = 64;
+
+impl Refuser {
+    fn start(upgrader: &Upgrader) -> io::Result<Refuser> {
+        // A refusal reads the request (so closing does not reset the answer away) for
+        // one second at most.
+        let upgrader = Upgrader {
+            handshake_timeout: Some(Duration::from_secs(1)),
+            ..upgrader.clone()
+        };
+        let (queue, refused) = mpsc::sync_channel::<TcpStream>(REFUSALS_QUEUED);
+        thread::Builder::new()
+            .name("refuser".into())
+            .spawn(move || {
+                for stream in refused {
+                    let _ = upgrader.upgrade_with(stream, |_| {
+                        Err(HandshakeError::new(503, "server full, try again later"))
+                    });
+                }
+            })?;
+        Ok(Refuser { queue })
+    }
+
+    fn refuse(&self, stream: TcpStream) {
+        if self.queue.try_send(stream).is_err() {
+            tracing::warn!("refusals queue full: a connection closed unanswered");
+        }
+    }
+}
+
+/// One live connection, counted until its thread ends.
+struct Live(Arc<AtomicUsize>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The timeouts of each connection.
+#[derive(Clone)]
+struct Timeouts {
+    idle: Duration,
+    write: Duration,
+}
+
 fn run_blocking(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(&args.addr)?;
     let upgrader = Arc::new(upgrader(args));
+    let refuser = Refuser::start(&upgrader)?;
+    let live = Arc::new(AtomicUsize::new(0));
+    let timeouts = Timeouts {
+        idle: Duration::from_secs(args.idle_timeout_secs),
+        write: Duration::from_secs(args.write_timeout_secs),
+    };
     println!("listening on {}", listener.local_addr()?);
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(stream) => stream,
             Err(err) => {
                 tracing::warn!(%err, "accept failed");
+                // Out of descriptors: let some connections end before trying again.
+                thread::sleep(Duration::from_millis(10));
                 continue;
             }
         };
-        let upgrader = Arc::clone(&upgrader);
-        thread::spawn(move || serve(&upgrader, stream));
+        if live.load(Ordering::Acquire) >= args.max_conns {
+            refuser.refuse(stream);
+            continue;
+        }
+        live.fetch_add(1, Ordering::AcqRel);
+        let counted = Live(Arc::clone(&live));
+        // Kept to answer 503 if no thread can be made for the connection.
+        let spare = stream.try_clone();
+        let (upgrader, timeouts) = (Arc::clone(&upgrader), timeouts.clone());
+        let spawned = thread::Builder::new()
+            .name("conn".into())
+            .stack_size(args.thread_stack_kib * 1024)
+            .spawn(move || {
+                let _counted = counted;
+                serve(&upgrader, stream, &timeouts);
+            });
+        match (spawned, spare) {
+            (Ok(_), _) => {}
+            (Err(err), Ok(spare)) => {
+                tracing::warn!(%err, "no thread for a connection: answered 503");
+                refuser.refuse(spare);
+            }
+            (Err(err), Err(_)) => tracing::warn!(%err, "no thread for a connection"),
+        }
     }
     Ok(())
 }
 
-fn serve(upgrader: &Upgrader, stream: TcpStream) {
+fn serve(upgrader: &Upgrader, stream: TcpStream, timeouts: &Timeouts) {
     let _ = stream.set_nodelay(true);
     let mut conn = match upgrader.upgrade(stream, &[]) {
         Ok(conn) => conn,
@@ -135,6 +239,8 @@ fn serve(upgrader: &Upgrader, stream: TcpStream) {
             return;
         }
     };
+    conn.set_idle_timeout(Some(timeouts.idle));
+    conn.set_write_timeout(Some(timeouts.write));
     loop {
         let result = conn
             .read_message()
@@ -148,6 +254,14 @@ fn serve(upgrader: &Upgrader, stream: TcpStream) {
                 ) {
                     tracing::debug!(%err, "closed");
                 }
+                return;
+            }
+            Err(Error::Io(err)) if err.kind() == io::ErrorKind::TimedOut => {
+                // Idle for too long (or a peer that takes no writes): say so, briefly.
+                tracing::debug!(%err, "timed out");
+                let payload = ringcast::format_close_message(CloseCode::GOING_AWAY, "idle");
+                let deadline = Some(Instant::now() + Duration::from_secs(1));
+                let _ = conn.write_control(MessageType::Close, &payload, deadline);
                 return;
             }
             Err(err) => {

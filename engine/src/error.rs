@@ -78,6 +78,25 @@ impl Error {
             _ => None,
         }
     }
+
+    /// The same error again, for a connection that keeps returning the error that ended
+    /// it. `Io` and `Json` errors keep their kind and text (their sources cannot be
+    /// cloned).
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::Protocol(err) => Error::Protocol(*err),
+            Error::Handshake(err) => Error::Handshake(err.clone()),
+            Error::Closed(close) => Error::Closed(close.clone()),
+            Error::CloseSent => Error::CloseSent,
+            Error::ReadLimit { limit } => Error::ReadLimit { limit: *limit },
+            Error::InvalidArgument(text) => Error::InvalidArgument(text.clone()),
+            Error::Json(err) => Error::Io(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("json: {err}"),
+            )),
+            Error::Io(err) => Error::Io(io::Error::new(err.kind(), err.to_string())),
+        }
+    }
 }
 
 /// Whether `err` is a received close with one of `codes` (the seed's `IsCloseError`).
@@ -106,14 +125,25 @@ pub fn is_unexpected_close_error(err: &Error, expected: &[CloseCode]) -> bool {
 /// Format a close message payload, as the seed's `FormatCloseMessage`: the code in two
 /// bytes then the text; empty for [`CloseCode::NO_STATUS_RECEIVED`].
 ///
+/// The text is never cut. A close frame carries at most 125 bytes, so a text over 123
+/// bytes ([`MAX_REASON_BYTES`](crate::proto::close::MAX_REASON_BYTES)) gives a payload
+/// that `write_control` refuses with [`Error::InvalidArgument`], as the seed's
+/// `WriteControl` does; [`Conn::close_with`](crate::Conn::close_with) refuses such a
+/// reason up front.
+///
 /// ```
 /// use ringcast::{format_close_message, CloseCode};
 /// assert_eq!(format_close_message(CloseCode::NORMAL_CLOSURE, "bye"), b"\x03\xe8bye");
 /// assert!(format_close_message(CloseCode::NO_STATUS_RECEIVED, "").is_empty());
+/// assert_eq!(format_close_message(CloseCode::GOING_AWAY, &"x".repeat(200)).len(), 202);
 /// ```
 pub fn format_close_message(code: CloseCode, text: &str) -> Vec<u8> {
+    if code == CloseCode::NO_STATUS_RECEIVED {
+        return Vec::new();
+    }
     let mut out = Vec::with_capacity(2 + text.len());
-    crate::proto::close::write_close_payload(code, text, &mut out);
+    out.extend_from_slice(&code.0.to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
     out
 }
 
@@ -132,6 +162,26 @@ mod tests {
     fn read_limit_protocol_error_becomes_read_limit_error() {
         let err: Error = ProtocolError::MessageTooBig { limit: 10 }.into();
         assert!(matches!(err, Error::ReadLimit { limit: 10 }));
+    }
+
+    #[test]
+    fn format_close_message_never_cuts_the_reason() {
+        let reason = "é".repeat(100); // 200 bytes
+        let payload = format_close_message(CloseCode::GOING_AWAY, &reason);
+        assert_eq!(payload.len(), 202);
+        assert_eq!(&payload[2..], reason.as_bytes());
+    }
+
+    #[test]
+    fn a_duplicated_error_keeps_its_variant_and_kind() {
+        let io = Error::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "read deadline passed",
+        ));
+        assert!(matches!(io.duplicate(), Error::Io(e) if e.kind() == io::ErrorKind::TimedOut));
+        assert!(matches!(closed(1001).duplicate(), Error::Closed(c) if c.code.0 == 1001));
+        let limit = Error::ReadLimit { limit: 9 };
+        assert!(matches!(limit.duplicate(), Error::ReadLimit { limit: 9 }));
     }
 
     #[test]

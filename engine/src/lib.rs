@@ -61,9 +61,17 @@ pub mod error;
 pub mod pool;
 pub mod prepared;
 pub mod proto;
+#[cfg(all(feature = "engine", target_os = "linux"))]
 pub mod server;
+#[cfg(all(feature = "engine", target_os = "linux"))]
 pub mod sys;
 pub mod upgrade;
+
+#[cfg(all(feature = "engine", not(target_os = "linux")))]
+compile_error!(
+    "ringcast's engine (`server`, `sys`: io_uring and epoll) needs Linux; on this system \
+     use the blocking API (Upgrader, Dialer, Conn) with `default-features = false`"
+);
 
 pub use client::Dialer;
 pub use conn::{join_messages, Conn};
@@ -80,12 +88,14 @@ pub use upgrade::Upgrader;
 /// The guides in `docs/` and the README, compiled and run as doctests so they cannot rot.
 #[cfg(doctest)]
 mod guides {
+    #[cfg(feature = "engine")]
     #[doc = include_str!("../../README.md")]
     struct Readme;
     #[doc = include_str!("../../docs/getting-started.md")]
     struct GettingStarted;
     #[doc = include_str!("../../docs/client.md")]
     struct Client;
+    #[cfg(feature = "engine")]
     #[doc = include_str!("../../docs/embedding.md")]
     struct Embedding;
     #[cfg(feature = "redis")]

@@ -1,6 +1,11 @@
 //! [`BufferPool`]: write buffers shared by many blocking connections (the seed's
 //! `WriteBufferPool`). With a pool set, a [`Conn`](crate::Conn) holds a write buffer
 //! only while it writes a message.
+//!
+//! Pooled memory is bounded: a connection never hands the pool a buffer that one large
+//! message grew past four times the write buffer size (16 KiB at least), and
+//! [`SimpleBufferPool`] keeps at most `max_idle` buffers of at most `max_buffer_bytes`
+//! each.
 
 use std::sync::Mutex;
 
@@ -13,7 +18,9 @@ pub trait BufferPool: Send + Sync {
     fn put(&self, buf: Vec<u8>);
 }
 
-/// A thread-safe pool keeping at most `max_idle` buffers.
+/// A thread-safe pool keeping at most `max_idle` buffers, each of at most
+/// `max_buffer_bytes` capacity (larger ones are dropped): at most
+/// `max_idle * max_buffer_bytes` bytes idle.
 ///
 /// ```
 /// use ringcast::pool::{BufferPool, SimpleBufferPool};
@@ -21,19 +28,34 @@ pub trait BufferPool: Send + Sync {
 /// assert!(pool.get().is_none());
 /// pool.put(Vec::with_capacity(4096));
 /// assert_eq!(pool.get().map(|b| b.capacity() >= 4096), Some(true));
+/// // One large message's buffer is not kept.
+/// pool.put(Vec::with_capacity(4 << 20));
+/// assert_eq!(pool.idle(), 0);
 /// ```
 #[derive(Debug)]
 pub struct SimpleBufferPool {
     idle: Mutex<Vec<Vec<u8>>>,
     max_idle: usize,
+    max_buffer_bytes: usize,
 }
 
+/// The largest buffer a [`SimpleBufferPool`] keeps unless told otherwise: 64 KiB, well
+/// above the 4 KiB default write buffer and the 16 KiB a connection keeps for itself.
+pub const DEFAULT_MAX_BUFFER_BYTES: usize = 64 * 1024;
+
 impl SimpleBufferPool {
-    /// A pool keeping up to `max_idle` buffers; more are dropped.
+    /// A pool keeping up to `max_idle` buffers of up to [`DEFAULT_MAX_BUFFER_BYTES`];
+    /// more, or larger, are dropped.
     pub fn new(max_idle: usize) -> SimpleBufferPool {
+        SimpleBufferPool::with_max_buffer_bytes(max_idle, DEFAULT_MAX_BUFFER_BYTES)
+    }
+
+    /// A pool keeping up to `max_idle` buffers of up to `max_buffer_bytes` each.
+    pub fn with_max_buffer_bytes(max_idle: usize, max_buffer_bytes: usize) -> SimpleBufferPool {
         SimpleBufferPool {
             idle: Mutex::new(Vec::new()),
             max_idle,
+            max_buffer_bytes,
         }
     }
 
@@ -41,11 +63,20 @@ impl SimpleBufferPool {
     pub fn idle(&self) -> usize {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
+
+    /// How many bytes of buffer wait in the pool (their capacity).
+    pub fn idle_bytes(&self) -> usize {
+        self.idle
+            .lock()
+            .map(|v| v.iter().map(Vec::capacity).sum())
+            .unwrap_or(0)
+    }
 }
 
 impl Default for SimpleBufferPool {
+    /// 256 buffers of up to 64 KiB: at most 16 MiB idle.
     fn default() -> Self {
-        SimpleBufferPool::new(1024)
+        SimpleBufferPool::new(256)
     }
 }
 
@@ -55,6 +86,9 @@ impl BufferPool for SimpleBufferPool {
     }
 
     fn put(&self, mut buf: Vec<u8>) {
+        if buf.capacity() > self.max_buffer_bytes {
+            return;
+        }
         buf.clear();
         if let Ok(mut idle) = self.idle.lock() {
             if idle.len() < self.max_idle {

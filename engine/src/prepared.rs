@@ -141,6 +141,24 @@ thread_local! {
     static DEFLATERS: RefCell<Vec<Deflater>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Messages above this size free the thread's deflater once compressed (see
+/// [`compress_message`]).
+const DROP_DEFLATER_ABOVE: usize = 64 * 1024;
+
+/// Compress one message of a blocking connection with this thread's deflater. After a
+/// message above 64 KiB the deflater (about 300 KiB of zlib state) is dropped: with one
+/// thread per connection, a connection that sent one large message would otherwise keep
+/// it while idle, and next to a large message's compression, making a fresh one costs
+/// little. Small messages keep it, so chat-sized traffic never rebuilds it.
+pub(crate) fn compress_message(settings: DeflateSettings, message: &[u8], out: &mut Vec<u8>) {
+    with_deflater(settings, |deflater| deflater.compress(message, out));
+    if message.len() > DROP_DEFLATER_ABOVE {
+        DEFLATERS.with(|cell| {
+            cell.borrow_mut().retain(|d| d.settings() != settings);
+        });
+    }
+}
+
 /// Run `f` with this thread's deflater for `settings` (settings already checked by the
 /// caller; invalid ones fall back to the defaults rather than fail a send).
 pub(crate) fn with_deflater<R>(settings: DeflateSettings, f: impl FnOnce(&mut Deflater) -> R) -> R {

@@ -1,20 +1,40 @@
 //! [`Upgrader`]: the seed's server-side settings and the opening handshake over a
 //! blocking stream.
+//!
+//! The decisions are [`proto::handshake`](crate::proto::handshake)'s (validate the
+//! request, check the application's response headers, write the answer); this module
+//! only reads the request head and writes the answer, all within one deadline. Three
+//! entry points: [`Upgrader::upgrade`] (read the request from the stream),
+//! [`Upgrader::upgrade_with`] (and look at it first), [`Upgrader::upgrade_request`] (a
+//! request another server already parsed).
 
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::conn::stream::{time_left, timeout_kind};
 use crate::conn::{Conn, ConnConfig, Stream};
 use crate::error::Error;
 use crate::pool::BufferPool;
-use crate::proto::handshake::{self, HandshakeError, Limits, Request, ServerOptions};
+use crate::proto::handshake::{
+    self, Accepted, ErrorResponse, HandshakeError, Limits, Request, ServerOptions,
+};
 use crate::proto::Role;
 
-/// Writes the HTTP error response for a failed handshake (the seed's `Upgrader.Error`).
-/// Gets the request when one was parsed, and appends a whole response to the buffer.
+/// Builds the HTTP error response for a refused handshake (the seed's `Upgrader.Error`):
+/// gets the request when one was parsed, and the error (its status and message).
+///
+/// ```
+/// use std::sync::Arc;
+/// use ringcast::proto::handshake::ErrorResponse;
+/// use ringcast::upgrade::ErrorResponder;
+/// let responder: ErrorResponder = Arc::new(|_request, err| {
+///     ErrorResponse::json(err.status(), format!(r#"{{"error":{:?}}}"#, err.message()))
+/// });
+/// # let _ = responder;
+/// ```
 pub type ErrorResponder =
-    Arc<dyn Fn(Option<&Request>, &HandshakeError, &mut Vec<u8>) + Send + Sync>;
+    Arc<dyn Fn(Option<&Request>, &HandshakeError) -> ErrorResponse + Send + Sync>;
 
 /// Decides whether a request's `Origin` is acceptable (the seed's `CheckOrigin`).
 pub type OriginCheck = Arc<dyn Fn(&Request) -> bool + Send + Sync>;
@@ -34,8 +54,10 @@ pub type OriginCheck = Arc<dyn Fn(&Request) -> bool + Send + Sync>;
 /// ```
 #[derive(Clone, Default)]
 pub struct Upgrader {
-    /// The longest the opening handshake may take; `None`: no bound. A slow or silent
-    /// client is answered with nothing and the stream is dropped.
+    /// The longest the whole opening handshake may take, from the call to `upgrade` to
+    /// the 101 written: a TLS handshake on the stream, reading the request, writing the
+    /// answer. `None`: no bound. A client too slow is answered with nothing, the stream
+    /// is dropped, and the error is `Io` of kind `TimedOut`.
     pub handshake_timeout: Option<Duration>,
     /// Read buffer size in bytes (0: 4096). It bounds no message size.
     pub read_buffer_size: usize,
@@ -46,7 +68,8 @@ pub struct Upgrader {
     /// Supported subprotocols in order of preference; the first one the client also
     /// asks for is chosen.
     pub subprotocols: Vec<String>,
-    /// Writes error responses; `None`: a plain-text response with the status.
+    /// Builds error responses; `None`: a plain-text response with the status and the
+    /// error's message ([`ErrorResponse::from_error`]).
     pub error: Option<ErrorResponder>,
     /// The origin check; `None`: refuse a present `Origin` whose host is not `Host`
     /// (403), the seed's safe default.
@@ -62,7 +85,9 @@ pub struct Upgrader {
 impl Upgrader {
     /// Read the upgrade request from `stream`, check it, and answer: 101 and a
     /// [`Conn`] on success (with `response_headers`, for example `Set-Cookie`, in the
-    /// answer), or an HTTP error response and [`Error::Handshake`].
+    /// answer), or an HTTP error response and [`Error::Handshake`]. Response headers
+    /// that contradict the negotiation (a `Sec-WebSocket-Protocol` other than the one
+    /// agreed, any `Sec-WebSocket-Extensions`) are refused with a 500.
     pub fn upgrade<S: Stream>(
         &self,
         stream: S,
@@ -78,25 +103,98 @@ impl Upgrader {
         S: Stream,
         F: FnOnce(&Request) -> Result<Vec<(String, String)>, HandshakeError>,
     {
-        stream.set_read_timeout(self.handshake_timeout)?;
-        stream.set_write_timeout(self.handshake_timeout)?;
-        let (request, leftover) = match read_head(&mut stream, &self.limits) {
+        let deadline = self.handshake_timeout.map(|t| Instant::now() + t);
+        let (request, leftover) = match read_head(
+            &mut stream,
+            &self.limits,
+            deadline,
+            handshake::parse_request,
+        ) {
             Ok(parsed) => parsed,
             Err(HeadError::Io(err)) => return Err(Error::Io(err)),
-            Err(HeadError::Handshake(err)) => return Err(self.refuse(&mut stream, None, err)),
+            Err(HeadError::Handshake(err)) => {
+                return Err(self.refuse(&mut stream, None, err, deadline))
+            }
         };
-        let accepted = match self.accept(&request) {
-            Ok(accepted) => accepted,
-            Err(err) => return Err(self.refuse(&mut stream, Some(&request), err)),
-        };
-        let extra = match inspect(&request) {
-            Ok(extra) => extra,
-            Err(err) => return Err(self.refuse(&mut stream, Some(&request), err)),
+        self.finish(stream, &request, &leftover, inspect, deadline)
+    }
+
+    /// Upgrade a connection whose request head another server already read and parsed
+    /// (the seed's `Upgrade(w, r, responseHeader)` inside an HTTP server): `request` is
+    /// that head, `read_past_head` the bytes it read beyond it (frames a client sent at
+    /// once), `stream` the connection, positioned after them. Answers as
+    /// [`upgrade`](Self::upgrade) does, the answer bounded by the handshake timeout.
+    ///
+    /// ```no_run
+    /// use std::net::TcpListener;
+    /// use ringcast::proto::handshake::{Header, Request};
+    /// use ringcast::{is_websocket_upgrade, Upgrader};
+    ///
+    /// # fn main() -> Result<(), ringcast::Error> {
+    /// # let listener = TcpListener::bind("127.0.0.1:0")?;
+    /// # let (stream, _) = listener.accept()?;
+    /// // Your HTTP server parsed this much; ringcast takes over from here.
+    /// let header = |name: &str, value: &str| Header { name: name.into(), value: value.into() };
+    /// let request = Request {
+    ///     method: "GET".into(),
+    ///     target: "/chat".into(),
+    ///     version: 1,
+    ///     headers: vec![
+    ///         header("Host", "example.com"),
+    ///         header("Upgrade", "websocket"),
+    ///         header("Connection", "Upgrade"),
+    ///         header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ///         header("Sec-WebSocket-Version", "13"),
+    ///     ],
+    /// };
+    /// assert!(is_websocket_upgrade(&request));
+    /// let conn = Upgrader::default().upgrade_request(stream, &request, &[], &[])?;
+    /// # let _ = conn;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn upgrade_request<S: Stream>(
+        &self,
+        stream: S,
+        request: &Request,
+        read_past_head: &[u8],
+        response_headers: &[(String, String)],
+    ) -> Result<Conn<S>, Error> {
+        let deadline = self.handshake_timeout.map(|t| Instant::now() + t);
+        self.finish(
+            stream,
+            request,
+            read_past_head,
+            |_| Ok(response_headers.to_vec()),
+            deadline,
+        )
+    }
+
+    /// Decide on a parsed request and write the answer.
+    fn finish<S, F>(
+        &self,
+        mut stream: S,
+        request: &Request,
+        leftover: &[u8],
+        inspect: F,
+        deadline: Option<Instant>,
+    ) -> Result<Conn<S>, Error>
+    where
+        S: Stream,
+        F: FnOnce(&Request) -> Result<Vec<(String, String)>, HandshakeError>,
+    {
+        let decided = self.accept(request).and_then(|mut accepted| {
+            let extra = inspect(request)?;
+            self.check_response_headers(&mut accepted, request, &extra)?;
+            Ok((accepted, extra))
+        });
+        let (accepted, extra) = match decided {
+            Ok(decided) => decided,
+            Err(err) => return Err(self.refuse(&mut stream, Some(request), err, deadline)),
         };
         let mut response = Vec::with_capacity(256);
         handshake::write_response(&accepted, &extra, &mut response);
-        stream.write_all(&response)?;
-        stream.flush()?;
+        write_all_by(&mut stream, &response, deadline)?;
         stream.set_read_timeout(None)?;
         stream.set_write_timeout(None)?;
         let config = ConnConfig {
@@ -107,26 +205,39 @@ impl Upgrader {
             compression: accepted.compression,
             read_limit: self.read_limit,
         };
-        Ok(Conn::new(stream, Role::Server, config, &leftover))
+        Ok(Conn::new(stream, Role::Server, config, leftover))
+    }
+
+    fn options(&self) -> ServerOptions<'_> {
+        ServerOptions {
+            subprotocols: &self.subprotocols,
+            enable_compression: self.enable_compression,
+            check_origin: self
+                .check_origin
+                .as_deref()
+                .map(|f| f as &dyn Fn(&Request) -> bool),
+        }
     }
 
     /// Check a parsed upgrade request against these settings (origin, version, key) and
     /// agree on subprotocol and compression. The engine calls this too.
-    pub fn accept(&self, request: &Request) -> Result<handshake::Accepted, HandshakeError> {
-        let origin_fn = self
-            .check_origin
-            .as_deref()
-            .map(|f| f as &dyn Fn(&Request) -> bool);
-        let options = ServerOptions {
-            subprotocols: &self.subprotocols,
-            enable_compression: self.enable_compression,
-            check_origin: origin_fn,
-        };
-        handshake::validate_request(request, &options)
+    pub fn accept(&self, request: &Request) -> Result<Accepted, HandshakeError> {
+        handshake::validate_request(request, &self.options())
     }
 
-    /// Append the HTTP answer to a refused handshake: the error responder's, or a plain
-    /// one with the status.
+    /// Check the headers an application adds to the 101 against what [`accept`](Self::accept)
+    /// agreed ([`handshake::check_response_headers`]); the engine calls this too.
+    pub fn check_response_headers(
+        &self,
+        accepted: &mut Accepted,
+        request: &Request,
+        headers: &[(String, String)],
+    ) -> Result<(), HandshakeError> {
+        handshake::check_response_headers(accepted, request, &self.options(), headers)
+    }
+
+    /// Append the HTTP answer to a refused handshake: the error responder's, or the
+    /// default plain-text one.
     pub fn write_refusal(
         &self,
         request: Option<&Request>,
@@ -134,52 +245,79 @@ impl Upgrader {
         out: &mut Vec<u8>,
     ) {
         match &self.error {
-            Some(responder) => responder(request, err, out),
+            Some(responder) => responder(request, err).write(out),
             None => handshake::write_error_response(err, out),
         }
     }
 
-    /// Answer a refused handshake and turn it into the returned error.
-    fn refuse<S: Stream>(
+    /// Answer a connection you will not upgrade with the error response for `err`
+    /// (through [`error`](Self::error) when set), then shut it down: the seed's
+    /// `Upgrader.Error`, for refusals of your own (a 503 when full, a 401). The write is
+    /// bounded by the handshake timeout; its failure is ignored, since the client may
+    /// already be gone. Returns `err` as an [`Error::Handshake`].
+    pub fn refuse_with<S: Stream>(
         &self,
         stream: &mut S,
         request: Option<&Request>,
         err: HandshakeError,
     ) -> Error {
+        let deadline = self.handshake_timeout.map(|t| Instant::now() + t);
+        self.refuse(stream, request, err, deadline)
+    }
+
+    fn refuse<S: Stream>(
+        &self,
+        stream: &mut S,
+        request: Option<&Request>,
+        err: HandshakeError,
+        deadline: Option<Instant>,
+    ) -> Error {
         let mut response = Vec::with_capacity(256);
         self.write_refusal(request, &err, &mut response);
         // Best effort: the client may already be gone, and the handshake error is what
         // the caller needs to hear about.
-        let _ = stream.write_all(&response).and_then(|()| stream.flush());
+        let _ = write_all_by(stream, &response, deadline);
         let _ = stream.shutdown();
         Error::Handshake(err)
     }
 }
 
-/// Why reading a request head stopped.
+/// Write `bytes` whole by `deadline`.
+pub(crate) fn write_all_by<S: Stream>(
+    stream: &mut S,
+    bytes: &[u8],
+    deadline: Option<Instant>,
+) -> io::Result<()> {
+    let mut written = 0;
+    while written < bytes.len() {
+        stream.set_write_timeout(time_left(deadline, "handshake write")?)?;
+        match stream.write_by(&bytes[written..], deadline) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(timeout_kind(e, deadline)),
+        }
+    }
+    stream.flush()
+}
+
+/// Why reading a head stopped.
 pub(crate) enum HeadError {
     Io(io::Error),
     Handshake(HandshakeError),
 }
 
-/// Read an HTTP request head (bounded by `limits`) and return it with any bytes read
-/// past it.
-pub(crate) fn read_head<S: Read>(
+/// Read an HTTP head of either kind with `parse`, bounded by `limits` (never more than
+/// the head may hold, plus one read past it, whatever the peer sends) and by `deadline`
+/// as a whole: a peer sending a byte at a time cannot stretch it.
+pub(crate) fn read_head<S, T, P>(
     stream: &mut S,
     limits: &Limits,
-) -> Result<(Request, Vec<u8>), HeadError> {
-    read_head_with(stream, limits, handshake::parse_request)
-}
-
-/// Read an HTTP head of either kind with `parse`, bounded by `limits`: never more than
-/// the head may hold (plus one read past it), whatever the peer sends.
-pub(crate) fn read_head_with<S, T, P>(
-    stream: &mut S,
-    limits: &Limits,
+    deadline: Option<Instant>,
     parse: P,
 ) -> Result<(T, Vec<u8>), HeadError>
 where
-    S: Read,
+    S: Stream,
     P: Fn(&[u8], &Limits) -> Result<Option<(T, usize)>, HandshakeError>,
 {
     let mut buf = Vec::with_capacity(1024);
@@ -193,7 +331,9 @@ where
         let room = (limits.max_head_bytes + chunk.len())
             .saturating_sub(buf.len())
             .min(chunk.len());
-        match stream.read(&mut chunk[..room.max(1)]) {
+        let left = time_left(deadline, "handshake").map_err(HeadError::Io)?;
+        stream.set_read_timeout(left).map_err(HeadError::Io)?;
+        match stream.read_by(&mut chunk[..room.max(1)], deadline) {
             Ok(0) => {
                 return Err(HeadError::Io(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -202,7 +342,7 @@ where
             }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(HeadError::Io(e)),
+            Err(e) => return Err(HeadError::Io(timeout_kind(e, deadline))),
         }
     }
 }

@@ -4,12 +4,16 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::sync::Arc;
+use std::net::TcpListener;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
-use common::{conn_pair, Received, WAIT};
+use common::{conn_pair, tls_configs, Received, WAIT};
+use ringcast::client::Proxy;
+use ringcast::conn::Control;
 use ringcast::proto::OpCode;
-use ringcast::{join_messages, CloseCode, Error, MessageType, PreparedMessage, Upgrader};
+use ringcast::{join_messages, CloseCode, Dialer, Error, MessageType, PreparedMessage, Upgrader};
 
 #[test]
 fn next_reader_streams_a_fragmented_message_in_small_reads() {
@@ -180,4 +184,231 @@ fn compressed_echo_round_trips_when_negotiated() {
     conn.write_prepared_message(&shared).unwrap();
     assert_eq!(client.recv(), Received::Text("p".repeat(300)));
     assert_eq!(shared.compressions(), 1);
+}
+
+#[test]
+fn ping_from_another_thread_goes_out_between_fragments_of_a_message_being_written() {
+    let upgrader = Upgrader {
+        write_buffer_size: 16,
+        ..Upgrader::default()
+    };
+    let (mut client, conn) = conn_pair(upgrader, "");
+    let (_reader, mut writer) = conn.split().unwrap();
+    let pinger = writer.control_handle();
+    let mut message = writer.next_writer(MessageType::Text).unwrap();
+    message.write_all(b"first fragment, ").unwrap();
+    message.flush().unwrap();
+    // Mid-message, another thread pings with a 200 ms deadline.
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let deadline = Some(Instant::now() + Duration::from_millis(200));
+        let _ = tx.send(pinger.write_control(MessageType::Ping, b"between", deadline));
+    });
+    rx.recv_timeout(WAIT)
+        .expect("the ping did not wait for the message to end")
+        .expect("the ping went out");
+    message.write_all(b"then the rest").unwrap();
+    message.close().unwrap();
+    let frames: Vec<(bool, u8, Vec<u8>)> = (0..3).map(|_| client.recv_raw_frame()).collect();
+    assert_eq!(
+        frames,
+        [
+            (false, 0x1, b"first fragment, ".to_vec()),
+            (true, 0x9, b"between".to_vec()),
+            (true, 0x0, b"then the rest".to_vec()),
+        ]
+    );
+}
+
+#[test]
+fn control_write_that_times_out_waiting_for_the_writer_leaves_the_connection_usable() {
+    let (mut client, conn) = conn_pair(Upgrader::default(), "");
+    let (_reader, mut writer) = conn.split().unwrap();
+    let pinger = writer.control_handle();
+    // A message far larger than the socket buffers: its one frame holds the write path
+    // until the client reads.
+    let big = vec![7u8; 32 << 20];
+    let writing = thread::spawn(move || {
+        writer
+            .write_message(MessageType::Binary, &big)
+            .map(|()| writer)
+    });
+    let (tx, rx) = mpsc::channel();
+    let pings = thread::spawn(move || {
+        // Until the writer holds the path, pings go straight out; then one times out.
+        let mut sent = 0;
+        loop {
+            let deadline = Some(Instant::now() + Duration::from_millis(200));
+            match pinger.write_control(MessageType::Ping, b"p", deadline) {
+                Ok(()) => sent += 1,
+                Err(err) => {
+                    let _ = tx.send((sent, err));
+                    return pinger;
+                }
+            }
+        }
+    });
+    let (sent, err) = rx
+        .recv_timeout(WAIT)
+        .expect("a ping gave up at its deadline");
+    assert!(
+        matches!(&err, Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut),
+        "{err:?}"
+    );
+    let pinger = pings.join().unwrap();
+    for _ in 0..sent {
+        assert_eq!(client.recv(), Received::Ping(b"p".to_vec()));
+    }
+    assert_eq!(client.recv(), Received::Binary(vec![7u8; 32 << 20]));
+    let mut writer = writing.join().unwrap().expect("the big message went out");
+    // The timed-out ping broke nothing.
+    writer.write_message(MessageType::Text, b"after").unwrap();
+    pinger
+        .write_control(MessageType::Ping, b"again", None)
+        .unwrap();
+    assert_eq!(client.recv(), Received::Text("after".into()));
+    assert_eq!(client.recv(), Received::Ping(b"again".to_vec()));
+}
+
+#[test]
+fn read_half_keeps_the_handlers_and_the_read_limit() {
+    let upgrader = Upgrader {
+        read_limit: Some(1234),
+        ..Upgrader::default()
+    };
+    let (mut client, mut conn) = conn_pair(upgrader, "");
+    let pongs = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&pongs);
+    let pong: ringcast::conn::PongHandler = Arc::new(move |data: &[u8], _: &mut Control<'_>| {
+        seen.lock().unwrap().push(data.to_vec());
+        Ok(())
+    });
+    conn.set_pong_handler(Some(Arc::clone(&pong)));
+    let (mut reader, _writer) = conn.split().unwrap();
+    assert_eq!(reader.read_limit(), 1234);
+    reader.set_read_limit(99);
+    assert_eq!(reader.read_limit(), 99);
+    assert!(Arc::ptr_eq(&reader.pong_handler(), &pong));
+    // Wrap the current ping handler, as the seed's getters allow.
+    let default_ping = reader.ping_handler();
+    let pings = Arc::new(Mutex::new(0));
+    let counted = Arc::clone(&pings);
+    reader.set_ping_handler(Some(Arc::new(
+        move |data: &[u8], control: &mut Control<'_>| {
+            *counted.lock().unwrap() += 1;
+            default_ping(data, control)
+        },
+    )));
+    let _close = reader.close_handler();
+    client.send(OpCode::Ping, true, b"hi");
+    client.send(OpCode::Pong, true, b"yo");
+    client.text("x");
+    assert_eq!(reader.read_message().unwrap().1, b"x");
+    assert_eq!(*pings.lock().unwrap(), 1);
+    assert_eq!(*pongs.lock().unwrap(), [b"yo".to_vec()]);
+    assert_eq!(client.recv(), Received::Pong(b"hi".to_vec()));
+}
+
+/// A server-side TLS connection splits: the read half blocks on its thread while the
+/// write half sends and a control handle pings, then closes.
+#[test]
+fn tls_server_conn_splits_into_a_reader_a_writer_and_a_pinger() {
+    let (server_config, client_config) = tls_configs();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let tls =
+            rustls::StreamOwned::new(rustls::ServerConnection::new(server_config).unwrap(), tcp);
+        let conn = Upgrader::default().upgrade(tls, &[]).unwrap();
+        let (mut reader, mut writer) = conn.split().unwrap();
+        let pinger = writer.control_handle();
+        reader.set_read_deadline(Some(Instant::now() + WAIT));
+        let reading = thread::spawn(move || {
+            let mut got = Vec::new();
+            loop {
+                match reader.read_message() {
+                    Ok((_, payload)) => got.push(payload),
+                    Err(err) => return (got, err),
+                }
+            }
+        });
+        writer
+            .write_message(MessageType::Text, b"from the write half")
+            .unwrap();
+        pinger
+            .write_control(MessageType::Ping, b"tls ping", Some(Instant::now() + WAIT))
+            .unwrap();
+        reading.join().unwrap()
+    });
+    let dialer = Dialer {
+        proxy: Proxy::None,
+        tls_client_config: Some(client_config),
+        handshake_timeout: Some(WAIT),
+        ..Dialer::default()
+    };
+    let (mut client, _) = dialer
+        .dial(&format!("wss://localhost:{port}/"), &[])
+        .unwrap();
+    client.set_read_deadline(Some(Instant::now() + WAIT));
+    let (tx, pings) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    client.set_ping_handler(Some(Arc::new(
+        move |data: &[u8], control: &mut Control<'_>| {
+            let _ = tx.lock().unwrap().send(data.to_vec());
+            // As the default handler: after our close, no pong is owed.
+            match control.write_control(MessageType::Pong, data, None) {
+                Err(Error::CloseSent) => Ok(()),
+                other => other,
+            }
+        },
+    )));
+    assert_eq!(client.read_message().unwrap().1, b"from the write half");
+    client
+        .write_message(MessageType::Text, b"to the read half")
+        .unwrap();
+    client
+        .close_with(CloseCode::NORMAL_CLOSURE, "done")
+        .unwrap();
+    let closed = client.read_message();
+    assert!(
+        matches!(&closed, Err(Error::Closed(c)) if c.code == CloseCode::NORMAL_CLOSURE),
+        "{closed:?}"
+    );
+    assert_eq!(pings.recv_timeout(WAIT).unwrap(), b"tls ping");
+    let (got, err) = server.join().unwrap();
+    assert_eq!(got, [b"to the read half".to_vec()]);
+    assert!(matches!(err, Error::Closed(c) if c.code == CloseCode::NORMAL_CLOSURE));
+}
+
+/// A Unix socket carries a connection both ways, and splits.
+#[cfg(unix)]
+#[test]
+fn unix_socket_pair_carries_a_split_connection() {
+    use std::os::unix::net::UnixStream;
+    let (server_end, client_end) = UnixStream::pair().unwrap();
+    let server = thread::spawn(move || {
+        let conn = Upgrader::default().upgrade(server_end, &[]).unwrap();
+        let (mut reader, mut writer) = conn.split().unwrap();
+        reader.set_read_deadline(Some(Instant::now() + WAIT));
+        let (kind, payload) = reader.read_message().unwrap();
+        writer.write_message(kind, &payload).unwrap();
+        reader.read_message()
+    });
+    let dialer = Dialer {
+        handshake_timeout: Some(WAIT),
+        ..Dialer::default()
+    };
+    let (mut conn, response) = dialer
+        .client_handshake(client_end, "ws://local/socket", &[])
+        .unwrap();
+    assert_eq!(response.status, 101);
+    conn.set_read_deadline(Some(Instant::now() + WAIT));
+    conn.write_message(MessageType::Binary, &[1, 2, 3]).unwrap();
+    assert_eq!(
+        conn.read_message().unwrap(),
+        (MessageType::Binary, vec![1, 2, 3])
+    );
+    conn.close_with(CloseCode::NORMAL_CLOSURE, "").unwrap();
+    assert!(matches!(server.join().unwrap(), Err(Error::Closed(_))));
 }

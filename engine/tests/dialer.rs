@@ -1,15 +1,20 @@
 //! The Dialer against in-process servers (ringcast's Upgrader, hand-written bad servers,
-//! a rustls server, a real HTTP proxy), each on a loopback port 0.
+//! a rustls server), a real HTTP proxy (tinyproxy) and a real SOCKS5 proxy (Dante), each
+//! on a loopback port 0.
+
+mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ringcast::client::{CancelToken, MemoryJar, Proxy};
+use common::tls_configs;
+use ringcast::client::{CancelToken, ClientStream, MemoryJar, Proxy};
+use ringcast::conn::Control;
 use ringcast::proto::handshake::HandshakeError;
-use ringcast::{CloseCode, Dialer, Error, MessageType, Upgrader};
+use ringcast::{CloseCode, Conn, Dialer, Error, MessageType, Upgrader};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -359,29 +364,6 @@ fn custom_connect_function_is_used() {
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
-/// A self-signed certificate for "localhost", a rustls server config with it, and a
-/// client config that trusts it.
-fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let cert = certified.cert.der().clone();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
-    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)
-        .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert).unwrap();
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    (Arc::new(server), Arc::new(client))
-}
-
 #[test]
 fn wss_with_a_self_signed_certificate_round_trips() {
     let (server_config, client_config) = tls_configs();
@@ -562,4 +544,297 @@ fn host_header_given_by_the_caller_replaces_the_urls() {
             .count(),
         1
     );
+}
+
+#[test]
+fn client_handshake_runs_over_a_stream_you_already_have() {
+    let (addr, requests) = echo_server(Upgrader::default(), 1);
+    // Connected by the caller, as the seed's NewClient takes a net.Conn.
+    let stream = TcpStream::connect(addr).unwrap();
+    let dialer = Dialer {
+        subprotocols: vec!["v1".into()],
+        ..dialer()
+    };
+    let headers = [("X-Trace".to_string(), "own-stream".to_string())];
+    let (mut conn, response) = dialer
+        .client_handshake(stream, "ws://chat.example/room?x=1", &headers)
+        .unwrap();
+    assert_eq!(response.status, 101);
+    let seen = requests.recv_timeout(WAIT).unwrap();
+    assert_eq!(header(&seen, "Host"), Some("chat.example"));
+    assert_eq!(header(&seen, "X-Trace"), Some("own-stream"));
+    conn.set_read_deadline(Some(Instant::now() + WAIT));
+    conn.write_message(MessageType::Text, b"over my own stream")
+        .unwrap();
+    assert_eq!(conn.read_message().unwrap().1, b"over my own stream");
+}
+
+/// Split a dialed connection: the read half blocks on its thread while the write half
+/// sends and a control handle pings from a third thread; then a close from the handle.
+fn exercise_split(conn: Conn<ClientStream>) {
+    let (mut reader, mut writer) = conn.split().unwrap();
+    let (tx, pongs) = mpsc::channel();
+    let tx = Mutex::new(tx);
+    reader.set_pong_handler(Some(Arc::new(move |data: &[u8], _: &mut Control<'_>| {
+        let _ = tx.lock().unwrap().send(data.to_vec());
+        Ok(())
+    })));
+    reader.set_read_deadline(Some(Instant::now() + WAIT));
+    let reading = thread::spawn(move || {
+        let mut got = Vec::new();
+        loop {
+            match reader.read_message() {
+                Ok((_, payload)) => got.push(payload),
+                Err(err) => return (got, err),
+            }
+        }
+    });
+    let pinger = writer.control_handle();
+    let pinging = thread::spawn(move || {
+        pinger.write_control(
+            MessageType::Ping,
+            b"are you there",
+            Some(Instant::now() + WAIT),
+        )
+    });
+    for n in 0..3 {
+        writer
+            .write_message(MessageType::Text, format!("message {n}").as_bytes())
+            .unwrap();
+    }
+    pinging.join().unwrap().unwrap();
+    assert_eq!(pongs.recv_timeout(WAIT).unwrap(), b"are you there");
+    writer
+        .control_handle()
+        .close_with(CloseCode::NORMAL_CLOSURE, "bye")
+        .unwrap();
+    let (got, err) = reading.join().unwrap();
+    assert_eq!(
+        got,
+        (0..3)
+            .map(|n| format!("message {n}").into_bytes())
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        matches!(&err, Error::Closed(c) if c.code == CloseCode::NORMAL_CLOSURE),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn dialed_ws_conn_splits_into_a_reader_a_writer_and_a_pinger() {
+    let (addr, _) = echo_server(Upgrader::default(), 1);
+    let (conn, _) = dialer().dial(&format!("ws://{addr}/"), &[]).unwrap();
+    exercise_split(conn);
+}
+
+#[test]
+fn dialed_wss_conn_splits_into_a_reader_a_writer_and_a_pinger() {
+    let (server_config, client_config) = tls_configs();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let tls = rustls::ServerConnection::new(server_config).unwrap();
+        let Ok(mut conn) = Upgrader::default().upgrade(rustls::StreamOwned::new(tls, tcp), &[])
+        else {
+            return;
+        };
+        conn.set_read_deadline(Some(Instant::now() + WAIT));
+        while let Ok((kind, payload)) = conn.read_message() {
+            if conn.write_message(kind, &payload).is_err() {
+                break;
+            }
+        }
+    });
+    let dialer = Dialer {
+        tls_client_config: Some(client_config),
+        ..dialer()
+    };
+    let (conn, _) = dialer
+        .dial(&format!("wss://localhost:{port}/"), &[])
+        .unwrap();
+    exercise_split(conn);
+}
+
+#[test]
+fn unsupported_proxy_scheme_is_a_clear_error_before_anything_is_sent() {
+    for scheme in ["https", "socks4"] {
+        let dialer = Dialer {
+            proxy: Proxy::Fixed(url::Url::parse(&format!("{scheme}://127.0.0.1:9")).unwrap()),
+            ..dialer()
+        };
+        match dialer.dial("ws://example.invalid/", &[]) {
+            Err(Error::InvalidArgument(text)) => {
+                assert!(text.contains("unsupported proxy scheme"), "{text}")
+            }
+            other => panic!(
+                "{scheme}: expected InvalidArgument, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+    }
+}
+
+/// The SOCKS5 user the tests sign in as: `scripts/test-all` (tools stage) creates this
+/// system user, with this password, for Dante's username method (RFC 1929), which checks
+/// the system's password database.
+const SOCKS_USER: &str = "ringcast-socks";
+const SOCKS_PASSWORD: &str = "ringcast-socks-1928";
+
+/// A real SOCKS5 server (Debian's `dante-server`) on a loopback port, stopped by PID
+/// when dropped. `None` (after saying why) when it is not installed.
+struct Dante {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Dante {
+    fn start(method: &str) -> Option<Dante> {
+        let binary = "/usr/sbin/danted";
+        let ready = std::path::Path::new(binary).exists()
+            && (method == "none"
+                || std::process::Command::new("id")
+                    .arg(SOCKS_USER)
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success()));
+        if !ready {
+            assert!(
+                std::env::var_os("RINGCAST_REQUIRE_PEERS").is_none(),
+                "dante-server and the user {SOCKS_USER} are required (scripts/test-all tools)"
+            );
+            eprintln!("SKIPPED: dante-server or user {SOCKS_USER} missing (scripts/test-all installs them)");
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("ringcast-dante-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("danted.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "logoutput: stderr\ninternal: 127.0.0.1 port = {port}\nexternal: 127.0.0.1\n\
+                 socksmethod: {method}\nclientmethod: none\nuser.privileged: root\n\
+                 user.unprivileged: nobody\n\
+                 client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
+                 socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect }}\n"
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(binary)
+            .arg("-f")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.join("danted.pid"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("danted exited: {status}");
+            }
+            assert!(started.elapsed() < WAIT, "danted did not start");
+            thread::sleep(Duration::from_millis(20));
+        }
+        Some(Dante { child, port, dir })
+    }
+
+    fn url(&self, scheme: &str, user_info: &str) -> url::Url {
+        url::Url::parse(&format!("{scheme}://{user_info}127.0.0.1:{}", self.port)).unwrap()
+    }
+}
+
+impl Drop for Dante {
+    fn drop(&mut self) {
+        // SIGTERM: danted stops its worker processes too.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn socks5_proxy_dante_tunnels_with_username_and_password() {
+    let Some(dante) = Dante::start("username") else {
+        return;
+    };
+    let (target, _) = echo_server(Upgrader::default(), 1);
+    let dialer = Dialer {
+        proxy: Proxy::Fixed(dante.url("socks5", &format!("{SOCKS_USER}:{SOCKS_PASSWORD}@"))),
+        ..dialer()
+    };
+    let (mut conn, _) = dialer.dial(&format!("ws://{target}/"), &[]).unwrap();
+    conn.set_read_deadline(Some(Instant::now() + WAIT));
+    conn.write_message(MessageType::Text, b"via dante").unwrap();
+    assert_eq!(conn.read_message().unwrap().1, b"via dante");
+}
+
+#[test]
+fn socks5_proxy_dante_refuses_a_wrong_password_with_a_clear_error() {
+    let Some(dante) = Dante::start("username") else {
+        return;
+    };
+    let (target, _) = echo_server(Upgrader::default(), 1);
+    for user_info in [format!("{SOCKS_USER}:wrong@"), String::new()] {
+        let dialer = Dialer {
+            proxy: Proxy::Fixed(dante.url("socks5", &user_info)),
+            ..dialer()
+        };
+        match dialer.dial(&format!("ws://{target}/"), &[]) {
+            Err(Error::Io(err)) => {
+                assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+                assert!(err.to_string().starts_with("socks5 proxy: "), "{err}");
+            }
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+}
+
+#[test]
+fn socks5h_proxy_dante_resolves_the_name_and_reports_a_refused_target() {
+    let Some(dante) = Dante::start("none") else {
+        return;
+    };
+    let (target, _) = echo_server(Upgrader::default(), 1);
+    let dialer = Dialer {
+        proxy: Proxy::Fixed(dante.url("socks5h", "")),
+        ..dialer()
+    };
+    // The name goes to the proxy (ATYP domain), which resolves it.
+    let (mut conn, _) = dialer
+        .dial(&format!("ws://localhost:{}/", target.port()), &[])
+        .unwrap();
+    conn.set_read_deadline(Some(Instant::now() + WAIT));
+    conn.write_message(MessageType::Binary, &[1, 9, 2, 8])
+        .unwrap();
+    assert_eq!(conn.read_message().unwrap().1, [1, 9, 2, 8]);
+    // A port nothing listens on: the proxy's refusal, by its RFC 1928 reply.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    match dialer.dial(&format!("ws://127.0.0.1:{port}/"), &[]) {
+        Err(Error::Io(err)) => {
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}")
+        }
+        other => panic!("expected connection refused, got {:?}", other.map(|_| ())),
+    }
 }

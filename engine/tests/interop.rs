@@ -290,10 +290,12 @@ fn node_ws_client_talks_to_ringcast_server() {
 }
 
 /// The engine's echo handler for peer clients: reports the close code each connection got.
+#[cfg(feature = "engine")]
 struct EngineEcho {
     closed: crossbeam_channel::Sender<u16>,
 }
 
+#[cfg(feature = "engine")]
 impl ringcast::server::Handler for EngineEcho {
     type Data = ();
     fn on_message(
@@ -315,6 +317,7 @@ impl ringcast::server::Handler for EngineEcho {
 }
 
 /// A self-signed certificate for localhost as PEM files in a temporary directory.
+#[cfg(feature = "engine")]
 fn localhost_pem() -> (PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join(format!("ringcast-interop-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -328,6 +331,7 @@ fn localhost_pem() -> (PathBuf, PathBuf) {
 /// Python websockets and Node ws as clients of the engine (not the blocking Conn), on both
 /// backends, over plain TCP and over TLS served by the engine. The peers trust the test's
 /// certificate through their standard variables (SSL_CERT_FILE, NODE_EXTRA_CA_CERTS).
+#[cfg(feature = "engine")]
 #[test]
 fn python_and_node_clients_talk_to_the_engine_plain_and_over_tls() {
     use ringcast::server::{tls_config_from_pem, Server, ServerConfig};
@@ -399,6 +403,7 @@ fn python_and_node_clients_talk_to_the_engine_plain_and_over_tls() {
 }
 
 /// The environment a peer command was given by `peer()` (NODE_PATH for node).
+#[cfg(feature = "engine")]
 fn peer_env(script: &str) -> Vec<(String, String)> {
     match script.ends_with(".js") {
         true => std::env::var("RINGCAST_NODE_PATH")

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{conn_pair, Received, WAIT};
 use ringcast::conn::Control;
+use ringcast::proto::handshake::{ErrorResponse, HandshakeError};
 use ringcast::proto::OpCode;
 use ringcast::{CloseCode, Error, MessageType, Upgrader};
 
@@ -87,25 +88,31 @@ fn check_origin_setting_overrides_the_default() {
 }
 
 #[test]
-fn error_responder_writes_the_refusal() {
+fn error_responder_builds_the_refusal_without_writing_http() {
     let upgrader = Upgrader {
-        error: Some(Arc::new(|_request, err, out: &mut Vec<u8>| {
-            let body = format!("custom {}", err.status());
-            out.extend_from_slice(
-                format!(
-                    "HTTP/1.1 {} Nope\r\nContent-Length: {}\r\n\r\n{body}",
-                    err.status(),
-                    body.len()
-                )
-                .as_bytes(),
-            );
+        error: Some(Arc::new(|_request, err: &HandshakeError| {
+            ErrorResponse::text(err.status(), format!("custom {}", err.status()))
+                .header("X-Why", err.message())
         })),
         ..Upgrader::default()
     };
     let request = REQUEST.replace("Version: 13", "Version: 8") + "\r\n";
     let (answer, _) = raw_upgrade(upgrader, request.as_bytes());
-    assert!(answer.starts_with("HTTP/1.1 426 Nope"), "{answer}");
-    assert!(answer.ends_with("custom 426"));
+    assert!(
+        answer.starts_with("HTTP/1.1 426 Upgrade Required\r\n"),
+        "{answer}"
+    );
+    // What a 426 requires is added, and the length is counted for the caller.
+    assert!(
+        answer.contains("\r\nSec-WebSocket-Version: 13\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("\r\nContent-Length: 10\r\n"), "{answer}");
+    assert!(
+        answer.contains("\r\nX-Why: unsupported websocket version"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("\r\n\r\ncustom 426"), "{answer}");
 }
 
 #[test]
@@ -262,4 +269,149 @@ fn frames_sent_right_after_the_handshake_are_not_lost() {
         (kind, payload.as_slice()),
         (MessageType::Text, &b"early"[..])
     );
+}
+
+#[test]
+fn response_protocol_header_contradicting_the_negotiation_is_refused_with_500() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let upgrader = Upgrader {
+            subprotocols: vec!["v2".into()],
+            ..Upgrader::default()
+        };
+        let headers = [("Sec-WebSocket-Protocol".to_string(), "v1".to_string())];
+        upgrader.upgrade(stream, &headers).map(|_| ())
+    });
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    let request = format!("{REQUEST}Sec-WebSocket-Protocol: v1, v2\r\n\r\n");
+    client.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = client.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 500 "), "{answer}");
+    match server.join().unwrap() {
+        Err(Error::Handshake(err)) => {
+            assert_eq!(err.status(), 500);
+            assert!(err.message().contains("contradicts"), "{}", err.message());
+        }
+        other => panic!("expected a refused handshake, got {other:?}"),
+    }
+}
+
+#[test]
+fn response_extensions_header_is_refused_with_500() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let headers = [(
+            "Sec-WebSocket-Extensions".to_string(),
+            "permessage-deflate".to_string(),
+        )];
+        Upgrader::default().upgrade(stream, &headers).map(|_| ())
+    });
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    client
+        .write_all(format!("{REQUEST}\r\n").as_bytes())
+        .unwrap();
+    let mut answer = String::new();
+    let _ = client.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 500 "), "{answer}");
+    assert!(!answer.contains("101"), "{answer}");
+    assert!(matches!(server.join().unwrap(), Err(Error::Handshake(e)) if e.status() == 500));
+}
+
+/// A request head read and parsed by "another server" (here: by hand, with httparse),
+/// handed to the Upgrader with the bytes read past it.
+#[test]
+fn upgrade_request_takes_a_head_another_server_parsed_and_the_bytes_past_it() {
+    use ringcast::proto::handshake::{Header, Request};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        // The other server reads until the head is complete, and a bit beyond.
+        let mut buf = vec![0u8; 4096];
+        let mut len = 0;
+        let (request, used) = loop {
+            len += stream.read(&mut buf[len..]).unwrap();
+            let mut fields = [httparse::EMPTY_HEADER; 32];
+            let mut parsed = httparse::Request::new(&mut fields);
+            if let httparse::Status::Complete(used) = parsed.parse(&buf[..len]).unwrap() {
+                let request = Request {
+                    method: parsed.method.unwrap().to_owned(),
+                    target: parsed.path.unwrap().to_owned(),
+                    version: parsed.version.unwrap(),
+                    headers: parsed
+                        .headers
+                        .iter()
+                        .map(|h| Header {
+                            name: h.name.to_owned(),
+                            value: h.value.to_vec(),
+                        })
+                        .collect(),
+                };
+                break (request, used);
+            }
+        };
+        assert!(ringcast::is_websocket_upgrade(&request));
+        assert_eq!(ringcast::subprotocols(&request), ["chat"]);
+        let upgrader = Upgrader {
+            subprotocols: vec!["chat".into()],
+            ..Upgrader::default()
+        };
+        let mut conn = upgrader
+            .upgrade_request(stream, &request, &buf[used..len], &[])
+            .unwrap();
+        conn.set_read_deadline(Some(Instant::now() + WAIT));
+        (conn.subprotocol().map(str::to_owned), conn.read_message())
+    });
+    // The request and a first frame in one write, as a fast client does.
+    let mut bytes = format!("{REQUEST}Sec-WebSocket-Protocol: chat\r\n\r\n").into_bytes();
+    ringcast::proto::Encoder::new(ringcast::proto::Role::Client).encode_frame(
+        OpCode::Text,
+        true,
+        false,
+        b"early",
+        &mut bytes,
+    );
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.write_all(&bytes).unwrap();
+    let (subprotocol, message) = server.join().unwrap();
+    assert_eq!(subprotocol.as_deref(), Some("chat"));
+    assert_eq!(message.unwrap(), (MessageType::Text, b"early".to_vec()));
+    let mut head = [0u8; 12];
+    client.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+}
+
+#[test]
+fn refuse_with_answers_a_refusal_of_your_own_through_the_error_responder() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let upgrader = Upgrader {
+            error: Some(Arc::new(|_request, err: &HandshakeError| {
+                ErrorResponse::json(err.status(), r#"{"error":"full"}"#).header("Retry-After", "5")
+            })),
+            ..Upgrader::default()
+        };
+        upgrader.refuse_with(&mut stream, None, HandshakeError::new(503, "server full"))
+    });
+    let mut client = TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    let mut answer = String::new();
+    let _ = client.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("\r\nRetry-After: 5\r\n"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\n{\"error\":\"full\"}"), "{answer}");
+    assert!(matches!(server.join().unwrap(), Error::Handshake(e) if e.status() == 503));
 }

@@ -39,6 +39,38 @@ pub fn parse_node_id(text: &str) -> Result<u64, String> {
     parsed.map_err(|e| format!("node id {text:?}: {e}"))
 }
 
+/// The keep-alive settings of a blocking peer, as the seed's examples set them: ping
+/// every `ping_interval_ms`, give up on a peer silent for `pong_wait_ms`, bound each
+/// write by `write_wait_ms`. Flatten it into a program's arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Keepalive {
+    /// How often to ping the peer, in milliseconds (the seed's pingPeriod).
+    #[arg(long, default_value_t = 54_000)]
+    pub ping_interval_ms: u64,
+    /// How long the peer may stay silent (no message, no pong) before the connection is
+    /// given up, in milliseconds; longer than the ping interval (the seed's pongWait).
+    #[arg(long, default_value_t = 60_000)]
+    pub pong_wait_ms: u64,
+    /// How long one write may take, in milliseconds (the seed's writeWait).
+    #[arg(long, default_value_t = 10_000)]
+    pub write_wait_ms: u64,
+}
+
+impl Keepalive {
+    /// The ping interval.
+    pub fn ping_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.ping_interval_ms)
+    }
+    /// The longest silence accepted from the peer.
+    pub fn pong_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.pong_wait_ms)
+    }
+    /// The longest one write may take.
+    pub fn write_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.write_wait_ms)
+    }
+}
+
 /// Logs to stderr at `info` (or what `RUST_LOG` says), as every example does.
 pub fn init_logs() {
     tracing_subscriber::fmt()

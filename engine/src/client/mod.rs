@@ -4,25 +4,28 @@
 
 mod cookies;
 mod proxy;
+mod resolve;
+mod socks;
 mod tls;
 
-use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io;
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
-use crate::conn::{Conn, ConnConfig};
+use crate::conn::stream::time_left;
+use crate::conn::{Conn, ConnConfig, Stream};
 use crate::error::Error;
 use crate::pool::BufferPool;
 use crate::proto::handshake::{self, ClientRequest, HandshakeError, Limits, Response};
 use crate::proto::Role;
-use crate::upgrade::{read_head_with, HeadError};
+use crate::upgrade::{read_head, write_all_by, HeadError};
 
 pub use cookies::{CookieJar, MemoryJar};
 pub use proxy::from_environment as proxy_from_environment;
-pub use tls::{default_client_config, ClientStream};
+pub use tls::{default_client_config, ClientReader, ClientStream, ClientWriter};
 pub use url::Url;
 
 /// Opens the TCP connection to `(host, port)` before `deadline` (the seed's `NetDial`
@@ -34,6 +37,51 @@ pub type ProxyFn = Arc<dyn Fn(&Url) -> Result<Option<Url>, Error> + Send + Sync>
 
 /// Header fields to send, as (name, value) pairs.
 type Headers = Vec<(String, String)>;
+
+/// A parsed `ws://` or `wss://` URL.
+struct Target {
+    url: Url,
+    tls: bool,
+    host: String,
+    port: u16,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, Error> {
+        let url = Url::parse(url)
+            .map_err(|e| Error::InvalidArgument(format!("malformed ws or wss url {url:?}: {e}")))?;
+        let tls = match url.scheme() {
+            "ws" => false,
+            "wss" => true,
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "malformed ws or wss url: scheme {other:?}"
+                )))
+            }
+        };
+        let host = url
+            .host_str()
+            .ok_or_else(|| Error::InvalidArgument("malformed ws or wss url: no host".into()))?
+            .to_owned();
+        let port = url
+            .port_or_known_default()
+            .unwrap_or(if tls { 443 } else { 80 });
+        Ok(Target {
+            url,
+            tls,
+            host,
+            port,
+        })
+    }
+}
+
+/// The request's header fields, checked.
+struct Prepared {
+    extra: Headers,
+    offered: Vec<String>,
+    /// A `Host` the caller gave, which replaces the URL's.
+    host: Option<String>,
+}
 
 /// Which proxy a dial goes through (the seed's `Proxy` function).
 #[derive(Clone, Default)]
@@ -242,6 +290,45 @@ impl Dialer {
         }
     }
 
+    /// The opening handshake over a stream you already have (the seed's `NewClient`):
+    /// connected, tunnelled and encrypted as you need it; a Unix socket, a stream from
+    /// your own connection pool, TLS of your choice. `url` gives the request target
+    /// (path and query) and the `Host` header; its scheme (`ws` or `wss`) only sets the
+    /// default port. The dialer's proxy, TLS and connect settings do not apply; its
+    /// handshake timeout bounds the exchange (as far as the stream honours timeouts).
+    ///
+    /// ```no_run
+    /// use std::os::unix::net::UnixStream;
+    /// use ringcast::{Dialer, MessageType};
+    ///
+    /// # fn main() -> Result<(), ringcast::Error> {
+    /// let stream = UnixStream::connect("/run/chat.sock")?;
+    /// let (mut conn, _response) = Dialer::default().client_handshake(stream, "ws://chat/ws", &[])?;
+    /// conn.write_message(MessageType::Text, b"over a unix socket")?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn client_handshake<S: Stream>(
+        &self,
+        stream: S,
+        url: &str,
+        headers: &[(String, String)],
+    ) -> Result<(Conn<S>, Response), Error> {
+        let target = Target::parse(url)?;
+        let deadline = self.deadline(None);
+        let prepared = self.prepare(&target, headers)?;
+        self.handshake(stream, &target, &prepared, deadline)
+    }
+
+    /// The dial's deadline: the earlier of `deadline` and the handshake timeout.
+    fn deadline(&self, deadline: Option<Instant>) -> Option<Instant> {
+        let timeout = self.handshake_timeout.map(|t| Instant::now() + t);
+        match (deadline, timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     fn dial_inner(
         &self,
         url: &str,
@@ -249,111 +336,99 @@ impl Dialer {
         deadline: Option<Instant>,
         cancel: Option<&CancelToken>,
     ) -> Result<(Conn<ClientStream>, Response), Error> {
-        let url = Url::parse(url)
-            .map_err(|e| Error::InvalidArgument(format!("malformed ws or wss url {url:?}: {e}")))?;
-        let tls = match url.scheme() {
-            "ws" => false,
-            "wss" => true,
-            other => {
-                return Err(Error::InvalidArgument(format!(
-                    "malformed ws or wss url: scheme {other:?}"
-                )))
-            }
-        };
-        let host = url
-            .host_str()
-            .ok_or_else(|| Error::InvalidArgument("malformed ws or wss url: no host".into()))?
-            .to_owned();
-        let port = url
-            .port_or_known_default()
-            .unwrap_or(if tls { 443 } else { 80 });
-        let deadline = match (deadline, self.handshake_timeout) {
-            (Some(d), Some(t)) => Some(d.min(Instant::now() + t)),
-            (Some(d), None) => Some(d),
-            (None, Some(t)) => Some(Instant::now() + t),
-            (None, None) => None,
-        };
-        let (extra, offered) = self.request_headers(&url, headers)?;
-        let host_header = headers
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case("host"))
-            .map(|(_, value)| value.clone());
-
+        let target = Target::parse(url)?;
+        let deadline = self.deadline(deadline);
+        let prepared = self.prepare(&target, headers)?;
         if cancel.is_some_and(CancelToken::is_cancelled) {
             return Err(cancelled());
         }
         let proxy = match &self.proxy {
             Proxy::None => None,
-            Proxy::FromEnvironment => proxy::from_environment(&url),
+            Proxy::FromEnvironment => proxy::from_environment(&target.url),
             Proxy::Fixed(proxy) => Some(proxy.clone()),
-            Proxy::Custom(choose) => choose(&url)?,
+            Proxy::Custom(choose) => choose(&target.url)?,
         };
+        if let Some(proxy) = &proxy {
+            proxy::check_scheme(proxy)?;
+        }
         let mut tcp = match &proxy {
             Some(proxy) => {
                 let proxy_host = proxy.host_str().unwrap_or("").to_owned();
-                let proxy_port = proxy.port_or_known_default().unwrap_or(80);
-                self.open(&proxy_host, proxy_port, deadline)?
+                self.open(&proxy_host, proxy::default_port(proxy), deadline)?
             }
-            None => self.open(&host, port, deadline)?,
+            None => self.open(&target.host, target.port, deadline)?,
         };
         if let Some(cancel) = cancel {
             cancel.watch(&tcp)?;
         }
-        set_timeouts(&tcp, deadline)?;
-        let authority = authority(&host, port, tls);
         if let Some(proxy) = &proxy {
-            let target = if url.port().is_some() || !authority.contains(':') {
-                format!("{}:{port}", bracket(&host))
-            } else {
-                authority.clone()
-            };
-            proxy::connect(&mut tcp, proxy, &target, &self.limits)?;
+            proxy::tunnel(
+                &mut tcp,
+                proxy,
+                &target.host,
+                target.port,
+                &self.limits,
+                deadline,
+            )?;
         }
-        set_timeouts(&tcp, deadline)?;
-        let mut stream = if tls {
+        let stream = if target.tls {
             let config = self
                 .tls_client_config
                 .clone()
                 .unwrap_or_else(default_client_config);
-            tls::connect(config, &host, tcp)?
+            tls::connect(config, &target.host, tcp, deadline)?
         } else {
             ClientStream::Plain(tcp)
         };
+        self.handshake(stream, &target, &prepared, deadline)
+    }
 
+    /// The HTTP exchange of the opening handshake on a ready stream, by `deadline`.
+    fn handshake<S: Stream>(
+        &self,
+        mut stream: S,
+        target: &Target,
+        prepared: &Prepared,
+        deadline: Option<Instant>,
+    ) -> Result<(Conn<S>, Response), Error> {
         let key = handshake::generate_key();
-        let target = match url.query() {
-            Some(query) => format!("{}?{query}", url.path()),
-            None => url.path().to_owned(),
+        let path = match target.url.query() {
+            Some(query) => format!("{}?{query}", target.url.path()),
+            None => target.url.path().to_owned(),
         };
+        let authority = authority(&target.host, target.port, target.tls);
         let request = ClientRequest {
-            host: host_header.as_deref().unwrap_or(&authority),
-            target: &target,
+            host: prepared.host.as_deref().unwrap_or(&authority),
+            target: &path,
             key: &key,
-            subprotocols: &offered,
+            subprotocols: &prepared.offered,
             enable_compression: self.enable_compression,
-            extra_headers: &extra,
+            extra_headers: &prepared.extra,
         };
         let mut head = Vec::with_capacity(512);
         handshake::write_request(&request, &mut head);
-        set_timeouts(stream.tcp(), deadline)?;
-        stream.write_all(&head)?;
-        stream.flush()?;
-        let (mut response, leftover) =
-            match read_head_with(&mut stream, &self.limits, handshake::parse_response) {
-                Ok(parsed) => parsed,
-                Err(HeadError::Io(err)) => return Err(Error::Io(err)),
-                Err(HeadError::Handshake(err)) => return Err(Error::Handshake(err)),
-            };
-        self.keep_cookies(&url, &response);
+        write_all_by(&mut stream, &head, deadline)?;
+        let (mut response, leftover) = match read_head(
+            &mut stream,
+            &self.limits,
+            deadline,
+            handshake::parse_response,
+        ) {
+            Ok(parsed) => parsed,
+            Err(HeadError::Io(err)) => return Err(Error::Io(err)),
+            Err(HeadError::Handshake(err)) => return Err(Error::Handshake(err)),
+        };
+        self.keep_cookies(&target.url, &response);
         if response.status != 101 {
-            read_body_start(&mut stream, &mut response, leftover);
+            read_body_start(&mut stream, &mut response, leftover, deadline);
             let message = format!("server answered {} {}", response.status, response.reason);
             return Err(Error::Handshake(HandshakeError::with_response(
                 message, response,
             )));
         }
         let agreed = handshake::validate_response(&response, &request)?;
-        stream.set_read_timeout_all(None)?;
+        stream.set_read_timeout(None)?;
+        stream.set_write_timeout(None)?;
         let config = ConnConfig {
             read_buffer_size: self.read_buffer_size,
             write_buffer_size: self.write_buffer_size,
@@ -365,6 +440,20 @@ impl Dialer {
         // Frames the server sent right after its 101 are already in `leftover`.
         let conn = Conn::new(stream, Role::Client, config, &leftover);
         Ok((conn, response))
+    }
+
+    /// The request's header fields: the caller's (checked), plus what the dialer adds.
+    fn prepare(&self, target: &Target, headers: &[(String, String)]) -> Result<Prepared, Error> {
+        let (extra, offered) = self.request_headers(&target.url, headers)?;
+        let host = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+            .map(|(_, value)| value.clone());
+        Ok(Prepared {
+            extra,
+            offered,
+            host,
+        })
     }
 
     /// Check the caller's headers and add the ones the dialer owns: Authorization from
@@ -440,14 +529,15 @@ impl Dialer {
         }
     }
 
-    /// Open a TCP connection to `(host, port)` within `deadline`.
+    /// Open a TCP connection to `(host, port)` within `deadline`: the name resolved and
+    /// each address tried in turn, all by the deadline.
     fn open(&self, host: &str, port: u16, deadline: Option<Instant>) -> Result<TcpStream, Error> {
         if let Some(connect) = &self.connect {
             return Ok(connect(host, port, deadline)?);
         }
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let mut last = io::Error::new(io::ErrorKind::NotFound, format!("no address for {host}"));
-        for addr in (bare, port).to_socket_addrs()? {
+        for addr in resolve::resolve(bare, port, deadline)? {
             let attempt = match deadline {
                 Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
                     Some(left) if !left.is_zero() => TcpStream::connect_timeout(&addr, left),
@@ -467,13 +557,6 @@ impl Dialer {
     }
 }
 
-impl ClientStream {
-    fn set_read_timeout_all(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.tcp().set_read_timeout(timeout)?;
-        self.tcp().set_write_timeout(timeout)
-    }
-}
-
 fn timed_out(what: &str) -> Error {
     Error::Io(io::Error::new(
         io::ErrorKind::TimedOut,
@@ -481,23 +564,14 @@ fn timed_out(what: &str) -> Error {
     ))
 }
 
-/// Bound each read and write of the dial by what is left until `deadline`.
-fn set_timeouts(tcp: &TcpStream, deadline: Option<Instant>) -> Result<(), Error> {
-    let timeout = match deadline {
-        None => None,
-        Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-            Some(left) if !left.is_zero() => Some(left),
-            _ => return Err(timed_out("handshake")),
-        },
-    };
-    tcp.set_read_timeout(timeout)?;
-    tcp.set_write_timeout(timeout)?;
-    Ok(())
-}
-
 /// Keep up to [`MAX_BODY`] bytes of a refused handshake's body: what came with the head,
-/// then, when `Content-Length` says more is coming, up to that much (within the deadline).
-fn read_body_start(stream: &mut ClientStream, response: &mut Response, leftover: Vec<u8>) {
+/// then, when `Content-Length` says more is coming, up to that much (by the deadline).
+fn read_body_start<S: Stream>(
+    stream: &mut S,
+    response: &mut Response,
+    leftover: Vec<u8>,
+    deadline: Option<Instant>,
+) {
     let length = response
         .header("Content-Length")
         .and_then(|v| std::str::from_utf8(v).ok())
@@ -507,7 +581,13 @@ fn read_body_start(stream: &mut ClientStream, response: &mut Response, leftover:
     body.truncate(want);
     let mut chunk = [0u8; 512];
     while body.len() < want {
-        match stream.read(&mut chunk[..(want - body.len()).min(512)]) {
+        let Ok(left) = time_left(deadline, "handshake") else {
+            break;
+        };
+        if stream.set_read_timeout(left).is_err() {
+            break;
+        }
+        match stream.read_by(&mut chunk[..(want - body.len()).min(512)], deadline) {
             Ok(0) | Err(_) => break,
             Ok(n) => body.extend_from_slice(&chunk[..n]),
         }

@@ -1,15 +1,66 @@
-//! HTTP CONNECT tunnelling through a proxy, and the proxy choice from the environment
-//! (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`, as Go's `ProxyFromEnvironment`).
+//! Tunnelling through a proxy: HTTP `CONNECT` (`http://`) or SOCKS5 (`socks5://`,
+//! `socks5h://`, see [`socks`](super::socks)); and the proxy choice from the environment
+//! (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`, as Go's `ProxyFromEnvironment`). Any other
+//! scheme is refused before anything is sent.
 
-use std::io::Write;
 use std::net::TcpStream;
+use std::time::Instant;
 
 use base64::Engine as _;
 use url::Url;
 
 use crate::error::Error;
 use crate::proto::handshake::{self, HandshakeError, Limits};
-use crate::upgrade::{read_head_with, HeadError};
+use crate::upgrade::{read_head, write_all_by, HeadError};
+
+/// The proxy schemes a dial can go through.
+const SCHEMES: [&str; 3] = ["http", "socks5", "socks5h"];
+
+/// Refuse a proxy URL whose scheme ringcast cannot speak (`https://`, a TLS connection to
+/// the proxy itself, is one), naming the ones it can.
+pub(crate) fn check_scheme(proxy: &Url) -> Result<(), Error> {
+    if SCHEMES.contains(&proxy.scheme()) && proxy.has_host() {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "proxy {}://{}: unsupported proxy scheme (supported: http, socks5, socks5h)",
+        proxy.scheme(),
+        proxy.host_str().unwrap_or("")
+    )))
+}
+
+/// The proxy's port: the URL's, or its scheme's (80 for http, 1080 for SOCKS).
+pub(crate) fn default_port(proxy: &Url) -> u16 {
+    proxy
+        .port_or_known_default()
+        .unwrap_or(if proxy.scheme() == "http" { 80 } else { 1080 })
+}
+
+/// Open a tunnel through the proxy on `stream` to `host:port`, by `deadline`.
+pub(crate) fn tunnel(
+    stream: &mut TcpStream,
+    proxy: &Url,
+    host: &str,
+    port: u16,
+    limits: &Limits,
+    deadline: Option<Instant>,
+) -> Result<(), Error> {
+    check_scheme(proxy)?;
+    if proxy.scheme() == "http" {
+        let authority = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        connect(stream, proxy, &authority, limits, deadline)
+    } else {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let user = percent_decode(proxy.username());
+        let password = percent_decode(proxy.password().unwrap_or(""));
+        let credentials = (!user.is_empty()).then_some((user.as_str(), password.as_str()));
+        super::socks::connect(stream, host, port, credentials, deadline)
+    }
+}
 
 /// The proxy for `target` (a ws:// or wss:// URL) from the environment: `HTTPS_PROXY` for
 /// wss, `HTTP_PROXY` for ws (upper or lower case), unless `NO_PROXY` matches the host.
@@ -86,14 +137,15 @@ pub(crate) fn no_proxy_matches(no_proxy: &str, host: &str, port: Option<u16>) ->
         })
 }
 
-/// Ask the proxy on `stream` for a tunnel to `authority` (host:port), with Basic auth
-/// from the proxy URL's user info. Anything but a 2xx answer is a bad handshake that
-/// carries the proxy's response.
-pub(crate) fn connect(
+/// Ask the HTTP proxy on `stream` for a tunnel to `authority` (host:port), with Basic
+/// auth from the proxy URL's user info, by `deadline`. Anything but a 2xx answer is a bad
+/// handshake that carries the proxy's response.
+fn connect(
     stream: &mut TcpStream,
     proxy: &Url,
     authority: &str,
     limits: &Limits,
+    deadline: Option<Instant>,
 ) -> Result<(), Error> {
     let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
     if !proxy.username().is_empty() {
@@ -103,8 +155,9 @@ pub(crate) fn connect(
         request.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
     }
     request.push_str("\r\n");
-    stream.write_all(request.as_bytes())?;
-    let (response, leftover) = match read_head_with(stream, limits, handshake::parse_response) {
+    write_all_by(stream, request.as_bytes(), deadline)?;
+    let (response, leftover) = match read_head(stream, limits, deadline, handshake::parse_response)
+    {
         Ok(parsed) => parsed,
         Err(HeadError::Io(err)) => return Err(Error::Io(err)),
         Err(HeadError::Handshake(err)) => return Err(Error::Handshake(err)),
@@ -174,6 +227,27 @@ mod tests {
             "example.com",
             Some(80)
         ));
+    }
+
+    #[test]
+    fn proxy_schemes_other_than_http_and_socks5_are_refused_by_name() {
+        for ok in ["http://p:3128", "socks5://p:1080", "socks5h://u:pw@p"] {
+            assert!(check_scheme(&Url::parse(ok).unwrap()).is_ok(), "{ok}");
+        }
+        for bad in ["https://p:443", "socks4://p:1080", "ftp://p"] {
+            let err = check_scheme(&Url::parse(bad).unwrap()).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidArgument(text) if text.contains("unsupported proxy scheme")),
+                "{bad}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn socks_proxies_default_to_port_1080() {
+        assert_eq!(default_port(&Url::parse("socks5://p").unwrap()), 1080);
+        assert_eq!(default_port(&Url::parse("http://p").unwrap()), 80);
+        assert_eq!(default_port(&Url::parse("socks5h://p:9050").unwrap()), 9050);
     }
 
     #[test]

@@ -1,15 +1,17 @@
 //! [`ClientStream`]: a plain or a TLS (rustls) stream under a client [`Conn`](crate::Conn),
-//! and the `Stream` impls for rustls streams (client and server side).
+//! its split ends, and the TLS handshake of a dial, bounded by the dial's deadline.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, ServerConnection, StreamOwned};
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
-use crate::conn::Stream;
+use crate::conn::stream::shutdown_tcp;
+use crate::conn::tls::{self as conn_tls, TlsReader, TlsWriter};
+use crate::conn::{Closer, ReadEnd, SplitStream, Stream, WriteEnd};
 
 /// The stream a dialed connection runs over: `ws://` is plain TCP, `wss://` is TLS.
 #[derive(Debug)]
@@ -48,8 +50,8 @@ impl Write for ClientStream {
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            ClientStream::Plain(s) => s.flush(),
-            ClientStream::Tls(s) => s.flush(),
+            ClientStream::Plain(s) => Write::flush(s),
+            ClientStream::Tls(s) => Write::flush(s),
         }
     }
 }
@@ -61,6 +63,24 @@ impl Stream for ClientStream {
     fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         self.tcp().set_write_timeout(timeout)
     }
+    fn read_by(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> io::Result<usize> {
+        match self {
+            ClientStream::Plain(tcp) => tcp.read(buf),
+            ClientStream::Tls(tls) => {
+                let tls = &mut **tls;
+                conn_tls::read(&mut tls.conn, &mut tls.sock, buf, deadline)
+            }
+        }
+    }
+    fn write_by(&mut self, buf: &[u8], deadline: Option<Instant>) -> io::Result<usize> {
+        match self {
+            ClientStream::Plain(tcp) => tcp.write(buf),
+            ClientStream::Tls(tls) => {
+                let tls = &mut **tls;
+                conn_tls::write(&mut tls.conn, &mut tls.sock, buf, deadline)
+            }
+        }
+    }
     fn local_addr(&self) -> io::Result<SocketAddr> {
         self.tcp().local_addr()
     }
@@ -68,26 +88,90 @@ impl Stream for ClientStream {
         self.tcp().peer_addr()
     }
     fn shutdown(&self) -> io::Result<()> {
-        Stream::shutdown(self.tcp())
+        shutdown_tcp(self.tcp())
     }
 }
 
-/// A server-side TLS stream, so an [`Upgrader`](crate::Upgrader) can serve `wss://`.
-impl Stream for StreamOwned<ServerConnection, TcpStream> {
+/// The read end of a split [`ClientStream`].
+#[derive(Debug)]
+pub enum ClientReader {
+    /// A clone of the TCP stream.
+    Plain(TcpStream),
+    /// The TLS session's read end.
+    Tls(TlsReader<ClientConnection>),
+}
+
+/// The write end of a split [`ClientStream`].
+#[derive(Debug)]
+pub enum ClientWriter {
+    /// The TCP stream.
+    Plain(TcpStream),
+    /// The TLS session's write end.
+    Tls(TlsWriter<ClientConnection>),
+}
+
+impl ReadEnd for ClientReader {
+    fn read_by(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> io::Result<usize> {
+        match self {
+            ClientReader::Plain(tcp) => ReadEnd::read_by(tcp, buf, deadline),
+            ClientReader::Tls(tls) => tls.read_by(buf, deadline),
+        }
+    }
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.get_ref().set_read_timeout(timeout)
+        match self {
+            ClientReader::Plain(tcp) => tcp.set_read_timeout(timeout),
+            ClientReader::Tls(tls) => tls.set_read_timeout(timeout),
+        }
+    }
+}
+
+impl WriteEnd for ClientWriter {
+    fn write_by(&mut self, buf: &[u8], deadline: Option<Instant>) -> io::Result<usize> {
+        match self {
+            ClientWriter::Plain(tcp) => WriteEnd::write_by(tcp, buf, deadline),
+            ClientWriter::Tls(tls) => tls.write_by(buf, deadline),
+        }
     }
     fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.get_ref().set_write_timeout(timeout)
+        match self {
+            ClientWriter::Plain(tcp) => tcp.set_write_timeout(timeout),
+            ClientWriter::Tls(tls) => tls.set_write_timeout(timeout),
+        }
     }
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.get_ref().local_addr()
-    }
-    fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.get_ref().peer_addr()
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            ClientWriter::Plain(tcp) => Write::flush(tcp),
+            ClientWriter::Tls(tls) => WriteEnd::flush(tls),
+        }
     }
     fn shutdown(&self) -> io::Result<()> {
-        Stream::shutdown(self.get_ref())
+        match self {
+            ClientWriter::Plain(tcp) => shutdown_tcp(tcp),
+            ClientWriter::Tls(tls) => WriteEnd::shutdown(tls),
+        }
+    }
+}
+
+/// `ws://` splits into clones of its socket, `wss://` into the two ends of its session.
+impl SplitStream for ClientStream {
+    type Reader = ClientReader;
+    type Writer = ClientWriter;
+    fn split_stream(self) -> io::Result<(ClientReader, ClientWriter, Closer)> {
+        match self {
+            ClientStream::Plain(tcp) => {
+                let (reader, writer, closer) = tcp.split_stream()?;
+                Ok((
+                    ClientReader::Plain(reader),
+                    ClientWriter::Plain(writer),
+                    closer,
+                ))
+            }
+            ClientStream::Tls(tls) => {
+                let StreamOwned { conn, sock } = *tls;
+                let (reader, writer, closer) = conn_tls::split(conn, sock)?;
+                Ok((ClientReader::Tls(reader), ClientWriter::Tls(writer), closer))
+            }
+        }
     }
 }
 
@@ -113,12 +197,13 @@ pub fn default_client_config() -> Arc<ClientConfig> {
         .clone()
 }
 
-/// Start TLS on `tcp` for `host` (SNI), completing the handshake before returning so its
-/// errors are reported here, within the socket's timeouts.
+/// Start TLS on `tcp` for `host` (SNI), completing the handshake by `deadline` before
+/// returning, so its errors are reported here.
 pub(crate) fn connect(
     config: Arc<ClientConfig>,
     host: &str,
-    tcp: TcpStream,
+    mut tcp: TcpStream,
+    deadline: Option<Instant>,
 ) -> io::Result<ClientStream> {
     let name = ServerName::try_from(
         host.trim_start_matches('[')
@@ -131,10 +216,7 @@ pub(crate) fn connect(
             format!("tls server name {host:?}: {e}"),
         )
     })?;
-    let conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
-    let mut stream = StreamOwned::new(conn, tcp);
-    while stream.conn.is_handshaking() {
-        stream.conn.complete_io(&mut stream.sock)?;
-    }
-    Ok(ClientStream::Tls(Box::new(stream)))
+    let mut conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
+    conn_tls::handshake(&mut conn, &mut tcp, deadline)?;
+    Ok(ClientStream::Tls(Box::new(StreamOwned::new(conn, tcp))))
 }

@@ -1,8 +1,9 @@
 //! Ping, pong and close handlers with the seed's defaults, and [`Control`], the handle a
 //! handler gets to answer the peer.
 
+use std::io;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::proto::{CloseCode, MessageType};
@@ -14,7 +15,8 @@ pub struct Control<'a> {
 }
 
 impl Control<'_> {
-    /// Write a close, ping or pong frame (see [`Conn::write_control`](super::Conn::write_control)).
+    /// Write a close, ping or pong frame (see [`Conn::write_control`](super::Conn::write_control));
+    /// `None`: no deadline.
     pub fn write_control(
         &mut self,
         message_type: MessageType,
@@ -53,15 +55,22 @@ pub type PongHandler = PingHandler;
 pub type CloseHandler =
     Arc<dyn Fn(CloseCode, &str, &mut Control<'_>) -> Result<(), Error> + Send + Sync>;
 
-/// The seed's default ping handler: answer with a pong carrying the same data. A close
-/// already sent is not an error here.
+/// How long the default handlers wait to write their answer: the seed's `writeWait`.
+pub const HANDLER_WRITE_WAIT: Duration = Duration::from_secs(1);
+
+/// The seed's default ping handler: answer with a pong carrying the same data, waiting at
+/// most [`HANDLER_WRITE_WAIT`] for the write path (a writer may be in the middle of a
+/// message). A close already sent, or a pong that could not go out in time, is not an
+/// error: the read goes on.
 pub fn default_ping_handler() -> PingHandler {
-    Arc::new(
-        |data, control| match control.write_control(MessageType::Pong, data, None) {
+    Arc::new(|data, control| {
+        let deadline = Some(Instant::now() + HANDLER_WRITE_WAIT);
+        match control.write_control(MessageType::Pong, data, deadline) {
             Err(Error::CloseSent) => Ok(()),
+            Err(Error::Io(e)) if e.kind() == io::ErrorKind::TimedOut => Ok(()),
             other => other,
-        },
-    )
+        }
+    })
 }
 
 /// The seed's default pong handler: nothing.
@@ -70,13 +79,14 @@ pub fn default_pong_handler() -> PongHandler {
 }
 
 /// The seed's default close handler: send a close frame back with the same code (and no
-/// text); nothing when the peer sent no code.
+/// text; an empty close when the peer sent no code), waiting at most
+/// [`HANDLER_WRITE_WAIT`]. Its write errors are ignored, as the seed's are: the read
+/// returns [`Error::Closed`] either way.
 pub fn default_close_handler() -> CloseHandler {
     Arc::new(|code, _reason, control| {
         let payload = crate::format_close_message(code, "");
-        match control.write_control(MessageType::Close, &payload, None) {
-            Err(Error::CloseSent) => Ok(()),
-            other => other,
-        }
+        let deadline = Some(Instant::now() + HANDLER_WRITE_WAIT);
+        let _ = control.write_control(MessageType::Close, &payload, deadline);
+        Ok(())
     })
 }

@@ -5,19 +5,32 @@
 //! plus a [`ControlHandle`] for close and control frames from anywhere. The protocol
 //! work is all in [`crate::proto`]: this module only moves bytes between the stream and
 //! the codec.
+//!
+//! ## Deadlines and timeouts, the seed's and ringcast's
+//!
+//! | seed | ringcast | a timeout... |
+//! | --- | --- | --- |
+//! | `SetReadDeadline(t)` | [`Conn::set_read_deadline`] | ends reads for good (`TimedOut`) |
+//! | a pong handler pushing the read deadline | [`Conn::set_idle_timeout`]: any bytes from the peer push it | ends reads for good (`TimedOut`) |
+//! | `SetWriteDeadline(t)` | [`Conn::set_write_deadline`] | ends writes for good |
+//! | `SetWriteDeadline(now + writeWait)` before each write | [`Conn::set_write_timeout`] | ends writes for good |
+//! | `WriteControl(.., deadline)`; zero: none | [`Conn::write_control`]`(.., Some(deadline))`; `None`: none | is reported, and the connection stays usable if nothing was written |
+//! | `Upgrader.HandshakeTimeout`, `Dialer.HandshakeTimeout` | the same fields: the whole handshake (DNS, connect, proxy, TLS, HTTP) | fails the handshake |
 
 pub mod control;
+mod lock;
 mod read;
 mod reader;
 mod split;
 pub mod stream;
+pub mod tls;
 mod write;
 mod writer;
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 use crate::pool::BufferPool;
@@ -26,18 +39,33 @@ use crate::proto::{CloseCode, MessageType, Role};
 
 pub use control::{CloseHandler, Control, PingHandler, PongHandler};
 pub use reader::{join_messages, JoinMessages, MessageReader};
-pub use split::{ControlHandle, ReadHalf, SplitStream, WriteHalf};
-pub use stream::Stream;
+pub use split::{ControlHandle, ReadHalf, WriteHalf};
+pub use stream::{Closer, ReadEnd, SplitStream, Stream, WriteEnd};
 pub use writer::MessageWriter;
 
 use control::ControlWrite;
 use read::{Dst, ReadState};
-use reader::Source;
 use write::{WriteSide, WriteState};
-use writer::SideRef;
 
 /// The buffer size used when a setting says 0, as the seed's Dialer does.
 pub const DEFAULT_BUFFER_SIZE: usize = 4096;
+
+/// How long [`Conn::close_with`] (and [`ControlHandle::close_with`]) wait to write the
+/// close frame.
+pub const CLOSE_WRITE_WAIT: Duration = Duration::from_secs(5);
+
+/// A close payload for `close_with`: a reason that does not fit a control frame is an
+/// error, never cut.
+fn close_payload(code: CloseCode, reason: &str) -> Result<Vec<u8>, Error> {
+    if reason.len() > crate::proto::close::MAX_REASON_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "close reason of {} bytes exceeds the {} a close frame can carry",
+            reason.len(),
+            crate::proto::close::MAX_REASON_BYTES
+        )));
+    }
+    Ok(crate::format_close_message(code, reason))
+}
 
 /// Settings a connection starts with, filled in by the Upgrader or the Dialer.
 #[derive(Clone, Default)]
@@ -122,14 +150,9 @@ impl<S: Stream> Conn<S> {
     /// The next data message as an `io::Read` that ends with the message (the seed's
     /// `NextReader`); its bytes are not gathered. An unread rest is skipped by the next
     /// read. Compressed messages arrive whole (libdeflater inflates whole buffers).
-    pub fn next_reader(&mut self) -> Result<(MessageType, MessageReader<'_, S>), Error> {
+    pub fn next_reader(&mut self) -> Result<(MessageType, MessageReader<'_>), Error> {
         let message_type = self.reader.next_message(&mut self.side)?;
-        Ok((
-            message_type,
-            MessageReader {
-                source: Source::Conn(self),
-            },
-        ))
+        Ok((message_type, MessageReader { source: self }))
     }
 
     /// Read the next message and decode it as JSON (the seed's `ReadJSON`).
@@ -151,11 +174,8 @@ impl<S: Stream> Conn<S> {
 
     /// A writer for the next message (the seed's `NextWriter`): bytes gather in the
     /// write buffer and leave as a fragment each time it fills; `close` sends the end.
-    pub fn next_writer(
-        &mut self,
-        message_type: MessageType,
-    ) -> Result<MessageWriter<'_, S>, Error> {
-        MessageWriter::new(SideRef::Borrowed(&mut self.side), message_type)
+    pub fn next_writer(&mut self, message_type: MessageType) -> Result<MessageWriter<'_>, Error> {
+        MessageWriter::new(&mut self.side, message_type)
     }
 
     /// Encode `value` as JSON and send it as a text message (the seed's `WriteJSON`).
@@ -175,7 +195,9 @@ impl<S: Stream> Conn<S> {
     }
 
     /// Write a close, ping or pong frame (at most 125 bytes of `data`), waiting at most
-    /// until `deadline` (`None`: a few seconds). To call it from another thread, use
+    /// until `deadline` (`None`: no deadline, the seed's zero time). A deadline that
+    /// passes before any byte of the frame was written is reported (`TimedOut`) and
+    /// leaves the connection usable, as in the seed. To call it from another thread, use
     /// [`split`](Self::split) and a [`ControlHandle`].
     pub fn write_control(
         &mut self,
@@ -186,17 +208,20 @@ impl<S: Stream> Conn<S> {
         self.side.write_control(message_type, data, deadline)
     }
 
-    /// Send a close frame with `code` and `reason` (the polite way to end). Read on until
-    /// the peer's close arrives as [`Error::Closed`], then drop the connection.
+    /// Send a close frame with `code` and `reason` (the polite way to end), waiting at
+    /// most [`CLOSE_WRITE_WAIT`]. Read on until the peer's close arrives as
+    /// [`Error::Closed`], then drop the connection. A reason longer than the 123 bytes a
+    /// close frame carries is refused with [`Error::InvalidArgument`].
     pub fn close_with(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
-        let payload = crate::format_close_message(code, reason);
-        self.write_control(MessageType::Close, &payload, None)
+        let payload = close_payload(code, reason)?;
+        let deadline = Some(Instant::now() + CLOSE_WRITE_WAIT);
+        self.write_control(MessageType::Close, &payload, deadline)
     }
 
     /// Close the underlying stream without sending or waiting for a close frame, as the
     /// seed's `Close` does.
     pub fn close(&self) -> Result<(), Error> {
-        self.side.stream.shutdown().map_err(Error::from)
+        Stream::shutdown(&self.side.stream).map_err(Error::from)
     }
 
     /// The largest message accepted from the peer, in bytes (default 64 MiB; 0: none).
@@ -210,16 +235,34 @@ impl<S: Stream> Conn<S> {
         self.reader.decoder().read_limit()
     }
 
-    /// Reads fail with `TimedOut` after `deadline` (`None`: never). After a read timed
-    /// out the connection is broken and every later read fails, as in the seed.
+    /// Reads fail with an `Io` error of kind `TimedOut` after `deadline` (`None`:
+    /// never). After a read timed out the connection is broken and every later read
+    /// fails, as in the seed.
     pub fn set_read_deadline(&mut self, deadline: Option<Instant>) {
         self.reader.deadline = deadline;
+    }
+
+    /// Reads fail with `TimedOut` once the peer has sent nothing for `timeout` (`None`:
+    /// no idle timeout): the seed's read deadline pushed back by a pong handler, kept
+    /// for you. Any bytes count, so a peer that answers pings stays. It applies
+    /// together with [`set_read_deadline`](Self::set_read_deadline) (the earlier wins),
+    /// and ends reads for good like it.
+    pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
+        self.reader.set_idle_timeout(timeout);
     }
 
     /// Writes fail after `deadline` (`None`: never). After a write timed out the
     /// connection is broken and every later write fails.
     pub fn set_write_deadline(&mut self, deadline: Option<Instant>) {
         self.side.state.deadline = deadline;
+    }
+
+    /// Each data write (a message, a writer's fragment, a prepared message) must end
+    /// within `timeout` of its start (`None`: no bound but the write deadline): the
+    /// seed's `SetWriteDeadline(time.Now().Add(writeWait))` before every write. A write
+    /// that times out breaks the write side for good, as a deadline does.
+    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        self.side.state.write_timeout = timeout;
     }
 
     /// Set the handler for received pings; `None` restores the default (answer pong).
@@ -270,12 +313,12 @@ impl<S: Stream> Conn<S> {
 
     /// The local address of the stream.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.side.stream.local_addr()
+        Stream::local_addr(&self.side.stream)
     }
 
     /// The peer's address.
     pub fn remote_addr(&self) -> io::Result<SocketAddr> {
-        self.side.stream.peer_addr()
+        Stream::peer_addr(&self.side.stream)
     }
 
     /// The stream under the connection, to set socket options (the seed's
@@ -308,15 +351,44 @@ impl<S: Stream> std::fmt::Debug for Conn<S> {
 }
 
 impl<S: SplitStream> Conn<S> {
-    /// Split into a reader and a writer for two threads. Both can hand out
-    /// [`ControlHandle`]s to close or write control frames from any thread.
+    /// Split into a reader and a writer for two threads (every stream ringcast makes
+    /// splits: TCP, Unix sockets, TLS on either side, a dialed `ClientStream`). Both can
+    /// hand out [`ControlHandle`]s to close or write control frames from any thread;
+    /// those go out between the fragments of a message being written.
+    ///
+    /// ```no_run
+    /// use std::time::{Duration, Instant};
+    /// use ringcast::{Dialer, MessageType};
+    ///
+    /// # fn main() -> Result<(), ringcast::Error> {
+    /// let (conn, _) = Dialer::default().dial("wss://example.com/chat", &[])?;
+    /// let (mut reader, mut writer) = conn.split()?;
+    /// let pinger = writer.control_handle();
+    /// std::thread::spawn(move || loop {
+    ///     std::thread::sleep(Duration::from_secs(30));
+    ///     let deadline = Some(Instant::now() + Duration::from_secs(10));
+    ///     if pinger.write_control(MessageType::Ping, b"", deadline).is_err() {
+    ///         break;
+    ///     }
+    /// });
+    /// std::thread::spawn(move || while let Ok((_, text)) = reader.read_message() {
+    ///     println!("{}", String::from_utf8_lossy(&text));
+    /// });
+    /// writer.write_message(MessageType::Text, b"hello")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn split(self) -> io::Result<(ReadHalf<S>, WriteHalf<S>)> {
-        let read_stream = self.side.stream.try_clone()?;
-        let closer = self.side.stream.try_clone()?;
-        let shared = Arc::new(split::Shared::new(self.side, closer));
+        let WriteSide { stream, state } = self.side;
+        let (read_end, write_end, closer) = stream.split_stream()?;
+        let side = WriteSide {
+            stream: write_end,
+            state,
+        };
+        let shared = Arc::new(split::Shared::new(side, closer));
         Ok((
             ReadHalf {
-                stream: read_stream,
+                stream: read_end,
                 reader: self.reader,
                 shared: Arc::clone(&shared),
                 subprotocol: self.subprotocol,

@@ -1,19 +1,33 @@
 //! The read side of a connection: the codec, the read buffer, the handlers, and the
 //! loop that turns stream bytes into message parts. Shared by [`Conn`](super::Conn),
 //! its readers and [`ReadHalf`](super::ReadHalf).
+//!
+//! Errors are permanent, as the seed's `NextReader` promises: once a read fails (a
+//! close, a broken rule, a deadline, an error from a handler), every later read returns
+//! the same error. Memory a large message needed (the decoder's gathering buffer, the
+//! inflater's, bytes a small `read` left waiting) is given back when it ends.
 
 use std::io;
 use std::time::{Duration, Instant};
 
 use super::control::{self, Control, ControlWrite};
+use super::stream::timeout_kind;
 use super::{CloseHandler, PingHandler, PongHandler};
 use crate::error::{CloseError, Error};
 use crate::proto::deflate::Inflater;
 use crate::proto::{CloseCode, Decoder, Event, MessageType, ProtocolError, Role};
 
+/// Buffers that grew past this for one message are freed when it ends, so an idle
+/// connection holds no more than a small message needs.
+pub(crate) const RELEASE_ABOVE: usize = 64 * 1024;
+
+/// How long a close frame sent because the peer broke a rule may take: the connection
+/// is failing, so it must not wait long.
+const FAIL_CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 /// What the read loop needs of the stream, and the write path its handlers answer on.
 pub(crate) trait ReadIo: ControlWrite {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    fn read_by(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> io::Result<usize>;
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
 }
 
@@ -25,24 +39,6 @@ pub(crate) enum Dst<'a> {
     Vec(&'a mut Vec<u8>),
     /// Nowhere: the rest of a message nobody reads.
     Discard,
-}
-
-/// Why reads fail for good: kept so every later read returns the same error.
-#[derive(Debug, Clone)]
-enum ReadFailure {
-    Closed(CloseError),
-    Protocol(ProtocolError),
-    Io(io::ErrorKind, String),
-}
-
-impl ReadFailure {
-    fn to_error(&self) -> Error {
-        match self {
-            ReadFailure::Closed(close) => Error::Closed(close.clone()),
-            ReadFailure::Protocol(err) => Error::from(*err),
-            ReadFailure::Io(kind, text) => Error::Io(io::Error::new(*kind, text.clone())),
-        }
-    }
 }
 
 /// A control payload copied out of the read buffer (at most 125 bytes), so that a
@@ -86,13 +82,20 @@ pub(crate) struct ReadState {
     end: usize,
     /// Bytes of a part that did not fit the caller's slice.
     pending: Vec<u8>,
+    /// Bytes of the wire taken since the last message ended.
+    message_wire: usize,
     pending_pos: usize,
     /// The message being read, and whether its last part has been decoded.
     current: Option<MessageType>,
     last_seen: bool,
     pub(crate) deadline: Option<Instant>,
+    /// Reads fail once the peer has sent nothing for this long.
+    pub(crate) idle_timeout: Option<Duration>,
+    /// When bytes last arrived (set while an idle timeout is in force).
+    last_heard: Instant,
     timeout_set: Option<Duration>,
-    failure: Option<ReadFailure>,
+    /// Why reads fail for good: every later read returns (a copy of) it.
+    failure: Option<Error>,
     pub(crate) ping_handler: PingHandler,
     pub(crate) pong_handler: PongHandler,
     pub(crate) close_handler: CloseHandler,
@@ -111,10 +114,13 @@ impl ReadState {
             pos: 0,
             end: leftover.len(),
             pending: Vec::new(),
+            message_wire: 0,
             pending_pos: 0,
             current: None,
             last_seen: false,
             deadline: None,
+            idle_timeout: None,
+            last_heard: Instant::now(),
             timeout_set: None,
             failure: None,
             ping_handler: control::default_ping_handler(),
@@ -129,6 +135,18 @@ impl ReadState {
 
     pub(crate) fn decoder(&self) -> &Decoder {
         &self.decoder
+    }
+
+    /// The bytes of buffer the read side holds between messages (the fixed read buffer
+    /// aside): what a large message may leave behind.
+    #[cfg(test)]
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.pending.capacity() + self.inflater.held_bytes()
+    }
+
+    pub(crate) fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
+        self.idle_timeout = timeout;
+        self.last_heard = Instant::now();
     }
 
     /// Skip what is left of the current message, then wait for the first part of the
@@ -170,6 +188,7 @@ impl ReadState {
             if self.last_seen {
                 self.current = None;
                 self.last_seen = false;
+                self.release_large_buffers();
                 return Ok(0);
             }
             let dst_now = match &mut dst {
@@ -211,11 +230,26 @@ impl ReadState {
         n
     }
 
+    /// Free what one large message made the read side hold: the decoder's gathering
+    /// buffer (a compressed or fragmented message), the waiting bytes of a part a small
+    /// `read` could not take. The inflater's buffers go as soon as their output is copied
+    /// out (in `decode`).
+    fn release_large_buffers(&mut self) {
+        if self.pending.capacity() > RELEASE_ABOVE {
+            self.pending = Vec::new();
+            self.pending_pos = 0;
+        }
+        if self.message_wire > RELEASE_ABOVE {
+            self.decoder.release_idle_memory();
+        }
+        self.message_wire = 0;
+    }
+
     /// One turn: decode one event (reading from the stream when the buffer is empty) and
     /// act on it. Data parts are returned; control frames are handled here.
     fn step<I: ReadIo>(&mut self, io: &mut I, dst: Dst<'_>) -> Result<Option<Step>, Error> {
         if let Some(failure) = &self.failure {
-            return Err(failure.to_error());
+            return Err(failure.duplicate());
         }
         match self.decode(dst) {
             Step::NeedMore => {
@@ -225,30 +259,44 @@ impl ReadState {
             part @ Step::Part { .. } => Ok(Some(part)),
             Step::Ping(data) => {
                 let handler = self.ping_handler.clone();
-                self.run_handler(io, |control| handler(data.as_slice(), control))?;
-                Ok(None)
+                let handled = self.run_handler(io, |control| handler(data.as_slice(), control));
+                self.keep_failure(handled).map(|()| None)
             }
             Step::Pong(data) => {
                 let handler = self.pong_handler.clone();
-                self.run_handler(io, |control| handler(data.as_slice(), control))?;
-                Ok(None)
+                let handled = self.run_handler(io, |control| handler(data.as_slice(), control));
+                self.keep_failure(handled).map(|()| None)
             }
             Step::Close(code, reason) => {
                 let handler = self.close_handler.clone();
                 let handled = self.run_handler(io, |control| handler(code, &reason, control));
-                let close = CloseError { code, reason };
-                self.failure = Some(ReadFailure::Closed(close.clone()));
-                handled?;
-                Err(Error::Closed(close))
+                let closed = Error::Closed(CloseError { code, reason });
+                // A handler's own error is what the caller hears; either way reads end.
+                Err(self.remember(handled.err().unwrap_or(closed)))
             }
             Step::Fail(err) => {
                 // RFC 6455 section 7.1.7: fail the connection with the rule's code.
-                let payload = crate::format_close_message(err.close_code(), &err.to_string());
-                let _ = io.write_control(MessageType::Close, &payload, None);
-                self.failure = Some(ReadFailure::Protocol(err));
-                Err(Error::from(err))
+                let mut payload = crate::format_close_message(err.close_code(), "");
+                let reason = err.to_string();
+                if reason.len() <= crate::proto::close::MAX_REASON_BYTES {
+                    payload.extend_from_slice(reason.as_bytes());
+                }
+                let deadline = Some(Instant::now() + FAIL_CLOSE_WAIT);
+                let _ = io.write_control(MessageType::Close, &payload, deadline);
+                Err(self.remember(Error::from(err)))
             }
         }
+    }
+
+    /// Keep `err` as the reason every later read fails, and return it.
+    fn remember(&mut self, err: Error) -> Error {
+        self.failure = Some(err.duplicate());
+        err
+    }
+
+    /// A handler's error ends reads for good, as every other read error does.
+    fn keep_failure(&mut self, handled: Result<(), Error>) -> Result<(), Error> {
+        handled.map_err(|err| self.remember(err))
     }
 
     /// Decode what is buffered into at most one step, copying out what must outlive the
@@ -290,8 +338,13 @@ impl ReadState {
             Some(Event::Close(None)) => Step::Close(CloseCode::NO_STATUS_RECEIVED, String::new()),
             Some(Event::Close(Some((code, reason)))) => Step::Close(code, reason.to_owned()),
         };
-        // What the event borrowed is copied out by now.
-        self.inflater.trim();
+        // What the event borrowed is copied out by now: a large inflation's buffers go.
+        if self.inflater.held_bytes() > RELEASE_ABOVE {
+            self.inflater.release_memory();
+        }
+        // Every byte since the last message ended counts: a compressed message is
+        // gathered by the decoder before its one part comes out.
+        self.message_wire += used;
         self.pos += used;
         if self.pos >= self.end {
             self.pos = 0;
@@ -300,14 +353,27 @@ impl ReadState {
         step
     }
 
+    /// When the next read must end: the read deadline, or the idle timeout after the
+    /// last bytes heard, whichever comes first; and what to call it when it passes.
+    fn read_deadline(&self) -> (Option<Instant>, &'static str) {
+        let idle = self.idle_timeout.map(|t| self.last_heard + t);
+        match (self.deadline, idle) {
+            (Some(read), Some(idle)) if idle < read => (Some(idle), "idle timeout"),
+            (Some(read), _) => (Some(read), "read deadline"),
+            (None, Some(idle)) => (Some(idle), "idle timeout"),
+            (None, None) => (None, "read deadline"),
+        }
+    }
+
     /// Read more bytes from the stream into the (empty) read buffer.
     fn fill<I: ReadIo>(&mut self, io: &mut I) -> Result<(), Error> {
-        let timeout = match self.deadline {
+        let (deadline, what) = self.read_deadline();
+        let timeout = match deadline {
             None => None,
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(self.fail(io::ErrorKind::TimedOut, "read deadline passed"));
+                    return Err(self.timed_out(what));
                 }
                 Some(left)
             }
@@ -316,30 +382,36 @@ impl ReadState {
             io.set_read_timeout(timeout)?;
             self.timeout_set = timeout;
         }
-        match io.read(&mut self.buf[self.end..]) {
-            Ok(0) => {
-                // The peer went away without a close frame: the seed reports 1006.
-                let close = CloseError {
-                    code: CloseCode::ABNORMAL_CLOSURE,
-                    reason: "unexpected eof".into(),
-                };
-                self.failure = Some(ReadFailure::Closed(close.clone()));
-                Err(Error::Closed(close))
-            }
+        match io.read_by(&mut self.buf[self.end..], deadline) {
+            // The peer went away without a close frame: the seed reports 1006.
+            Ok(0) => Err(self.remember(abnormal_closure("unexpected eof"))),
             Ok(n) => {
                 self.end += n;
+                if self.idle_timeout.is_some() {
+                    self.last_heard = Instant::now();
+                }
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            Err(e) => Err(self.fail(e.kind(), &e.to_string())),
+            // A TLS stream reports a drop without close_notify so; it is a 1006 too.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                Err(self.remember(abnormal_closure("unexpected eof")))
+            }
+            Err(e) => {
+                let e = timeout_kind(e, deadline);
+                if e.kind() == io::ErrorKind::TimedOut {
+                    return Err(self.timed_out(what));
+                }
+                Err(self.remember(Error::Io(e)))
+            }
         }
     }
 
-    fn fail(&mut self, kind: io::ErrorKind, text: &str) -> Error {
-        let failure = ReadFailure::Io(kind, text.to_owned());
-        let err = failure.to_error();
-        self.failure = Some(failure);
-        err
+    /// Reads end for good once a deadline passed (the seed: "after a read has timed out,
+    /// the websocket connection state is corrupt").
+    fn timed_out(&mut self, what: &str) -> Error {
+        let err = io::Error::new(io::ErrorKind::TimedOut, format!("{what} passed"));
+        self.remember(Error::Io(err))
     }
 
     fn run_handler<I, F>(&mut self, io: &mut I, f: F) -> Result<(), Error>
@@ -353,6 +425,13 @@ impl ReadState {
         };
         f(&mut control)
     }
+}
+
+fn abnormal_closure(reason: &str) -> Error {
+    Error::Closed(CloseError {
+        code: CloseCode::ABNORMAL_CLOSURE,
+        reason: reason.into(),
+    })
 }
 
 /// Put a part's bytes where `dst` says; what a slice cannot hold waits in `pending`.

@@ -4,28 +4,33 @@
 use std::io::{self, Read};
 
 use super::read::Dst;
-use super::{Conn, ReadHalf, Stream};
+use super::{Conn, ReadHalf, SplitStream, Stream};
 use crate::error::Error;
+use crate::MessageType;
 
 /// Where a reader pulls message bytes from: a whole connection or its read half.
-pub(crate) enum Source<'a, S: Stream> {
-    Conn(&'a mut Conn<S>),
-    Half(&'a mut ReadHalf<S>),
+pub(crate) trait Source {
+    /// The next bytes of the current message; `Ok(0)` at its end.
+    fn read_part(&mut self, dst: Dst<'_>) -> Result<usize, Error>;
+    /// Skip the rest of the current message and wait for the next one.
+    fn next_message(&mut self) -> Result<MessageType, Error>;
 }
 
-impl<S: Stream> Source<'_, S> {
+impl<S: Stream> Source for Conn<S> {
     fn read_part(&mut self, dst: Dst<'_>) -> Result<usize, Error> {
-        match self {
-            Source::Conn(conn) => conn.reader.read_part(&mut conn.side, dst),
-            Source::Half(half) => half.read_part(dst),
-        }
+        self.reader.read_part(&mut self.side, dst)
     }
+    fn next_message(&mut self) -> Result<MessageType, Error> {
+        self.reader.next_message(&mut self.side)
+    }
+}
 
-    fn next_message(&mut self) -> Result<crate::MessageType, Error> {
-        match self {
-            Source::Conn(conn) => conn.reader.next_message(&mut conn.side),
-            Source::Half(half) => half.next_message(),
-        }
+impl<S: SplitStream> Source for ReadHalf<S> {
+    fn read_part(&mut self, dst: Dst<'_>) -> Result<usize, Error> {
+        ReadHalf::read_part(self, dst)
+    }
+    fn next_message(&mut self) -> Result<MessageType, Error> {
+        ReadHalf::next_message(self)
     }
 }
 
@@ -40,11 +45,11 @@ pub(crate) fn into_io(err: Error) -> io::Error {
 
 /// One message as an `io::Read`, ending (`Ok(0)`) where the message ends. Dropping it
 /// early is fine: the next read on the connection skips the rest of the message.
-pub struct MessageReader<'a, S: Stream> {
-    pub(crate) source: Source<'a, S>,
+pub struct MessageReader<'a> {
+    pub(crate) source: &'a mut dyn Source,
 }
 
-impl<S: Stream> Read for MessageReader<'_, S> {
+impl Read for MessageReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
@@ -53,7 +58,7 @@ impl<S: Stream> Read for MessageReader<'_, S> {
     }
 }
 
-impl<S: Stream> std::fmt::Debug for MessageReader<'_, S> {
+impl std::fmt::Debug for MessageReader<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MessageReader").finish_non_exhaustive()
     }
@@ -62,8 +67,8 @@ impl<S: Stream> std::fmt::Debug for MessageReader<'_, S> {
 /// Successive messages as one `io::Read`, each followed by a terminator (the seed's
 /// `JoinMessages`). Reading returns the error that ends the connection, a close
 /// included.
-pub struct JoinMessages<'a, S: Stream> {
-    source: Source<'a, S>,
+pub struct JoinMessages<'a> {
+    source: &'a mut dyn Source,
     term: Vec<u8>,
     /// Inside a message; else between messages.
     in_message: bool,
@@ -71,7 +76,7 @@ pub struct JoinMessages<'a, S: Stream> {
     term_left: usize,
 }
 
-impl<S: Stream> Read for JoinMessages<'_, S> {
+impl Read for JoinMessages<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
@@ -99,7 +104,7 @@ impl<S: Stream> Read for JoinMessages<'_, S> {
     }
 }
 
-impl<S: Stream> std::fmt::Debug for JoinMessages<'_, S> {
+impl std::fmt::Debug for JoinMessages<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JoinMessages").finish_non_exhaustive()
     }
@@ -107,20 +112,20 @@ impl<S: Stream> std::fmt::Debug for JoinMessages<'_, S> {
 
 /// Read `conn`'s successive messages as one stream, `term` after each (the seed's
 /// `JoinMessages`).
-pub fn join_messages<'a, S: Stream>(conn: &'a mut Conn<S>, term: &str) -> JoinMessages<'a, S> {
+pub fn join_messages<'a, S: Stream>(conn: &'a mut Conn<S>, term: &str) -> JoinMessages<'a> {
     JoinMessages {
-        source: Source::Conn(conn),
+        source: conn,
         term: term.as_bytes().to_vec(),
         in_message: false,
         term_left: 0,
     }
 }
 
-impl<S: Stream> ReadHalf<S> {
+impl<S: SplitStream> ReadHalf<S> {
     /// This half's successive messages as one stream, `term` after each.
-    pub fn join_messages(&mut self, term: &str) -> JoinMessages<'_, S> {
+    pub fn join_messages(&mut self, term: &str) -> JoinMessages<'_> {
         JoinMessages {
-            source: Source::Half(self),
+            source: self,
             term: term.as_bytes().to_vec(),
             in_message: false,
             term_left: 0,

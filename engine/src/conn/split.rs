@@ -3,75 +3,106 @@
 //!
 //! The seed allows one reader and one writer at a time, and `Close` / `WriteControl`
 //! from anywhere. Here the types say it: each half is owned by one thread; the write
-//! path sits behind a lock that the writer, the read half's handlers (pong and close
-//! answers) and control handles share. Splitting needs a stream that can be cloned
-//! into independent handles, such as `TcpStream`.
+//! path sits behind a [`WriteLock`] that the writer (per frame), the read half's
+//! handlers (pong and close answers) and control handles share. A control write waits
+//! for the lock no longer than its deadline, and a timeout there leaves the connection
+//! usable. Every stream ringcast produces splits ([`SplitStream`]): TCP, Unix sockets,
+//! TLS on either side, and the client's `ClientStream`.
 
 use std::io;
-use std::net::TcpStream;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::control::ControlWrite;
+use super::lock::WriteLock;
 use super::read::{Dst, ReadIo, ReadState};
-use super::reader::{MessageReader, Source};
-use super::write::WriteSide;
-use super::writer::{MessageWriter, SideRef};
-use super::{CloseHandler, PingHandler, PongHandler, Stream};
+use super::reader::MessageReader;
+use super::stream::{Closer, ReadEnd, SplitStream, WriteEnd};
+use super::write::{check_control, WriteSide};
+use super::writer::{MessageWriter, WritePath};
+use super::{CloseHandler, PingHandler, PongHandler};
 use crate::error::Error;
 use crate::proto::{CloseCode, MessageType};
 
-/// A stream that can be cloned into independent handles on the same connection.
-pub trait SplitStream: Stream + Sized {
-    /// Another handle on the same stream.
-    fn try_clone(&self) -> io::Result<Self>;
+pub(crate) struct Shared<W> {
+    pub(crate) side: WriteLock<WriteSide<W>>,
+    closer: Closer,
 }
 
-impl SplitStream for TcpStream {
-    fn try_clone(&self) -> io::Result<Self> {
-        TcpStream::try_clone(self)
-    }
-}
-
-pub(crate) struct Shared<S> {
-    pub(crate) side: Mutex<WriteSide<S>>,
-    closer: S,
-}
-
-impl<S> Shared<S> {
-    pub(crate) fn new(side: WriteSide<S>, closer: S) -> Self {
+impl<W> Shared<W> {
+    pub(crate) fn new(side: WriteSide<W>, closer: Closer) -> Self {
         Shared {
-            side: Mutex::new(side),
+            side: WriteLock::new(side),
             closer,
         }
     }
+}
 
-    fn lock(&self) -> MutexGuard<'_, WriteSide<S>> {
-        // A writer that panicked leaves the state whole (every field is set atomically
-        // with respect to a frame being sent), so keep going.
-        self.side.lock().unwrap_or_else(|e| e.into_inner())
+impl<W: WriteEnd> Shared<W> {
+    /// A control frame from any thread: the lock is awaited until `deadline` at most,
+    /// and giving up there is a timeout that leaves the connection as it was.
+    fn write_control(
+        &self,
+        message_type: MessageType,
+        data: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<(), Error> {
+        check_control(message_type, data)?;
+        match self.side.lock_by(deadline) {
+            Some(mut side) => side.write_control(message_type, data, deadline),
+            None => Err(Error::Io(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "write_control: the write path stayed busy past the deadline",
+            ))),
+        }
+    }
+}
+
+/// A split connection's write path, locked for each call a message writer makes, so
+/// control frames from other threads go out between its fragments.
+impl<W: WriteEnd> WritePath for Arc<Shared<W>> {
+    fn begin(&mut self) -> Result<(Vec<u8>, usize, bool), Error> {
+        self.side.lock().begin()
+    }
+    fn fragment(
+        &mut self,
+        opcode: crate::proto::OpCode,
+        fin: bool,
+        may_compress: bool,
+        payload: &[u8],
+        frame: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        self.side
+            .lock()
+            .fragment(opcode, fin, may_compress, payload, frame)
+    }
+    fn control(&mut self, message_type: MessageType, payload: &[u8]) -> Result<(), Error> {
+        self.side.lock().control(message_type, payload)
+    }
+    fn end(&mut self, buf: Vec<u8>) {
+        self.side.lock().end(buf);
     }
 }
 
 /// The reading half of a split connection.
-pub struct ReadHalf<S: Stream> {
-    pub(crate) stream: S,
+pub struct ReadHalf<S: SplitStream> {
+    pub(crate) stream: S::Reader,
     pub(crate) reader: ReadState,
-    pub(crate) shared: Arc<Shared<S>>,
+    pub(crate) shared: Arc<Shared<S::Writer>>,
     pub(crate) subprotocol: Option<String>,
 }
 
 /// The writing half of a split connection.
-pub struct WriteHalf<S: Stream> {
-    pub(crate) shared: Arc<Shared<S>>,
+pub struct WriteHalf<S: SplitStream> {
+    pub(crate) shared: Arc<Shared<S::Writer>>,
 }
 
 /// Closes a connection or writes control frames from any thread.
-pub struct ControlHandle<S: Stream> {
-    shared: Arc<Shared<S>>,
+pub struct ControlHandle<S: SplitStream> {
+    shared: Arc<Shared<S::Writer>>,
 }
 
-impl<S: Stream> Clone for ControlHandle<S> {
+impl<S: SplitStream> Clone for ControlHandle<S> {
     fn clone(&self) -> Self {
         ControlHandle {
             shared: Arc::clone(&self.shared),
@@ -79,37 +110,35 @@ impl<S: Stream> Clone for ControlHandle<S> {
     }
 }
 
-/// The read half's view of the stream: reads on its own handle, answers on the shared
+/// The read half's view of the stream: reads on its own end, answers on the shared
 /// write path.
-struct HalfIo<'a, S> {
-    stream: &'a mut S,
-    shared: &'a Shared<S>,
+struct HalfIo<'a, R, W> {
+    stream: &'a mut R,
+    shared: &'a Shared<W>,
 }
 
-impl<S: Stream> ControlWrite for HalfIo<'_, S> {
+impl<R, W: WriteEnd> ControlWrite for HalfIo<'_, R, W> {
     fn write_control(
         &mut self,
         message_type: MessageType,
         data: &[u8],
         deadline: Option<Instant>,
     ) -> Result<(), Error> {
-        self.shared
-            .lock()
-            .write_control(message_type, data, deadline)
+        self.shared.write_control(message_type, data, deadline)
     }
 }
 
-impl<S: Stream> ReadIo for HalfIo<'_, S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.stream.read(buf)
+impl<R: ReadEnd, W: WriteEnd> ReadIo for HalfIo<'_, R, W> {
+    fn read_by(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> io::Result<usize> {
+        self.stream.read_by(buf, deadline)
     }
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.stream.set_read_timeout(timeout)
     }
 }
 
-impl<S: Stream> ReadHalf<S> {
-    fn io(&mut self) -> (&mut ReadState, HalfIo<'_, S>) {
+impl<S: SplitStream> ReadHalf<S> {
+    fn io(&mut self) -> (&mut ReadState, HalfIo<'_, S::Reader, S::Writer>) {
         (
             &mut self.reader,
             HalfIo {
@@ -138,14 +167,9 @@ impl<S: Stream> ReadHalf<S> {
     }
 
     /// The next data message as a stream (see [`Conn::next_reader`](super::Conn::next_reader)).
-    pub fn next_reader(&mut self) -> Result<(MessageType, MessageReader<'_, S>), Error> {
+    pub fn next_reader(&mut self) -> Result<(MessageType, MessageReader<'_>), Error> {
         let message_type = self.next_message()?;
-        Ok((
-            message_type,
-            MessageReader {
-                source: Source::Half(self),
-            },
-        ))
+        Ok((message_type, MessageReader { source: self }))
     }
 
     /// Read the next message and decode it as JSON.
@@ -159,9 +183,19 @@ impl<S: Stream> ReadHalf<S> {
         self.reader.decoder_mut().set_read_limit(limit);
     }
 
+    /// See [`Conn::read_limit`](super::Conn::read_limit).
+    pub fn read_limit(&self) -> u64 {
+        self.reader.decoder().read_limit()
+    }
+
     /// See [`Conn::set_read_deadline`](super::Conn::set_read_deadline).
     pub fn set_read_deadline(&mut self, deadline: Option<Instant>) {
         self.reader.deadline = deadline;
+    }
+
+    /// See [`Conn::set_idle_timeout`](super::Conn::set_idle_timeout).
+    pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
+        self.reader.set_idle_timeout(timeout);
     }
 
     /// See [`Conn::set_ping_handler`](super::Conn::set_ping_handler).
@@ -169,14 +203,29 @@ impl<S: Stream> ReadHalf<S> {
         self.reader.ping_handler = handler.unwrap_or_else(super::control::default_ping_handler);
     }
 
+    /// See [`Conn::ping_handler`](super::Conn::ping_handler).
+    pub fn ping_handler(&self) -> PingHandler {
+        Arc::clone(&self.reader.ping_handler)
+    }
+
     /// See [`Conn::set_pong_handler`](super::Conn::set_pong_handler).
     pub fn set_pong_handler(&mut self, handler: Option<PongHandler>) {
         self.reader.pong_handler = handler.unwrap_or_else(super::control::default_pong_handler);
     }
 
+    /// See [`Conn::pong_handler`](super::Conn::pong_handler).
+    pub fn pong_handler(&self) -> PongHandler {
+        Arc::clone(&self.reader.pong_handler)
+    }
+
     /// See [`Conn::set_close_handler`](super::Conn::set_close_handler).
     pub fn set_close_handler(&mut self, handler: Option<CloseHandler>) {
         self.reader.close_handler = handler.unwrap_or_else(super::control::default_close_handler);
+    }
+
+    /// See [`Conn::close_handler`](super::Conn::close_handler).
+    pub fn close_handler(&self) -> CloseHandler {
+        Arc::clone(&self.reader.close_handler)
     }
 
     /// The subprotocol agreed in the handshake, if any.
@@ -192,15 +241,13 @@ impl<S: Stream> ReadHalf<S> {
     }
 }
 
-impl<S: Stream> WriteHalf<S> {
+impl<S: SplitStream> WriteHalf<S> {
     /// See [`Conn::write_message`](super::Conn::write_message).
     pub fn write_message(&mut self, message_type: MessageType, data: &[u8]) -> Result<(), Error> {
-        let mut side = self.shared.lock();
         if message_type.is_control() {
-            side.write_control(message_type, data, None)
-        } else {
-            side.write_data(message_type, data)
+            return self.write_control(message_type, data, None);
         }
+        self.shared.side.lock().write_data(message_type, data)
     }
 
     /// See [`Conn::write_prepared_message`](super::Conn::write_prepared_message).
@@ -208,16 +255,13 @@ impl<S: Stream> WriteHalf<S> {
         &mut self,
         message: &crate::PreparedMessage,
     ) -> Result<(), Error> {
-        self.shared.lock().write_prepared(message)
+        self.shared.side.lock().write_prepared(message)
     }
 
-    /// See [`Conn::next_writer`](super::Conn::next_writer). Control frames from other
-    /// threads wait until the writer is closed.
-    pub fn next_writer(
-        &mut self,
-        message_type: MessageType,
-    ) -> Result<MessageWriter<'_, S>, Error> {
-        MessageWriter::new(SideRef::Locked(self.shared.lock()), message_type)
+    /// See [`Conn::next_writer`](super::Conn::next_writer). The write lock is taken for
+    /// each fragment, so control frames from other threads go out between fragments.
+    pub fn next_writer(&mut self, message_type: MessageType) -> Result<MessageWriter<'_>, Error> {
+        MessageWriter::new(&mut self.shared, message_type)
     }
 
     /// Encode `value` as JSON and send it as a text message.
@@ -233,25 +277,28 @@ impl<S: Stream> WriteHalf<S> {
         data: &[u8],
         deadline: Option<Instant>,
     ) -> Result<(), Error> {
-        self.shared
-            .lock()
-            .write_control(message_type, data, deadline)
+        self.shared.write_control(message_type, data, deadline)
     }
 
     /// See [`Conn::set_write_deadline`](super::Conn::set_write_deadline).
     pub fn set_write_deadline(&mut self, deadline: Option<Instant>) {
-        self.shared.lock().state.deadline = deadline;
+        self.shared.side.lock().state.deadline = deadline;
+    }
+
+    /// See [`Conn::set_write_timeout`](super::Conn::set_write_timeout).
+    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        self.shared.side.lock().state.write_timeout = timeout;
     }
 
     /// See [`Conn::enable_write_compression`](super::Conn::enable_write_compression).
     pub fn enable_write_compression(&mut self, enable: bool) {
-        let mut side = self.shared.lock();
+        let mut side = self.shared.side.lock();
         side.state.compress = enable && side.state.compression_negotiated;
     }
 
     /// See [`Conn::set_compression_level`](super::Conn::set_compression_level).
     pub fn set_compression_level(&mut self, level: i32) -> Result<(), Error> {
-        self.shared.lock().state.set_compression_level(level)
+        self.shared.side.lock().state.set_compression_level(level)
     }
 
     /// A handle to close or write control frames from any thread.
@@ -262,45 +309,50 @@ impl<S: Stream> WriteHalf<S> {
     }
 }
 
-impl<S: Stream> ControlHandle<S> {
-    /// Write a close, ping or pong frame; waits for a message being written to finish.
+impl<S: SplitStream> ControlHandle<S> {
+    /// Write a close, ping or pong frame (see
+    /// [`Conn::write_control`](super::Conn::write_control)). A message being written by
+    /// the write half is not waited for: the frame goes out before its next fragment.
+    /// When the write path stays busy (one large frame being written) past `deadline`,
+    /// the call fails with `TimedOut` and the connection stays usable; `None` waits as
+    /// long as it takes.
     pub fn write_control(
         &self,
         message_type: MessageType,
         data: &[u8],
         deadline: Option<Instant>,
     ) -> Result<(), Error> {
-        self.shared
-            .lock()
-            .write_control(message_type, data, deadline)
+        self.shared.write_control(message_type, data, deadline)
     }
 
-    /// Send a close frame with `code` and `reason`.
+    /// Send a close frame with `code` and `reason` (see
+    /// [`Conn::close_with`](super::Conn::close_with)).
     pub fn close_with(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
-        let payload = crate::format_close_message(code, reason);
-        self.write_control(MessageType::Close, &payload, None)
+        let payload = super::close_payload(code, reason)?;
+        let deadline = Some(Instant::now() + super::CLOSE_WRITE_WAIT);
+        self.write_control(MessageType::Close, &payload, deadline)
     }
 
     /// Shut the stream down at once, without a close frame (the seed's `Close`):
     /// blocked reads and writes on both halves return.
     pub fn close(&self) -> Result<(), Error> {
-        self.shared.closer.shutdown().map_err(Error::from)
+        (self.shared.closer)().map_err(Error::from)
     }
 }
 
-impl<S: Stream> std::fmt::Debug for ReadHalf<S> {
+impl<S: SplitStream> std::fmt::Debug for ReadHalf<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReadHalf").finish_non_exhaustive()
     }
 }
 
-impl<S: Stream> std::fmt::Debug for WriteHalf<S> {
+impl<S: SplitStream> std::fmt::Debug for WriteHalf<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteHalf").finish_non_exhaustive()
     }
 }
 
-impl<S: Stream> std::fmt::Debug for ControlHandle<S> {
+impl<S: SplitStream> std::fmt::Debug for ControlHandle<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlHandle").finish_non_exhaustive()
     }

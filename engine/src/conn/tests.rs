@@ -139,14 +139,86 @@ fn peer_vanishing_is_abnormal_closure() {
     }
 }
 
+fn assert_timed_out(result: Result<(MessageType, Vec<u8>), Error>) {
+    match result {
+        Err(Error::Io(err)) => assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}"),
+        other => panic!("expected a TimedOut error, got {other:?}"),
+    }
+}
+
 #[test]
-fn read_deadline_passing_breaks_reads_for_good() {
+fn read_deadline_passing_breaks_reads_for_good_with_timed_out() {
     let (_client, mut conn) = pair(Upgrader::default());
     conn.set_read_deadline(Some(Instant::now() + Duration::from_millis(50)));
-    let first = conn.read_message().unwrap_err();
-    assert!(matches!(first, Error::Io(_)), "{first:?}");
+    // The socket reports its timeout as WouldBlock on Unix: the docs promise TimedOut.
+    assert_timed_out(conn.read_message());
     conn.set_read_deadline(None);
-    assert!(matches!(conn.read_message(), Err(Error::Io(_))));
+    assert_timed_out(conn.read_message());
+}
+
+#[test]
+fn idle_timeout_ends_reads_once_the_peer_is_silent_and_bytes_push_it_back() {
+    let (mut client, mut conn) = pair(Upgrader::default());
+    conn.set_read_deadline(None);
+    conn.set_idle_timeout(Some(Duration::from_millis(300)));
+    // The message is there before the idle timeout: it is read.
+    client.write_all(&masked(0x1, b"alive")).unwrap();
+    assert_eq!(conn.read_message().unwrap().1, b"alive");
+    // Then silence: the read ends, for good, with TimedOut.
+    assert_timed_out(conn.read_message());
+    client.write_all(&masked(0x1, b"too late")).unwrap();
+    assert_timed_out(conn.read_message());
+}
+
+#[test]
+fn ping_handler_error_ends_reads_for_good() {
+    let (mut client, mut conn) = pair(Upgrader::default());
+    conn.set_ping_handler(Some(Arc::new(|_: &[u8], _: &mut Control<'_>| {
+        Err(Error::InvalidArgument("no pings here".into()))
+    })));
+    client.write_all(&masked(0x9, b"p")).unwrap();
+    client.write_all(&masked(0x1, b"after the ping")).unwrap();
+    for _ in 0..2 {
+        // The seed: "Errors returned from this method are permanent".
+        match conn.read_message() {
+            Err(Error::InvalidArgument(text)) => assert_eq!(text, "no pings here"),
+            other => panic!("expected the handler's error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn write_timeout_bounds_a_write_the_peer_does_not_take_and_breaks_writes() {
+    let (_client, mut conn) = pair(Upgrader::default());
+    conn.set_write_timeout(Some(Duration::from_millis(200)));
+    // Far more than the socket buffers hold, to a client that never reads.
+    let big = vec![0u8; 64 << 20];
+    match conn.write_message(MessageType::Binary, &big) {
+        Err(Error::Io(err)) => assert_eq!(err.kind(), std::io::ErrorKind::TimedOut),
+        other => panic!("expected a TimedOut error, got {other:?}"),
+    }
+    assert!(matches!(
+        conn.write_message(MessageType::Text, b"later"),
+        Err(Error::Io(_))
+    ));
+}
+
+#[test]
+fn close_with_a_reason_over_123_bytes_is_refused_not_cut() {
+    let (_client, mut conn) = pair(Upgrader::default());
+    let err = conn
+        .close_with(CloseCode::GOING_AWAY, &"r".repeat(124))
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    // A payload from format_close_message that does not fit is refused at the write.
+    let payload = crate::format_close_message(CloseCode::GOING_AWAY, &"r".repeat(124));
+    assert!(matches!(
+        conn.write_control(MessageType::Close, &payload, None),
+        Err(Error::InvalidArgument(_))
+    ));
+    // Nothing went out: the connection can still close properly.
+    conn.close_with(CloseCode::GOING_AWAY, &"r".repeat(123))
+        .unwrap();
 }
 
 #[test]
@@ -181,6 +253,28 @@ fn custom_pong_handler_sees_pong_data_and_can_move_deadline() {
 }
 
 #[test]
+fn pooled_conn_does_not_pool_a_buffer_one_large_message_grew() {
+    let pool = Arc::new(crate::pool::SimpleBufferPool::new(4));
+    let upgrader = Upgrader {
+        write_buffer_pool: Some(pool.clone()),
+        ..Upgrader::default()
+    };
+    let (mut client, mut conn) = pair(upgrader);
+    let big = vec![1u8; 4 << 20];
+    let reading = thread::spawn(move || {
+        let mut frame = vec![0u8; 10 + (4 << 20)];
+        std::io::Read::read_exact(&mut client, &mut frame).unwrap();
+        client
+    });
+    conn.write_message(MessageType::Binary, &big).unwrap();
+    let _client = reading.join().unwrap();
+    assert_eq!(pool.idle(), 0, "the 4 MiB buffer was dropped, not pooled");
+    conn.write_message(MessageType::Text, b"small").unwrap();
+    assert_eq!(pool.idle(), 1);
+    assert!(pool.idle_bytes() <= 64 * 1024);
+}
+
+#[test]
 fn pooled_conn_holds_no_write_buffer_between_messages() {
     let pool = Arc::new(crate::pool::SimpleBufferPool::new(4));
     let upgrader = Upgrader {
@@ -195,9 +289,12 @@ fn pooled_conn_holds_no_write_buffer_between_messages() {
     assert_eq!(read_frame(&mut client).1, b"one");
 }
 
-/// A stream that reads nothing and keeps what is written: a Conn with no socket.
+/// A stream that reads nothing and keeps what is written: a Conn with no socket. It
+/// records the write timeouts it is given.
+#[derive(Default)]
 struct MemStream {
     written: Vec<u8>,
+    write_timeouts: std::cell::RefCell<Vec<Option<Duration>>>,
 }
 
 impl std::io::Read for MemStream {
@@ -220,7 +317,8 @@ impl Stream for MemStream {
     fn set_read_timeout(&self, _: Option<Duration>) -> std::io::Result<()> {
         Ok(())
     }
-    fn set_write_timeout(&self, _: Option<Duration>) -> std::io::Result<()> {
+    fn set_write_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        self.write_timeouts.borrow_mut().push(timeout);
         Ok(())
     }
     fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -244,16 +342,7 @@ fn prepared_message_to_1000_compressing_conns_compresses_once() {
         ..ConnConfig::default()
     };
     let mut conns: Vec<Conn<MemStream>> = (0..1000)
-        .map(|_| {
-            Conn::new(
-                MemStream {
-                    written: Vec::new(),
-                },
-                Role::Server,
-                config.clone(),
-                &[],
-            )
-        })
+        .map(|_| Conn::new(MemStream::default(), Role::Server, config.clone(), &[]))
         .collect();
     let text = "the same news for a thousand subscribers ".repeat(20);
     let message = crate::PreparedMessage::new(MessageType::Text, text.clone()).unwrap();
@@ -279,3 +368,97 @@ fn prepared_message_to_1000_compressing_conns_compresses_once() {
         ))
     );
 }
+
+#[test]
+fn write_control_without_a_deadline_sets_no_timeout() {
+    let mut conn = Conn::new(
+        MemStream::default(),
+        Role::Server,
+        ConnConfig::default(),
+        &[],
+    );
+    conn.write_control(MessageType::Ping, b"x", None).unwrap();
+    // The seed's zero deadline: no timeout at all (it used to be 5 s).
+    let timeouts = conn.underlying_conn().write_timeouts.borrow().clone();
+    assert!(timeouts.iter().all(Option::is_none), "{timeouts:?}");
+    assert_eq!(conn.underlying_conn().written, b"\x89\x01x");
+}
+
+#[test]
+fn write_control_past_its_deadline_is_reported_and_the_connection_stays_usable() {
+    let mut conn = Conn::new(
+        MemStream::default(),
+        Role::Server,
+        ConnConfig::default(),
+        &[],
+    );
+    let past = Some(Instant::now() - Duration::from_millis(1));
+    match conn.write_control(MessageType::Ping, b"late", past) {
+        Err(Error::Io(err)) => assert_eq!(err.kind(), std::io::ErrorKind::TimedOut),
+        other => panic!("expected TimedOut, got {other:?}"),
+    }
+    conn.write_message(MessageType::Text, b"still fine")
+        .unwrap();
+    assert_eq!(conn.underlying_conn().written, b"\x81\x0astill fine");
+}
+
+#[test]
+fn a_large_compressed_message_leaves_no_large_read_buffers_behind() {
+    let compression = crate::proto::deflate::negotiate(&crate::proto::deflate::parse_offers([
+        &b"permessage-deflate"[..],
+    ]));
+    // A 900 KiB text of digits, compressed by a client.
+    let text: Vec<u8> = (0..900 * 1024u32)
+        .map(|i| b'0' + (i * 7 % 10) as u8)
+        .collect();
+    let mut compressed = Vec::new();
+    crate::proto::deflate::Deflater::new(1)
+        .unwrap()
+        .compress(&text, &mut compressed);
+    let mut wire = Vec::new();
+    crate::proto::Encoder::new(Role::Client).encode_frame(
+        crate::proto::OpCode::Text,
+        true,
+        true,
+        &compressed,
+        &mut wire,
+    );
+    let config = ConnConfig {
+        compression,
+        ..ConnConfig::default()
+    };
+    let mut conn = Conn::new(
+        ReplayStream(std::io::Cursor::new(wire)),
+        Role::Server,
+        config,
+        &[],
+    );
+    let (kind, payload) = conn.read_message().unwrap();
+    assert_eq!((kind, payload.len()), (MessageType::Text, text.len()));
+    assert_eq!(payload, text);
+    assert!(
+        conn.reader.held_bytes() <= read::RELEASE_ABOVE,
+        "{} bytes held after the message",
+        conn.reader.held_bytes()
+    );
+}
+
+/// A stream that replays bytes, then ends.
+struct ReplayStream(std::io::Cursor<Vec<u8>>);
+
+impl std::io::Read for ReplayStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl std::io::Write for ReplayStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Stream for ReplayStream {}

@@ -2,6 +2,11 @@
 //! compression settings, deadlines, and the close-sent state. Shared by
 //! [`Conn`](super::Conn), [`MessageWriter`](super::MessageWriter) and
 //! [`WriteHalf`](super::WriteHalf).
+//!
+//! A failed write breaks the write side for good (the seed: "after a write has timed out,
+//! the websocket state is corrupt"), except a control frame whose deadline passed before
+//! it started: nothing of it went out, so the connection stays usable, as the seed's
+//! `WriteControl` leaves it when it could not get the connection in time.
 
 use std::io;
 use std::sync::Arc;
@@ -9,15 +14,20 @@ use std::time::{Duration, Instant};
 
 use super::control::ControlWrite;
 use super::read::ReadIo;
-use super::Stream;
+use super::stream::{time_left, timeout_kind, Stream, WriteEnd};
+use super::writer::WritePath;
 use crate::error::Error;
 use crate::pool::BufferPool;
 use crate::proto::deflate::DeflateSettings;
 use crate::proto::{Encoder, MessageType, OpCode, Role};
 
-/// How long control frames wait to be written when no deadline is given: long enough for
-/// a slow link, short enough that a stuck peer cannot hang a handler.
-const CONTROL_WRITE_WAIT: Duration = Duration::from_secs(5);
+/// A write buffer larger than this many times the configured size (and than
+/// [`MIN_KEPT_BUFFER`]) is dropped after its message rather than kept or pooled: one large
+/// message must not pin its size for the connection's (or the pool's) life.
+const KEPT_BUFFER_FACTOR: usize = 4;
+
+/// Buffers up to this size are always kept, whatever the configured buffer size.
+const MIN_KEPT_BUFFER: usize = 16 * 1024;
 
 pub(crate) struct WriteState {
     pub(crate) role: Role,
@@ -29,15 +39,25 @@ pub(crate) struct WriteState {
     pub(crate) buffer_size: usize,
     pool: Option<Arc<dyn BufferPool>>,
     pub(crate) deadline: Option<Instant>,
+    pub(crate) write_timeout: Option<Duration>,
     timeout_set: Option<Duration>,
     close_sent: bool,
     failure: Option<(io::ErrorKind, String)>,
 }
 
 /// A stream with the write state that goes with it.
-pub(crate) struct WriteSide<S> {
-    pub(crate) stream: S,
+pub(crate) struct WriteSide<W> {
+    pub(crate) stream: W,
     pub(crate) state: WriteState,
+}
+
+/// What a deadline that passed before a frame started means.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Frame {
+    /// A data frame: the write side is broken for good, as in the seed.
+    Data,
+    /// A control frame: only reported; nothing of it went out.
+    Control,
 }
 
 impl WriteState {
@@ -61,6 +81,7 @@ impl WriteState {
             buffer_size,
             pool,
             deadline: None,
+            write_timeout: None,
             timeout_set: None,
             close_sent: false,
             failure: None,
@@ -90,34 +111,33 @@ impl WriteState {
         buf
     }
 
-    pub(crate) fn give_buf(&mut self, mut buf: Vec<u8>) {
+    pub(crate) fn give_buf(&mut self, buf: Vec<u8>) {
+        let oversized =
+            buf.capacity() > (KEPT_BUFFER_FACTOR * self.buffer_size).max(MIN_KEPT_BUFFER);
         match &self.pool {
-            Some(pool) => pool.put(buf),
-            None => {
-                // Keep the connection's own buffer, but not a huge one a big message grew.
-                if buf.capacity() > 4 * self.buffer_size {
-                    buf = Vec::with_capacity(self.buffer_size);
+            // An oversized buffer is dropped, never handed to the pool.
+            Some(pool) => {
+                if !oversized {
+                    pool.put(buf);
                 }
-                self.buf = Some(buf);
             }
+            None if oversized => self.buf = Some(Vec::with_capacity(self.buffer_size)),
+            None => self.buf = Some(buf),
         }
     }
 
-    /// Append one frame of a data message: compressed (RSV1) when `compressed`.
-    pub(crate) fn encode(
-        &mut self,
-        opcode: OpCode,
-        fin: bool,
-        compressed: bool,
-        payload: &[u8],
-        out: &mut Vec<u8>,
-    ) {
-        self.encoder
-            .encode_frame(opcode, fin, compressed, payload, out);
+    /// The deadline of a data write starting now: the write deadline, or the write
+    /// timeout from now, whichever comes first.
+    pub(crate) fn data_deadline(&self) -> Option<Instant> {
+        let timeout = self.write_timeout.map(|t| Instant::now() + t);
+        match (self.deadline, timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
-impl<S: Stream> WriteSide<S> {
+impl<W: WriteEnd> WriteSide<W> {
     pub(crate) fn check(&self) -> Result<(), Error> {
         if let Some((kind, text)) = &self.state.failure {
             return Err(Error::Io(io::Error::new(*kind, text.clone())));
@@ -137,7 +157,8 @@ impl<S: Stream> WriteSide<S> {
         self.check()?;
         let mut buf = self.state.take_buf();
         self.encode_data(message_type.opcode(), true, true, data, &mut buf);
-        let result = self.send(&buf, self.state.deadline);
+        let deadline = self.state.data_deadline();
+        let result = self.send(&buf, deadline, Frame::Data);
         self.state.give_buf(buf);
         result
     }
@@ -156,10 +177,10 @@ impl<S: Stream> WriteSide<S> {
         if s.compress && may_compress && fin {
             // One compressor per thread and level (they are large), not per connection.
             let mut compressed = Vec::with_capacity(data.len() / 2 + 64);
-            crate::prepared::with_deflater(s.deflate, |d| d.compress(data, &mut compressed));
-            s.encode(opcode, true, true, &compressed, out);
+            crate::prepared::compress_message(s.deflate, data, &mut compressed);
+            s.encoder.encode_frame(opcode, true, true, &compressed, out);
         } else {
-            s.encode(opcode, fin, false, data, out);
+            s.encoder.encode_frame(opcode, fin, false, data, out);
         }
     }
 
@@ -168,80 +189,133 @@ impl<S: Stream> WriteSide<S> {
         self.check()?;
         let compression = self.state.compress.then_some(self.state.deflate);
         let frame = message.frame(self.state.role, compression);
+        let deadline = self.state.data_deadline();
+        self.send(&frame, deadline, Frame::Data)?;
         if message.message_type() == MessageType::Close {
             self.state.close_sent = true;
         }
-        self.send(&frame, self.state.deadline)
+        Ok(())
     }
 
-    /// Write bytes whole, within `deadline`. A failure breaks the write side for good.
-    pub(crate) fn send(&mut self, bytes: &[u8], deadline: Option<Instant>) -> Result<(), Error> {
-        let timeout = match deadline {
-            None => None,
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(self.fail(io::ErrorKind::TimedOut, "write deadline passed"));
-                }
-                Some(left)
+    /// Write `bytes` whole by `deadline`. Any failure breaks the write side for good,
+    /// except a control frame whose deadline passed before it started: nothing of it
+    /// went out, so the connection stays usable (the seed's `WriteControl`).
+    fn send(&mut self, bytes: &[u8], deadline: Option<Instant>, frame: Frame) -> Result<(), Error> {
+        if let Err(err) = time_left(deadline, "write") {
+            return Err(match frame {
+                Frame::Control => Error::Io(err),
+                Frame::Data => self.fail(err),
+            });
+        }
+        let mut written = 0;
+        while written < bytes.len() {
+            let left = time_left(deadline, "write").map_err(|e| self.fail(e))?;
+            if left != self.state.timeout_set {
+                self.stream
+                    .set_write_timeout(left)
+                    .map_err(|e| self.fail(e))?;
+                self.state.timeout_set = left;
             }
-        };
-        if timeout != self.state.timeout_set {
-            self.stream.set_write_timeout(timeout)?;
-            self.state.timeout_set = timeout;
+            match self.stream.write_by(&bytes[written..], deadline) {
+                Ok(0) => {
+                    let err = io::Error::new(io::ErrorKind::WriteZero, "the stream took no bytes");
+                    return Err(self.fail(err));
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.fail(timeout_kind(e, deadline))),
+            }
         }
-        match self
-            .stream
-            .write_all(bytes)
-            .and_then(|()| self.stream.flush())
-        {
-            Ok(()) => Ok(()),
-            Err(e) => Err(self.fail(e.kind(), &e.to_string())),
-        }
+        self.stream
+            .flush()
+            .map_err(|e| self.fail(timeout_kind(e, deadline)))
     }
 
-    fn fail(&mut self, kind: io::ErrorKind, text: &str) -> Error {
-        self.state.failure = Some((kind, text.to_owned()));
-        Error::Io(io::Error::new(kind, text.to_owned()))
+    /// Remember `err` so every later write fails with it, and return it.
+    fn fail(&mut self, err: io::Error) -> Error {
+        self.state.failure = Some((err.kind(), err.to_string()));
+        Error::Io(err)
     }
 }
 
-impl<S: Stream> ControlWrite for WriteSide<S> {
+impl<W: WriteEnd> ControlWrite for WriteSide<W> {
     fn write_control(
         &mut self,
         message_type: MessageType,
         data: &[u8],
         deadline: Option<Instant>,
     ) -> Result<(), Error> {
-        if !message_type.is_control() {
-            return Err(Error::InvalidArgument(format!(
-                "write_control takes close, ping or pong, not {message_type:?}"
-            )));
-        }
-        if data.len() > 125 {
-            return Err(Error::InvalidArgument(format!(
-                "control frame payload of {} bytes exceeds 125",
-                data.len()
-            )));
-        }
+        check_control(message_type, data)?;
         self.check()?;
         let mut frame = Vec::with_capacity(2 + 4 + data.len());
         self.state
-            .encode(message_type.opcode(), true, false, data, &mut frame);
+            .encoder
+            .encode_frame(message_type.opcode(), true, false, data, &mut frame);
+        self.send(&frame, deadline, Frame::Control)?;
         if message_type == MessageType::Close {
             self.state.close_sent = true;
         }
-        let deadline = deadline.or_else(|| Some(Instant::now() + CONTROL_WRITE_WAIT));
-        self.send(&frame, deadline)
+        Ok(())
     }
+}
+
+impl<W: WriteEnd> WritePath for WriteSide<W> {
+    fn begin(&mut self) -> Result<(Vec<u8>, usize, bool), Error> {
+        self.check()?;
+        Ok((
+            self.state.take_buf(),
+            self.state.buffer_size,
+            self.state.compress,
+        ))
+    }
+
+    fn fragment(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        may_compress: bool,
+        payload: &[u8],
+        frame: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        self.check()?;
+        frame.clear();
+        self.encode_data(opcode, fin, may_compress, payload, frame);
+        let deadline = self.state.data_deadline();
+        self.send(frame, deadline, Frame::Data)
+    }
+
+    fn control(&mut self, message_type: MessageType, payload: &[u8]) -> Result<(), Error> {
+        let deadline = self.state.data_deadline();
+        self.write_control(message_type, payload, deadline)
+    }
+
+    fn end(&mut self, buf: Vec<u8>) {
+        self.state.give_buf(buf);
+    }
+}
+
+/// A control frame is close, ping or pong with at most 125 bytes (RFC 6455 section 5.5).
+pub(crate) fn check_control(message_type: MessageType, data: &[u8]) -> Result<(), Error> {
+    if !message_type.is_control() {
+        return Err(Error::InvalidArgument(format!(
+            "write_control takes close, ping or pong, not {message_type:?}"
+        )));
+    }
+    if data.len() > 125 {
+        return Err(Error::InvalidArgument(format!(
+            "control frame payload of {} bytes exceeds 125",
+            data.len()
+        )));
+    }
+    Ok(())
 }
 
 /// An unsplit connection reads through the same stream it writes to.
 impl<S: Stream> ReadIo for WriteSide<S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.stream.read(buf)
+    fn read_by(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> io::Result<usize> {
+        Stream::read_by(&mut self.stream, buf, deadline)
     }
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        self.stream.set_read_timeout(timeout)
+        Stream::set_read_timeout(&self.stream, timeout)
     }
 }

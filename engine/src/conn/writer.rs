@@ -4,61 +4,68 @@
 //! message larger than the buffer leaves as several frames. [`MessageWriter::close`]
 //! sends the last frame. Compressed messages are the exception: each is compressed on
 //! its own, whole, so they are gathered and sent as one frame at close.
+//!
+//! On a split connection the write lock is taken per fragment, not for the writer's
+//! life: a ping or a close from another thread goes out between two fragments, as RFC
+//! 6455 section 5.4 allows.
 
 use std::io::{self, Write};
-use std::sync::MutexGuard;
 
-use super::control::ControlWrite;
 use super::reader::into_io;
-use super::write::WriteSide;
-use super::Stream;
 use crate::error::Error;
 use crate::proto::{MessageType, OpCode};
 
-/// The write side a writer holds: borrowed from a `Conn`, or locked from a `WriteHalf`.
-pub(crate) enum SideRef<'a, S> {
-    Borrowed(&'a mut WriteSide<S>),
-    Locked(MutexGuard<'a, WriteSide<S>>),
-}
-
-impl<S> SideRef<'_, S> {
-    fn get(&mut self) -> &mut WriteSide<S> {
-        match self {
-            SideRef::Borrowed(side) => side,
-            SideRef::Locked(guard) => guard,
-        }
-    }
+/// What a message writer needs of the write path: an unsplit connection's write side,
+/// or a split one's, locked for each call.
+pub(crate) trait WritePath {
+    /// Check that a message may be written; a buffer for it, the buffer size, and whether
+    /// the message must go whole (compressed).
+    fn begin(&mut self) -> Result<(Vec<u8>, usize, bool), Error>;
+    /// Encode and send one frame of the message.
+    fn fragment(
+        &mut self,
+        opcode: OpCode,
+        fin: bool,
+        may_compress: bool,
+        payload: &[u8],
+        frame: &mut Vec<u8>,
+    ) -> Result<(), Error>;
+    /// Send a control message gathered by a writer, within the data write deadline.
+    fn control(&mut self, message_type: MessageType, payload: &[u8]) -> Result<(), Error>;
+    /// Give the message buffer back.
+    fn end(&mut self, buf: Vec<u8>);
 }
 
 /// A message being written. Close it to send the end; dropping it without `close` sends
 /// the end too, but any error is lost.
-pub struct MessageWriter<'a, S: Stream> {
-    side: SideRef<'a, S>,
+pub struct MessageWriter<'a> {
+    path: &'a mut dyn WritePath,
     message_type: MessageType,
     payload: Vec<u8>,
     frame: Vec<u8>,
+    buffer_size: usize,
+    /// Compressed or control: gathered and sent whole at close.
+    whole: bool,
     sent_first: bool,
     closed: bool,
 }
 
-impl<'a, S: Stream> MessageWriter<'a, S> {
-    pub(crate) fn new(mut side: SideRef<'a, S>, message_type: MessageType) -> Result<Self, Error> {
-        let w = side.get();
-        w.check()?;
-        let payload = w.state.take_buf();
+impl<'a> MessageWriter<'a> {
+    pub(crate) fn new(
+        path: &'a mut dyn WritePath,
+        message_type: MessageType,
+    ) -> Result<Self, Error> {
+        let (payload, buffer_size, compress) = path.begin()?;
         Ok(MessageWriter {
-            side,
+            path,
             message_type,
             payload,
             frame: Vec::new(),
+            buffer_size,
+            whole: compress || message_type.is_control(),
             sent_first: false,
             closed: false,
         })
-    }
-
-    /// Whether the gathered bytes must wait for the close (compressed or control).
-    fn whole_only(&mut self) -> bool {
-        self.message_type.is_control() || self.side.get().state.compress
     }
 
     fn flush_frame(&mut self, fin: bool) -> Result<(), Error> {
@@ -67,13 +74,10 @@ impl<'a, S: Stream> MessageWriter<'a, S> {
         } else {
             self.message_type.opcode()
         };
-        let side = self.side.get();
-        self.frame.clear();
         // Only a message sent whole, in one frame, may be compressed.
         let whole = fin && !self.sent_first;
-        side.encode_data(opcode, fin, whole, &self.payload, &mut self.frame);
-        let deadline = side.state.deadline;
-        side.send(&self.frame, deadline)?;
+        self.path
+            .fragment(opcode, fin, whole, &self.payload, &mut self.frame)?;
         self.sent_first = true;
         self.payload.clear();
         Ok(())
@@ -90,18 +94,17 @@ impl<'a, S: Stream> MessageWriter<'a, S> {
         }
         self.closed = true;
         let result = if self.message_type.is_control() {
-            let side = self.side.get();
-            side.write_control(self.message_type, &self.payload, None)
+            self.path.control(self.message_type, &self.payload)
         } else {
             self.flush_frame(true)
         };
         let payload = std::mem::take(&mut self.payload);
-        self.side.get().state.give_buf(payload);
+        self.path.end(payload);
         result
     }
 }
 
-impl<S: Stream> Write for MessageWriter<'_, S> {
+impl Write for MessageWriter<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.closed {
             return Err(into_io(Error::InvalidArgument("write after close".into())));
@@ -112,10 +115,9 @@ impl<S: Stream> Write for MessageWriter<'_, S> {
                 self.payload.len() + data.len()
             ))));
         }
-        let buffer_size = self.side.get().state.buffer_size;
-        if !self.whole_only()
+        if !self.whole
             && !self.payload.is_empty()
-            && self.payload.len() + data.len() > buffer_size
+            && self.payload.len() + data.len() > self.buffer_size
         {
             self.flush_frame(false).map_err(into_io)?;
         }
@@ -125,21 +127,21 @@ impl<S: Stream> Write for MessageWriter<'_, S> {
 
     /// Sends what is gathered as a fragment (not the end of the message).
     fn flush(&mut self) -> io::Result<()> {
-        if self.whole_only() || self.payload.is_empty() || self.closed {
+        if self.whole || self.payload.is_empty() || self.closed {
             return Ok(());
         }
         self.flush_frame(false).map_err(into_io)
     }
 }
 
-impl<S: Stream> Drop for MessageWriter<'_, S> {
+impl Drop for MessageWriter<'_> {
     fn drop(&mut self) {
         // Best effort, as the seed's NextWriter closing the previous writer.
         let _ = self.finish();
     }
 }
 
-impl<S: Stream> std::fmt::Debug for MessageWriter<'_, S> {
+impl std::fmt::Debug for MessageWriter<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MessageWriter")
             .field("message_type", &self.message_type)

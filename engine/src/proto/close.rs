@@ -89,15 +89,21 @@ pub fn parse_close_payload(payload: &[u8]) -> Result<Option<(CloseCode, &str)>, 
     }
 }
 
-/// Append a close payload (code, then reason) to `out`. Nothing is appended for
+/// The longest close reason a close frame can carry: 125 bytes of control payload less
+/// the two of the code (RFC 6455 section 5.5).
+pub const MAX_REASON_BYTES: usize = 123;
+
+/// Append a close payload (code, then reason) to `out`, for the engine, whose close
+/// reasons are documented as cut. Nothing is appended for
 /// [`CloseCode::NO_STATUS_RECEIVED`], as the seed's `FormatCloseMessage` does. The
-/// reason is cut at a character boundary so the payload fits a control frame (125 bytes).
+/// reason is cut at a character boundary so the payload fits a control frame (125
+/// bytes); [`format_close_message`](crate::format_close_message) never cuts.
 pub fn write_close_payload(code: CloseCode, reason: &str, out: &mut Vec<u8>) {
     if code == CloseCode::NO_STATUS_RECEIVED {
         return;
     }
     out.extend_from_slice(&code.0.to_be_bytes());
-    let mut end = reason.len().min(123);
+    let mut end = reason.len().min(MAX_REASON_BYTES);
     while !reason.is_char_boundary(end) {
         end -= 1;
     }

@@ -2,8 +2,10 @@
 //!
 //! Server side: [`parse_request`] (bounded size and header count), [`validate_request`]
 //! (method, version, Upgrade, Connection, key, origin, subprotocol, permessage-deflate),
-//! [`write_response`] / [`write_error_response`]. Client side: [`write_request`],
-//! [`parse_response`], [`validate_response`].
+//! [`check_response_headers`] (what the application adds must not contradict that),
+//! [`write_response`], and [`ErrorResponse`] for a refusal. Client side:
+//! [`write_request`], [`parse_response`], [`validate_response`]. The blocking
+//! [`Upgrader`](crate::Upgrader) and the engine are thin I/O around these.
 
 use std::borrow::Cow;
 
@@ -321,8 +323,108 @@ pub fn validate_request(
     })
 }
 
+/// Header names the 101 writes itself from the negotiation; an application may not add
+/// them.
+const HANDSHAKE_HEADERS: [&str; 4] = [
+    "upgrade",
+    "connection",
+    "sec-websocket-accept",
+    "sec-websocket-version",
+];
+
+/// Check the headers an application adds to the 101 (`Set-Cookie`, ...) against the
+/// negotiation, as the seed's `Upgrade` does; a contradiction is a 500 naming it:
+///
+/// - `Sec-WebSocket-Extensions`: refused (the seed: "application specific
+///   'Sec-WebSocket-Extensions' headers are unsupported");
+/// - `Sec-WebSocket-Protocol`: must name the subprotocol negotiated; when the server
+///   lists none (`options.subprotocols` empty), the application may choose one the
+///   client offered this way, and `accepted` records it (the seed's deprecated `Upgrade`
+///   relies on this);
+/// - `Upgrade`, `Connection`, `Sec-WebSocket-Accept`, `Sec-WebSocket-Version`: refused
+///   (the handshake writes them);
+/// - a name that is not an HTTP token, or a value with a line break: refused.
+///
+/// ```
+/// use ringcast::proto::handshake::{check_response_headers, Accepted, Request, ServerOptions};
+/// let request = Request::default();
+/// let options = ServerOptions { subprotocols: &[], enable_compression: false, check_origin: None };
+/// let mut accepted = Accepted { accept: String::new(), subprotocol: None, compression: None };
+/// let headers = [("Sec-WebSocket-Extensions".to_string(), "x-custom".to_string())];
+/// let err = check_response_headers(&mut accepted, &request, &options, &headers).unwrap_err();
+/// assert_eq!(err.status(), 500);
+/// ```
+pub fn check_response_headers(
+    accepted: &mut Accepted,
+    request: &Request,
+    options: &ServerOptions<'_>,
+    headers: &[(String, String)],
+) -> Result<(), HandshakeError> {
+    let refuse = |message: String| Err(HandshakeError::new(500, message));
+    let mut chosen: Option<&str> = None;
+    for (name, value) in headers {
+        if !is_token(name) || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return refuse(format!(
+                "response header {name:?} is not a valid header field"
+            ));
+        }
+        let lower = name.to_ascii_lowercase();
+        if HANDSHAKE_HEADERS.contains(&lower.as_str()) {
+            return refuse(format!(
+                "response header {name} is written by the handshake"
+            ));
+        }
+        if lower == "sec-websocket-extensions" {
+            return refuse(
+                "application specific Sec-WebSocket-Extensions headers are unsupported".into(),
+            );
+        }
+        if lower != "sec-websocket-protocol" {
+            continue;
+        }
+        let value = value.trim();
+        if chosen.is_some_and(|first| first != value) {
+            return refuse("two different Sec-WebSocket-Protocol response headers".into());
+        }
+        match &accepted.subprotocol {
+            Some(agreed) if agreed == value => {}
+            Some(agreed) => {
+                return refuse(format!(
+                    "response header Sec-WebSocket-Protocol: {value} contradicts the negotiated subprotocol {agreed}"
+                ))
+            }
+            None if !options.subprotocols.is_empty() => {
+                return refuse(format!(
+                    "response header Sec-WebSocket-Protocol: {value}, but no subprotocol was negotiated"
+                ))
+            }
+            None if !subprotocols(request).iter().any(|p| p == value) => {
+                return refuse(format!(
+                    "response header Sec-WebSocket-Protocol: {value} names a subprotocol the client did not offer"
+                ))
+            }
+            None => {}
+        }
+        chosen = Some(value);
+    }
+    if let (None, Some(value)) = (&accepted.subprotocol, chosen) {
+        accepted.subprotocol = Some(value.to_owned());
+    }
+    Ok(())
+}
+
+/// RFC 9110 section 5.6.2: a token is one or more of `!#$%&'*+-.^_`|~`, digits, letters.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// Append the `101 Switching Protocols` response, with `extra_headers` (for example
-/// `Set-Cookie`) after the WebSocket ones.
+/// `Set-Cookie`) after the WebSocket ones. Check them with [`check_response_headers`]
+/// first: the subprotocol comes from `accepted`, so a `Sec-WebSocket-Protocol` among
+/// them is not written twice, and a header with a line break is left out.
 pub fn write_response(accepted: &Accepted, extra_headers: &[(String, String)], out: &mut Vec<u8>) {
     out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
     out.extend_from_slice(accepted.accept.as_bytes());
@@ -338,35 +440,107 @@ pub fn write_response(accepted: &Accepted, extra_headers: &[(String, String)], o
         );
     }
     for (name, value) in extra_headers {
-        write_header(out, name, value);
+        if !name.eq_ignore_ascii_case("sec-websocket-protocol") {
+            write_header(out, name, value);
+        }
     }
     out.extend_from_slice(b"\r\n");
 }
 
-/// Append a complete error response for `error`: its status, a plain-text body with its
-/// message, `Connection: close`, and `Sec-WebSocket-Version: 13` on a 426.
-pub fn write_error_response(error: &HandshakeError, out: &mut Vec<u8>) {
-    use std::io::Write as _;
-    let body = format!("{}\n", error.message());
-    let status = if (400..=599).contains(&error.status()) {
-        error.status()
-    } else {
-        400
-    };
-    let _ = write!(
-        out,
-        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
-        reason_phrase(status),
-        body.len()
-    );
-    match status {
-        426 => out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\n"),
-        // RFC 9110 section 15.5.6: a 405 lists the methods that are allowed.
-        405 => out.extend_from_slice(b"Allow: GET\r\n"),
-        _ => {}
+/// An HTTP error response to a refused handshake (the seed's `Upgrader.Error` writes
+/// one through `http.ResponseWriter`): a status, headers and a body, written whole with
+/// [`ErrorResponse::write`], which adds the status line, `Content-Length`, `Connection:
+/// close`, and what the status requires (`Sec-WebSocket-Version: 13` on a 426, `Allow:
+/// GET` on a 405).
+///
+/// ```
+/// use ringcast::proto::handshake::{ErrorResponse, HandshakeError};
+/// let err = HandshakeError::new(403, "origin not allowed");
+/// let mut out = Vec::new();
+/// ErrorResponse::json(err.status(), r#"{"error":"forbidden"}"#)
+///     .header("Cache-Control", "no-store")
+///     .write(&mut out);
+/// let text = String::from_utf8(out).unwrap();
+/// assert!(text.starts_with("HTTP/1.1 403 Forbidden\r\n"));
+/// assert!(text.contains("Content-Type: application/json\r\n"));
+/// assert!(text.ends_with("\r\n\r\n{\"error\":\"forbidden\"}"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorResponse {
+    /// The status, 400..=599 (others are answered as 400).
+    pub status: u16,
+    /// More header fields; ones with a line break or an invalid name are left out.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl ErrorResponse {
+    /// A plain-text (UTF-8) response.
+    pub fn text(status: u16, body: impl Into<String>) -> ErrorResponse {
+        ErrorResponse {
+            status,
+            headers: vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
+            body: body.into().into_bytes(),
+        }
     }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body.as_bytes());
+
+    /// A JSON response.
+    pub fn json(status: u16, body: impl Into<String>) -> ErrorResponse {
+        ErrorResponse {
+            status,
+            headers: vec![("Content-Type".into(), "application/json".into())],
+            body: body.into().into_bytes(),
+        }
+    }
+
+    /// What ringcast answers by default: the error's status and its message as text.
+    pub fn from_error(error: &HandshakeError) -> ErrorResponse {
+        ErrorResponse::text(error.status(), format!("{}\n", error.message()))
+    }
+
+    /// Add a header field.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Append the whole response to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        use std::io::Write as _;
+        let status = if (400..=599).contains(&self.status) {
+            self.status
+        } else {
+            400
+        };
+        let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason_phrase(status));
+        for (name, value) in &self.headers {
+            let owned = ["content-length", "connection", "transfer-encoding"];
+            if is_token(name) && !owned.contains(&name.to_ascii_lowercase().as_str()) {
+                write_header(out, name, value);
+            }
+        }
+        let _ = write!(
+            out,
+            "Content-Length: {}\r\nConnection: close\r\n",
+            self.body.len()
+        );
+        match status {
+            426 => out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\n"),
+            // RFC 9110 section 15.5.6: a 405 lists the methods that are allowed.
+            405 => out.extend_from_slice(b"Allow: GET\r\n"),
+            _ => {}
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+    }
+}
+
+/// Append the default error response for `error` ([`ErrorResponse::from_error`]): its
+/// status, a plain-text body with its message, `Connection: close`, and
+/// `Sec-WebSocket-Version: 13` on a 426.
+pub fn write_error_response(error: &HandshakeError, out: &mut Vec<u8>) {
+    ErrorResponse::from_error(error).write(out);
 }
 
 /// A fresh `Sec-WebSocket-Key`: base64 of 16 random bytes.

@@ -360,11 +360,17 @@ impl<H: Handler> Worker<H> {
     }
 
     fn upgrade(&mut self, key: usize, request: Request, leftover: &mut [u8]) {
-        let accepted = match self.core.config.upgrader.accept(&request) {
+        let mut accepted = match self.core.config.upgrader.accept(&request) {
             Ok(accepted) => accepted,
             Err(err) => return self.refuse(key, Some(&request), err),
         };
-        let extra = match self.handler.on_upgrade(&request) {
+        let extra = match self.handler.on_upgrade(&request).and_then(|extra| {
+            self.core
+                .config
+                .upgrader
+                .check_response_headers(&mut accepted, &request, &extra)?;
+            Ok(extra)
+        }) {
             Ok(extra) => extra,
             Err(err) => return self.refuse(key, Some(&request), err),
         };

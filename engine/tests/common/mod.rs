@@ -5,6 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -166,6 +167,7 @@ pub fn conn_pair(upgrader: Upgrader, extra: &str) -> (RawClient, Conn<TcpStream>
 }
 
 /// Polls a server's stats until `done` holds; fails the test after WAIT.
+#[cfg(feature = "engine")]
 pub fn wait_stats(
     handle: &ringcast::server::ServerHandle,
     what: &str,
@@ -225,4 +227,51 @@ pub fn wait_child(mut child: std::process::Child, limit: Duration, context: impl
         thread::sleep(Duration::from_millis(20));
     };
     assert_child_passed(&mut child, status);
+}
+
+/// A self-signed certificate for "localhost", a rustls server config with it, and a
+/// client config that trusts it.
+pub fn tls_configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    let cert = certified.cert.der().clone();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .expect("server config");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).expect("root");
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (Arc::new(server), Arc::new(client))
+}
+
+/// Writes `bytes` to `stream` one at a time, `every` apart, on a thread of its own,
+/// until they run out or the peer is gone; the thread returns how many went out.
+pub fn drip(mut stream: TcpStream, bytes: Vec<u8>, every: Duration) -> thread::JoinHandle<usize> {
+    thread::spawn(move || {
+        for (sent, byte) in bytes.iter().enumerate() {
+            if stream.write_all(&[*byte]).is_err() {
+                return sent;
+            }
+            thread::sleep(every);
+        }
+        bytes.len()
+    })
+}
+
+/// The upgrade request a test client sends, as bytes.
+pub fn upgrade_request(host: &str) -> Vec<u8> {
+    format!(
+        "GET /test HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
 }

@@ -404,3 +404,108 @@ fn request_line_cannot_be_broken_by_the_target() {
     );
     assert!(!text.contains("\r\nInjected"));
 }
+
+fn offering(protocols: &str) -> Request {
+    with_header("Sec-WebSocket-Protocol", protocols)
+}
+
+fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn response_protocol_header_contradicting_the_negotiated_one_is_a_500() {
+    let request = offering("v1, v2");
+    let ours = ["v2".to_string()];
+    let options = ServerOptions {
+        subprotocols: &ours,
+        ..options()
+    };
+    let mut accepted = validate_request(&request, &options).unwrap();
+    assert_eq!(accepted.subprotocol.as_deref(), Some("v2"));
+    let extra = headers(&[("Sec-WebSocket-Protocol", "v1")]);
+    let err = check_response_headers(&mut accepted, &request, &options, &extra).unwrap_err();
+    assert_eq!(err.status(), 500);
+    assert!(err.message().contains("contradicts"), "{}", err.message());
+    // Naming the negotiated one is no contradiction, and it is written once.
+    let extra = headers(&[("Sec-WebSocket-Protocol", "v2")]);
+    check_response_headers(&mut accepted, &request, &options, &extra).unwrap();
+    let mut out = Vec::new();
+    write_response(&accepted, &extra, &mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.matches("Sec-WebSocket-Protocol").count(), 1, "{text}");
+}
+
+#[test]
+fn response_protocol_header_when_none_was_negotiated_is_a_500() {
+    let request = offering("v1");
+    let ours = ["v9".to_string()];
+    let options = ServerOptions {
+        subprotocols: &ours,
+        ..options()
+    };
+    let mut accepted = validate_request(&request, &options).unwrap();
+    let extra = headers(&[("Sec-WebSocket-Protocol", "v1")]);
+    let err = check_response_headers(&mut accepted, &request, &options, &extra).unwrap_err();
+    assert_eq!(err.status(), 500);
+}
+
+#[test]
+fn application_may_choose_an_offered_subprotocol_when_the_server_lists_none() {
+    let request = offering("v1, v2");
+    let mut accepted = validate_request(&request, &options()).unwrap();
+    let extra = headers(&[("Sec-WebSocket-Protocol", "v2")]);
+    check_response_headers(&mut accepted, &request, &options(), &extra).unwrap();
+    assert_eq!(accepted.subprotocol.as_deref(), Some("v2"));
+    // One the client did not offer is refused.
+    let mut accepted = validate_request(&request, &options()).unwrap();
+    let extra = headers(&[("Sec-WebSocket-Protocol", "v3")]);
+    let err = check_response_headers(&mut accepted, &request, &options(), &extra).unwrap_err();
+    assert_eq!(err.status(), 500);
+}
+
+#[test]
+fn response_headers_the_handshake_owns_or_that_break_lines_are_a_500() {
+    let request = parse(CHROME);
+    for (name, value) in [
+        ("Sec-WebSocket-Extensions", "permessage-deflate"),
+        ("Upgrade", "websocket"),
+        ("sec-websocket-accept", "x"),
+        ("Set-Cookie", "a=b\r\nX-Injected: yes"),
+        ("Bad Name", "x"),
+    ] {
+        let mut accepted = validate_request(&request, &options()).unwrap();
+        let extra = headers(&[(name, value)]);
+        let err =
+            check_response_headers(&mut accepted, &request, &options(), &extra).expect_err(name);
+        assert_eq!(err.status(), 500, "{name}");
+    }
+    let mut accepted = validate_request(&request, &options()).unwrap();
+    let extra = headers(&[("Set-Cookie", "session=1; Path=/")]);
+    check_response_headers(&mut accepted, &request, &options(), &extra).unwrap();
+}
+
+#[test]
+fn error_response_counts_its_body_and_adds_what_the_status_requires() {
+    let mut out = Vec::new();
+    ErrorResponse::text(405, "GET only")
+        .header("Content-Length", "999")
+        .header("X-Trace", "7")
+        .write(&mut out);
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("\r\nContent-Length: 8\r\n"), "{text}");
+    assert!(
+        !text.contains("999"),
+        "the length is ringcast's to write: {text}"
+    );
+    assert!(text.contains("\r\nAllow: GET\r\n"), "{text}");
+    assert!(text.contains("\r\nX-Trace: 7\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nGET only"), "{text}");
+}
