@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use ringcast::proto::{Encoder, OpCode, Role};
+use ringcast::server::Backend;
 use ringcast::server::{
     Backpressure, ConnId, DialRequest, Handler, Server, ServerConfig, ServerHandle, Socket,
 };
-use ringcast::sys::Backend;
 use ringcast::{CloseCode, MessageType, PreparedMessage};
 use std::sync::Arc;
 

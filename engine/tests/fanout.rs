@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Sender};
 use ringcast::proto::handshake::Request;
+use ringcast::server::Backend;
 use ringcast::server::{DialRequest, Handler, Server, ServerConfig, ServerHandle, Socket};
-use ringcast::sys::Backend;
 use ringcast::{MessageType, PreparedMessage};
 
 const WORKERS: usize = 4;

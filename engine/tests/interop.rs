@@ -330,8 +330,8 @@ fn localhost_pem() -> (PathBuf, PathBuf) {
 /// certificate through their standard variables (SSL_CERT_FILE, NODE_EXTRA_CA_CERTS).
 #[test]
 fn python_and_node_clients_talk_to_the_engine_plain_and_over_tls() {
+    use ringcast::server::Backend;
     use ringcast::server::{tls_config_from_pem, Server, ServerConfig};
-    use ringcast::sys::Backend;
     let (cert, key) = localhost_pem();
     let peers: Vec<(Command, &str, u16)> = [
         peer("python").map(|c| (c, "py_client.py", 4002)),

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ringcast::server::Backend;
 use ringcast::server::{tls_config_from_pem, Handler, Server, ServerConfig, Socket};
-use ringcast::sys::Backend;
 use ringcast::{Dialer, MessageType};
 
 struct Echo;

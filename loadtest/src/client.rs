@@ -20,8 +20,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use ringcast::server::DriverConfig;
 use ringcast::server::{ConnId, DialRequest, Handler, Server, ServerConfig, ServerHandle};
-use ringcast::sys::DriverConfig;
 use ringcast::{Error, Upgrader};
 
 use crate::stats::Tally;

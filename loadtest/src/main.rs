@@ -184,7 +184,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), BoxError> {
     // Many connections need many descriptors; the soft limit is often far below the hard.
-    if let Err(err) = ringcast::sys::socket::raise_fd_limit() {
+    if let Err(err) = ringcast::server::raise_fd_limit() {
         eprintln!("ringcast-load: could not raise the open-file limit: {err}");
     }
     let (target, report) = match cli.command {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringcast::proto::handshake::Request;
+use ringcast::server::Backend;
 use ringcast::server::{ConnId, Handler, Server, ServerConfig, ServerHandle, Socket};
-use ringcast::sys::Backend;
 use ringcast::{CloseCode, MessageType, PreparedMessage};
 use serde_json::Value;
 

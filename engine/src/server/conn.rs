@@ -4,11 +4,11 @@
 //! its message buffer between messages, the outbox frees its queue when drained, and
 //! received bytes live in the driver's shared buffers only while they are decoded.
 
-use std::os::fd::RawFd;
 use std::time::Instant;
 
 use crate::proto::deflate::DeflateSettings;
 use crate::proto::{Decoder, Role};
+use crate::sys::SocketFd;
 
 use super::dial::Pending;
 use super::outbox::Outbox;
@@ -36,7 +36,8 @@ pub(crate) enum Phase {
 /// One socket of a worker.
 #[derive(Debug)]
 pub(crate) struct Connection<D> {
-    pub(crate) fd: RawFd,
+    /// The socket, closed only through the driver when the connection is removed.
+    pub(crate) fd: SocketFd,
     pub(crate) generation: u32,
     pub(crate) role: Role,
     pub(crate) phase: Phase,
@@ -79,7 +80,13 @@ pub(crate) struct Connection<D> {
 }
 
 impl<D: Default> Connection<D> {
-    pub(crate) fn new(fd: RawFd, generation: u32, role: Role, phase: Phase, now: Instant) -> Self {
+    pub(crate) fn new(
+        fd: SocketFd,
+        generation: u32,
+        role: Role,
+        phase: Phase,
+        now: Instant,
+    ) -> Self {
         Connection {
             fd,
             generation,

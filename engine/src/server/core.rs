@@ -18,7 +18,7 @@ use crate::proto::frame::{FrameHeader, MAX_HEADER_LEN};
 use crate::proto::mask::apply_mask;
 use crate::proto::{CloseCode, Encoder, OpCode, Role};
 use crate::sys::arena::Arena;
-use crate::sys::{socket, SendBuf};
+use crate::sys::{socket, SendBuf, SocketFd};
 
 use super::conn::{Connection, Phase};
 use super::handle::{Publish, Shared};
@@ -148,7 +148,7 @@ impl<D: Default> Core<D> {
     }
 
     /// Adds a connection and returns its key.
-    pub(crate) fn insert(&mut self, fd: i32, role: Role, phase: Phase) -> usize {
+    pub(crate) fn insert(&mut self, fd: SocketFd, role: Role, phase: Phase) -> usize {
         let generation = self.next_generation;
         self.next_generation = (self.next_generation + 1) & crate::sys::Token::MAX_GENERATION;
         if self.next_generation == 0 {
@@ -324,9 +324,7 @@ impl<D> Core<D> {
         }
         // The cap is checked before sealing: a TLS record sealed and then refused would
         // break the record sequence. An empty queue takes any frame (see Outbox::push).
-        let queued = conn.outbox.queued_bytes();
-        let fits = queued == 0 || queued + frame.len() <= cap;
-        if fits {
+        if conn.outbox.has_room(frame.len(), cap) {
             let frame = seal(conn, frame);
             let len = frame.len();
             conn.outbox.push_unbounded(frame);
@@ -568,9 +566,9 @@ pub(crate) fn detached_core(max_queued_bytes: usize) -> Core<()> {
 }
 
 impl Core<()> {
-    /// Adds an open connection with no socket behind it (fd -1).
+    /// Adds an open connection with no socket behind it.
     pub(crate) fn insert_detached(&mut self, compression: Option<DeflateSettings>) -> usize {
-        let key = self.insert(-1, Role::Server, Phase::Open);
+        let key = self.insert(SocketFd::detached(), Role::Server, Phase::Open);
         let conn = &mut self.conns[key];
         conn.opened = true;
         conn.compression = compression;

@@ -62,7 +62,7 @@ impl<'a, D> Socket<'a, D> {
 
     /// The peer's address (asked of the kernel, so an idle connection does not store it).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
-        peer_addr(self.conn().fd).ok()
+        peer_addr(self.conn().fd.as_fd()?).ok()
     }
 
     /// The subprotocol agreed in the handshake, if any.

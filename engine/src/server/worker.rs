@@ -9,7 +9,7 @@
 //! and sockets are closed and removed only between completions, never under a callback.
 
 use std::io;
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ use crate::proto::decoder::DEFAULT_READ_LIMIT;
 use crate::proto::deflate::{DeflateSettings, Inflater, PerMessageDeflate};
 use crate::proto::handshake::{self, HandshakeError, Request};
 use crate::proto::{CloseCode, Decoder, Event, OpCode, ProtocolError, Role};
-use crate::sys::{socket, Completion, Driver, OpKind, RecvBuf, SendBuf, Token};
+use crate::sys::{socket, Completion, Driver, OpKind, RecvBuf, SendBuf, SocketFd, Token};
 
 use super::conn::Phase;
 use super::core::{Cause, Core, Notice};
@@ -42,7 +42,7 @@ pub(crate) struct Worker<H: Handler> {
     driver: Driver,
     inflater: Inflater,
     commands: Receiver<Command>,
-    listener: Option<OwnedFd>,
+    listener: Option<SocketFd>,
     /// Accepting is paused until then (after an accept error).
     accept_resume: Option<Instant>,
     accept_backoff: Duration,
@@ -72,7 +72,7 @@ impl<H: Handler> Worker<H> {
             driver,
             inflater: Inflater::new(),
             commands,
-            listener,
+            listener: listener.map(SocketFd::from),
             accept_resume: None,
             accept_backoff: ACCEPT_BACKOFF.0,
             shutdown_at: None,
@@ -85,7 +85,7 @@ impl<H: Handler> Worker<H> {
     /// Runs until shut down. Only a failure of the ring itself ends it early.
     pub(crate) fn run(mut self) -> io::Result<()> {
         if let Some(listener) = &self.listener {
-            self.driver.accept(listener.as_raw_fd(), ACCEPT);
+            self.driver.accept(listener, ACCEPT);
         }
         loop {
             let timeout = self.wait_time();
@@ -134,16 +134,16 @@ impl<H: Handler> Worker<H> {
             OpKind::Send => self.on_send(completion),
             OpKind::Connect => self.on_connect(completion),
             // Commands are taken every turn; the wake-up only ended the wait.
-            OpKind::Wake | OpKind::Close | OpKind::User => {}
+            OpKind::Wake => {}
         }
     }
 
     // --- accept ---------------------------------------------------------------------
 
     fn on_accept(&mut self, c: Completion) {
-        if c.result >= 0 {
+        if let Some(fd) = c.socket {
             self.accept_backoff = ACCEPT_BACKOFF.0;
-            self.accepted(c.result);
+            self.accepted(fd);
             if !c.more {
                 self.rearm_accept();
             }
@@ -160,16 +160,17 @@ impl<H: Handler> Worker<H> {
         self.accept_backoff = (self.accept_backoff * 2).min(ACCEPT_BACKOFF.1);
     }
 
-    fn accepted(&mut self, fd: i32) {
+    fn accepted(&mut self, fd: OwnedFd) {
         self.core.counters.incr(Counter::Accepted);
         if self.shutdown_at.is_some() || self.core.conns.len() >= self.core.config.max_connections {
             self.core.counters.incr(Counter::Rejected);
-            self.driver.close(fd, None);
-            return;
+            return drop(fd); // no operation runs on it yet: a plain close
         }
-        let key = self
-            .core
-            .insert(fd, Role::Server, Phase::Handshake { head: Vec::new() });
+        let key = self.core.insert(
+            SocketFd::from(fd),
+            Role::Server,
+            Phase::Handshake { head: Vec::new() },
+        );
         let deadline = self.core.now + self.core.config.handshake_timeout();
         let tls = match &self.core.config.tls {
             Some(config) => match super::tls::Tls::new(config.clone()) {
@@ -186,14 +187,14 @@ impl<H: Handler> Worker<H> {
         conn.deadline = deadline;
         conn.tls = tls;
         let token = Token::new(OpKind::Recv, key as u32, conn.generation);
-        self.driver.recv(fd, token);
+        self.driver.recv(&conn.fd, token);
         self.core.arm_timer(key);
     }
 
     fn rearm_accept(&mut self) {
         if self.shutdown_at.is_none() {
             if let Some(listener) = &self.listener {
-                self.driver.accept(listener.as_raw_fd(), ACCEPT);
+                self.driver.accept(listener, ACCEPT);
             }
         }
     }
@@ -215,7 +216,7 @@ impl<H: Handler> Worker<H> {
         if conn.doomed {
             return;
         }
-        let (key, fd) = (key as usize, conn.fd);
+        let key = key as usize;
         match c.result {
             n if n > 0 => {
                 self.core.received_at = None;
@@ -223,13 +224,13 @@ impl<H: Handler> Worker<H> {
                     self.received(key, buffer);
                 }
                 if !c.more {
-                    self.rearm_recv(key, fd, generation);
+                    self.rearm_recv(key, generation);
                 }
             }
             0 => self.peer_gone(key, None),
             e if e == -libc::ENOBUFS => {
                 if !c.more {
-                    self.rearm_recv(key, fd, generation);
+                    self.rearm_recv(key, generation);
                 }
             }
             e if e == -libc::ECANCELED => {}
@@ -237,14 +238,10 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    fn rearm_recv(&mut self, key: usize, fd: i32, generation: u32) {
-        if self
-            .core
-            .get(key as u32, generation)
-            .is_some_and(|c| !c.doomed)
-        {
+    fn rearm_recv(&mut self, key: usize, generation: u32) {
+        if let Some(conn) = self.core.get(key as u32, generation).filter(|c| !c.doomed) {
             self.driver
-                .recv(fd, Token::new(OpKind::Recv, key as u32, generation));
+                .recv(&conn.fd, Token::new(OpKind::Recv, key as u32, generation));
         }
     }
 
@@ -460,13 +457,13 @@ impl<H: Handler> Worker<H> {
         let fd = match socket::tcp_socket(&pending.addr).and_then(|fd| {
             // As for accepted sockets: frames are batched per turn, so Nagle only adds
             // latency (tens of ms when it meets the peer's delayed ACK).
-            let _ = socket::set_nodelay(fd.as_raw_fd());
+            let _ = socket::set_nodelay(fd.as_fd());
             if let Some(source) = pending.source {
-                socket::bind(fd.as_raw_fd(), &std::net::SocketAddr::new(source, 0))?;
+                socket::bind(fd.as_fd(), &std::net::SocketAddr::new(source, 0))?;
             }
             Ok(fd)
         }) {
-            Ok(fd) => fd.into_raw_fd(),
+            Ok(fd) => SocketFd::from(fd),
             Err(err) => {
                 self.core.counters.incr(Counter::DialsFailed);
                 self.handler.on_dial_error(pending.tag, Error::Io(err));
@@ -482,7 +479,7 @@ impl<H: Handler> Worker<H> {
         conn.tag = tag;
         conn.deadline = deadline;
         let token = Token::new(OpKind::Connect, key as u32, conn.generation);
-        self.driver.connect(fd, addr, token);
+        self.driver.connect(&conn.fd, addr, token);
         self.core.arm_timer(key);
     }
 
@@ -494,7 +491,7 @@ impl<H: Handler> Worker<H> {
         if conn.doomed {
             return;
         }
-        let (key, fd) = (key as usize, conn.fd);
+        let key = key as usize;
         if c.result < 0 {
             let error = io::Error::from_raw_os_error(-c.result);
             self.dial_failed(key, Error::Io(error));
@@ -512,8 +509,9 @@ impl<H: Handler> Worker<H> {
             head: Vec::new(),
         };
         self.core.queue_always(key, Bytes::from(request));
+        let conn = &self.core.conns[key];
         self.driver
-            .recv(fd, Token::new(OpKind::Recv, key as u32, generation));
+            .recv(&conn.fd, Token::new(OpKind::Recv, key as u32, generation));
     }
 
     fn response_head(&mut self, key: usize) {
@@ -717,7 +715,7 @@ impl<H: Handler> Worker<H> {
             let token = Token::new(OpKind::Send, key, conn.generation);
             conn.outbox
                 .take_batch(&mut self.core.arena, &mut self.batch);
-            self.driver.send(conn.fd, token, self.batch.drain(..));
+            self.driver.send(&conn.fd, token, self.batch.drain(..));
             conn.sending = true;
         }
         let mut dirty = dirty;
@@ -840,7 +838,7 @@ impl<H: Handler> Worker<H> {
         self.shutdown_at = Some(self.core.now + self.core.config.shutdown_timeout);
         self.accept_resume = None;
         if let Some(listener) = self.listener.take() {
-            self.driver.close(listener.into_raw_fd(), None);
+            self.driver.close(listener);
         }
         let keys: Vec<usize> = self.core.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
@@ -937,7 +935,7 @@ impl<H: Handler> Worker<H> {
             self.core
                 .counters
                 .sub(Counter::QueuedBytes, conn.outbox.queued_bytes() as u64);
-            self.driver.close(conn.fd, None);
+            self.driver.close(conn.fd);
         }
     }
 
