@@ -47,6 +47,13 @@ pub enum Error {
     /// A setting or argument was invalid; the text names it.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A connection asked to subscribe to more topics than the engine's
+    /// `ServerConfig::max_topics_per_connection` allows; the subscription was not made.
+    #[error("connection already subscribed to {limit} topics (max_topics_per_connection)")]
+    TopicLimit {
+        /// The limit in force.
+        limit: usize,
+    },
     /// JSON encoding or decoding failed.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),

@@ -54,6 +54,16 @@ pub struct ServerConfig {
     /// The most sockets one worker holds; past it, new connections are closed at once and
     /// counted as rejected. Default 1 000 000, so the file-descriptor limit is the real bound.
     pub max_connections: usize,
+    /// The most topics one connection may be subscribed to; past it
+    /// [`Socket::subscribe`](super::Socket::subscribe) fails with
+    /// [`Error::TopicLimit`](crate::Error::TopicLimit). Default 1024: far above what a
+    /// client of a chat or a feed follows (one room, a few hundred symbols), while one
+    /// connection can then make its worker hold at most about 1.1 MiB of topic names and
+    /// bookkeeping (1024 names of up to [`MAX_TOPIC_LEN`](super::MAX_TOPIC_LEN) bytes),
+    /// and a closing connection leaves all its topics within one slice of the worker's
+    /// turn (a connection over 1024 topics leaves them 1024 per turn, so that others are
+    /// not held up).
+    pub max_topics_per_connection: usize,
     /// Close a connection that sent nothing (not even a pong) for this long. Default:
     /// 120 s, four missed automatic pings (every 30 s) before a silent peer is shed.
     pub idle_timeout: Option<Duration>,
@@ -100,6 +110,7 @@ impl Default for ServerConfig {
             max_queued_bytes: 256 * 1024,
             backpressure: Backpressure::Close,
             max_connections: 1_000_000,
+            max_topics_per_connection: 1024,
             idle_timeout: Some(Duration::from_secs(120)),
             ping_interval: Some(Duration::from_secs(30)),
             close_timeout: Duration::from_secs(5),
@@ -153,6 +164,9 @@ impl ServerConfig {
         }
         if self.max_connections == 0 {
             return bad("max_connections", "must be above 0");
+        }
+        if self.max_topics_per_connection == 0 {
+            return bad("max_topics_per_connection", "must be above 0");
         }
         if !(-2..=9).contains(&self.compression_level) {
             return bad("compression_level", "outside -2..=9");

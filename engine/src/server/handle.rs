@@ -70,40 +70,53 @@ pub(crate) struct WorkerLink {
 }
 
 impl Shared {
-    /// Records worker `worker`'s local subscriber count of `topic`, and tells the broker
-    /// when the node as a whole gains its first subscriber or loses its last one.
-    pub(crate) fn set_topic_count(&self, worker: usize, topic: &Bytes, count: usize) {
-        let was = {
+    /// Records worker `worker`'s local subscriber counts of some topics (one lock for the
+    /// lot: a connection leaving thousands of topics takes it once per slice), and tells
+    /// the broker when the node as a whole gains a topic's first subscriber or loses its
+    /// last one.
+    pub(crate) fn set_topic_counts(
+        &self,
+        worker: usize,
+        changes: impl IntoIterator<Item = (Bytes, usize)>,
+    ) {
+        // Topics whose local count went from 0 or to 0: +1 or -1 worker interested.
+        let mut crossed: Vec<(Bytes, isize)> = Vec::new();
+        {
             let mut counts = self.workers[worker]
                 .topic_counts
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if count == 0 {
-                counts.remove(topic)
-            } else {
-                counts.insert(topic.clone(), count)
+            for (topic, count) in changes {
+                let (was, now) = if count == 0 {
+                    (counts.remove(&topic).is_some(), false)
+                } else {
+                    (counts.insert(topic.clone(), count).is_some(), true)
+                };
+                if was != now && self.broker.is_some() {
+                    crossed.push((topic, if now { 1 } else { -1 }));
+                }
             }
-        };
+        }
         let Some(broker) = &self.broker else {
             return;
         };
-        let change: isize = match (was.is_some(), count > 0) {
-            (false, true) => 1,
-            (true, false) => -1,
-            _ => return,
-        };
+        if crossed.is_empty() {
+            return;
+        }
         // Under one lock, so subscribe and unsubscribe of a topic reach the broker in order.
         let mut interest = self.interest.lock().unwrap_or_else(|e| e.into_inner());
-        let workers = interest.entry(topic.clone()).or_insert(0);
-        let before = *workers;
-        *workers = workers.saturating_add_signed(change);
-        match (before, *workers) {
-            (0, 1) => broker.subscribe(topic),
-            (1, 0) => {
-                interest.remove(topic);
-                broker.unsubscribe(topic);
+        for (topic, change) in crossed {
+            let workers = interest.entry(topic.clone()).or_insert(0);
+            let before = *workers;
+            *workers = workers.saturating_add_signed(change);
+            match (before, *workers) {
+                (0, 1) => broker.subscribe(&topic),
+                (1, 0) => {
+                    interest.remove(&topic);
+                    broker.unsubscribe(&topic);
+                }
+                _ => {}
             }
-            _ => {}
         }
     }
 

@@ -186,10 +186,13 @@ impl<'a, D> Socket<'a, D> {
 
     /// Subscribes this connection to `topic` (a byte string of at most
     /// [`MAX_TOPIC_LEN`](super::MAX_TOPIC_LEN) bytes). Returns `false` if it already was.
-    /// A closing connection leaves its topics by itself.
+    /// Fails with [`Error::TopicLimit`] when the connection already holds
+    /// [`max_topics_per_connection`](super::ServerConfig::max_topics_per_connection)
+    /// topics. A closing connection leaves its topics by itself. O(1), however many
+    /// topics the connection has or subscribers the topic has.
     pub fn subscribe(&mut self, topic: &[u8]) -> Result<bool, Error> {
         check_topic(topic)?;
-        Ok(self.core.subscribe(self.key, topic))
+        self.core.subscribe(self.key, topic)
     }
 
     /// Unsubscribes this connection from `topic`; `false` if it was not subscribed.
@@ -199,9 +202,7 @@ impl<'a, D> Socket<'a, D> {
 
     /// Whether this connection is subscribed to `topic`.
     pub fn is_subscribed(&self, topic: &[u8]) -> bool {
-        self.core
-            .topics
-            .is_subscribed(&self.core.conns, self.key, topic)
+        self.core.topics.is_subscribed(self.key, topic)
     }
 
     /// Publishes a message to the other subscribers of `topic`, on every worker; this

@@ -103,6 +103,7 @@ impl<H: Handler> Worker<H> {
             self.fire_timers();
             self.resume_accepting();
             self.settle();
+            self.core.leave_some();
             self.flush();
             self.publish_stats();
             if self.finished() {
@@ -113,9 +114,13 @@ impl<H: Handler> Worker<H> {
         Ok(())
     }
 
-    /// How long the next wait may last: until the next timer, accept resumption or
-    /// shutdown deadline; without bound when none is pending.
+    /// How long the next wait may last: not at all while closed connections are still
+    /// leaving their topics; else until the next timer, accept resumption or shutdown
+    /// deadline; without bound when none is pending.
     fn wait_time(&self) -> Option<Duration> {
+        if self.core.is_leaving() {
+            return Some(Duration::ZERO);
+        }
         let next = [
             self.core.timers.next_deadline(),
             self.accept_resume,
@@ -873,6 +878,9 @@ impl<H: Handler> Worker<H> {
             self.core.doom(key);
         }
         self.settle();
+        while self.core.is_leaving() {
+            self.core.leave_some();
+        }
         let _ = self.driver.submit();
         self.publish_stats();
     }
@@ -929,13 +937,15 @@ impl<H: Handler> Worker<H> {
                 self.core.notify_close(key, CloseCode::ABNORMAL_CLOSURE, "");
                 self.settle_notices();
             }
-            self.core.leave_topics(key);
-            let conn = self.core.conns.remove(key);
+            let conn = &mut self.core.conns[key];
+            let fd = std::mem::replace(&mut conn.fd, SocketFd::detached());
+            let outbox = std::mem::take(&mut conn.outbox);
+            self.driver.close(fd);
             self.core.counters.sub(Counter::Sockets, 1);
             self.core
                 .counters
-                .sub(Counter::QueuedBytes, conn.outbox.queued_bytes() as u64);
-            self.driver.close(conn.fd);
+                .sub(Counter::QueuedBytes, outbox.queued_bytes() as u64);
+            self.core.retire(key);
         }
     }
 
