@@ -51,6 +51,18 @@ pub struct ServerConfig {
     pub max_queued_bytes: usize,
     /// What to do when a connection's queue is full. Default: close it with 1008.
     pub backpressure: Backpressure,
+    /// The most bytes of commands (publishes, sends, closes, dials) that other threads and
+    /// other workers may have queued for one worker and it has not handled yet. Past it, a
+    /// call is refused with [`Error::QueueFull`] and counted in
+    /// [`Stats::handoffs_refused`](super::Stats::handoffs_refused), or waits for room
+    /// ([`ServerHandle::publish_timeout`](super::ServerHandle::publish_timeout)); inside a
+    /// callback it never waits. Default 16 MiB: about 44 000 chat-sized publishes (a
+    /// 100-byte message to a 10-byte topic costs 382 bytes: the two plus 272 of channel
+    /// slot and message headers), seconds of backlog
+    /// for a worker at full fan-out speed, so only a flood the worker cannot keep up with
+    /// meets it; and what other threads can make one worker hold stays at 16 MiB instead
+    /// of the hundreds of megabytes one flooding client reached before (issue 12).
+    pub max_handoff_bytes: usize,
     /// The most sockets one worker holds; past it, new connections are closed at once and
     /// counted as rejected. Default 1 000 000, so the file-descriptor limit is the real bound.
     pub max_connections: usize,
@@ -109,6 +121,7 @@ impl Default for ServerConfig {
             upgrader: Upgrader::default(),
             max_queued_bytes: 256 * 1024,
             backpressure: Backpressure::Close,
+            max_handoff_bytes: 16 << 20,
             max_connections: 1_000_000,
             max_topics_per_connection: 1024,
             idle_timeout: Some(Duration::from_secs(120)),
@@ -161,6 +174,9 @@ impl ServerConfig {
         }
         if self.max_queued_bytes == 0 {
             return bad("max_queued_bytes", "must be above 0");
+        }
+        if self.max_handoff_bytes == 0 {
+            return bad("max_handoff_bytes", "must be above 0");
         }
         if self.max_connections == 0 {
             return bad("max_connections", "must be above 0");

@@ -613,6 +613,7 @@ pub(crate) fn detached_core_with(config: ServerConfig) -> Core<()> {
     let (commands, _) = crossbeam_channel::unbounded();
     let link = WorkerLink {
         commands,
+        budget: super::fanout::Budget::new(config.max_handoff_bytes),
         waker: Default::default(),
         counters: Default::default(),
         features: Default::default(),

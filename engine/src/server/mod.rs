@@ -43,6 +43,7 @@ mod config;
 mod conn;
 mod core;
 mod dial;
+mod fanout;
 mod handle;
 mod handler;
 pub mod id;
@@ -141,6 +142,7 @@ impl Server {
                 receivers.push(rx);
                 WorkerLink {
                     commands: tx,
+                    budget: fanout::Budget::new(config.max_handoff_bytes),
                     waker: Default::default(),
                     counters: Default::default(),
                     features: Default::default(),

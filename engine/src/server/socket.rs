@@ -14,7 +14,7 @@ use crate::proto::{CloseCode, MessageType, OpCode};
 use crate::sys::socket::peer_addr;
 
 use super::core::{Cause, Core, SendError};
-use super::handle::{check_topic, Command, Publish, ServerHandle};
+use super::handle::{check_topic, Publish, ServerHandle};
 use super::ConnId;
 
 /// One connection, inside a handler callback.
@@ -208,6 +208,11 @@ impl<'a, D> Socket<'a, D> {
     /// Publishes a message to the other subscribers of `topic`, on every worker; this
     /// connection does not get it back even if subscribed. Returns the number of local
     /// deliveries (other workers deliver on their own turn).
+    ///
+    /// Never waits: when another worker's command queue holds
+    /// [`max_handoff_bytes`](super::ServerConfig::max_handoff_bytes), the publish is
+    /// refused whole (no subscriber on any worker gets it) with [`Error::QueueFull`], and
+    /// counted in [`Stats::handoffs_refused`](super::Stats::handoffs_refused).
     pub fn publish(
         &mut self,
         topic: &[u8],
@@ -257,13 +262,13 @@ impl<'a, D> Socket<'a, D> {
             include_origin: include_self,
         });
         let shared = self.core.shared.clone();
-        // Every worker that runs gets it, even if one has stopped.
-        let mut failed = None;
-        for index in (0..shared.workers.len()).filter(|&i| i != self.core.worker) {
-            if let Err(err) = shared.send(index, Command::Publish(publish.clone())) {
-                failed = Some(err);
-            }
-        }
+        // The other workers first: when one has no room, nobody gets it. A callback never
+        // waits for room (no deadline).
+        let failed = match shared.publish(&publish, Some(self.core.worker), None) {
+            Err(err @ Error::QueueFull { .. }) => return Err(err),
+            Err(err) => Some(err), // a stopped worker: the others still get it
+            Ok(()) => None,
+        };
         shared.forward(&publish);
         let delivered = self.core.deliver(&publish);
         match failed {

@@ -4,6 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::fanout::Budget;
+
 /// One counter or gauge of a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
@@ -40,9 +42,11 @@ pub(crate) enum Counter {
     DialsFailed,
     /// Receives that found the provided-buffer ring empty (copied from the driver).
     RecvBufferShortages,
+    /// Gauge: the most bytes of commands seen queued for this worker at once.
+    HandoffPeakBytes,
 }
 
-const COUNTERS: usize = Counter::RecvBufferShortages as usize + 1;
+const COUNTERS: usize = Counter::HandoffPeakBytes as usize + 1;
 
 /// A worker's own counters (not shared).
 #[derive(Debug, Default)]
@@ -68,7 +72,6 @@ impl Counters {
         *v = v.saturating_sub(n);
     }
 
-    #[cfg(test)]
     pub(crate) fn get(&self, counter: Counter) -> u64 {
         self.values[counter as usize]
     }
@@ -165,6 +168,20 @@ pub struct Stats {
     /// Receives that found the io_uring provided-buffer ring empty and were re-armed
     /// (`ENOBUFS`): many mean `DriverConfig::recv_buffers` is too small for the load.
     pub recv_buffer_shortages: u64,
+    /// Bytes of commands (publishes, sends, closes, dials) queued for the workers now and
+    /// not handled yet: at most [`max_handoff_bytes`](super::ServerConfig::max_handoff_bytes)
+    /// per worker.
+    pub handoff_bytes: u64,
+    /// The most bytes of commands seen queued for a worker at once (summed over workers in
+    /// the server-wide figure).
+    pub handoff_peak_bytes: u64,
+    /// Commands refused because a worker's command queue held its
+    /// [`max_handoff_bytes`](super::ServerConfig::max_handoff_bytes) (a refused publish
+    /// counts once, on the first worker found full).
+    pub handoffs_refused: u64,
+    /// Callers of [`ServerHandle::publish_timeout`](super::ServerHandle::publish_timeout)
+    /// waiting now for a worker to make room: publishers held back by slow workers.
+    pub handoff_waiters: u64,
 }
 
 /// Metric name, kind and help of each figure, in the order written.
@@ -234,6 +251,26 @@ const METRICS: &[(&str, &str, &str)] = &[
         "recv_buffer_shortages_total",
         "counter",
         "Receives that found the provided-buffer ring empty (ENOBUFS).",
+    ),
+    (
+        "handoff_bytes",
+        "gauge",
+        "Bytes of commands queued for the workers and not handled yet.",
+    ),
+    (
+        "handoff_peak_bytes",
+        "gauge",
+        "The most bytes of commands seen queued for a worker at once.",
+    ),
+    (
+        "handoffs_refused_total",
+        "counter",
+        "Commands refused because a worker's command queue was at its byte budget.",
+    ),
+    (
+        "handoff_waiters",
+        "gauge",
+        "Publishers waiting for a worker's command queue to have room.",
     ),
 ];
 
@@ -315,12 +352,20 @@ impl Stats {
                 (vec![("result", "failed")], self.dials_failed),
             ],
             "recv_buffer_shortages_total" => one(self.recv_buffer_shortages),
+            "handoff_bytes" => one(self.handoff_bytes),
+            "handoff_peak_bytes" => one(self.handoff_peak_bytes),
+            "handoffs_refused_total" => one(self.handoffs_refused),
+            "handoff_waiters" => one(self.handoff_waiters),
             _ => Vec::new(),
         }
     }
 
-    pub(crate) fn add_worker(&mut self, w: &SharedCounters) {
+    pub(crate) fn add_worker(&mut self, w: &SharedCounters, budget: &Budget) {
         use Counter as C;
+        self.handoff_bytes += budget.used() as u64;
+        self.handoffs_refused += budget.refused();
+        self.handoff_waiters += budget.waiters() as u64;
+        self.handoff_peak_bytes += w.get(C::HandoffPeakBytes);
         self.connections += w.get(C::Connections);
         self.sockets += w.get(C::Sockets);
         self.queued_bytes += w.get(C::QueuedBytes);
@@ -365,8 +410,9 @@ mod tests {
         counters.incr(Counter::MessagesIn);
         b.publish(&counters);
         let mut stats = Stats::default();
-        stats.add_worker(&a);
-        stats.add_worker(&b);
+        let budget = Budget::new(100);
+        stats.add_worker(&a, &budget);
+        stats.add_worker(&b, &budget);
         assert_eq!(stats.messages_in, 7);
         assert_eq!(stats.closes.slow_consumer, 2);
     }

@@ -84,6 +84,7 @@ impl<H: Handler> Worker<H> {
 
     /// Runs until shut down. Only a failure of the ring itself ends it early.
     pub(crate) fn run(mut self) -> io::Result<()> {
+        super::fanout::mark_worker_thread();
         if let Some(listener) = &self.listener {
             self.driver.accept(listener, ACCEPT);
         }
@@ -732,8 +733,13 @@ impl<H: Handler> Worker<H> {
 
     // --- commands, timers, shutdown -----------------------------------------------------
 
+    /// Handles the commands other threads queued, then gives their bytes back to this
+    /// worker's budget at once (one atomic operation per turn, which wakes whoever waits
+    /// for room).
     fn take_commands(&mut self) {
+        let mut freed = 0;
         while let Ok(command) = self.commands.try_recv() {
+            freed += command.cost();
             match command {
                 Command::Send { id, message } => self.send_to(id, message),
                 Command::Close { id, code, reason } => {
@@ -748,6 +754,13 @@ impl<H: Handler> Worker<H> {
                 Command::Shutdown => self.begin_shutdown(),
             }
             self.settle();
+        }
+        if freed > 0 {
+            let budget = &self.core.shared.workers[self.core.worker].budget;
+            let before = budget.release(freed) as u64;
+            if before > self.core.counters.get(Counter::HandoffPeakBytes) {
+                self.core.counters.set(Counter::HandoffPeakBytes, before);
+            }
         }
     }
 
