@@ -43,7 +43,9 @@ pub struct ServerConfig {
     pub backend: Backend,
     /// The handshake settings: subprotocols, compression, origin check, error responses,
     /// read limit, head limits, and the handshake timeout (default here: 10 s, since a
-    /// server must not let a silent client hold a socket for ever).
+    /// server must not let a silent client hold a socket for ever). The read limit's
+    /// default here is [`ENGINE_READ_LIMIT`] (1 MiB), not the blocking `Conn`'s 64 MiB:
+    /// set `upgrader.read_limit` to accept larger messages.
     pub upgrader: Upgrader,
     /// The most bytes queued for one connection before [`backpressure`](Self::backpressure)
     /// applies. Default 256 KiB: thousands of chat messages, so only a reader that has
@@ -98,6 +100,15 @@ pub struct ServerConfig {
     pub backlog: i32,
     /// Ring and buffer sizes of each worker's driver.
     pub driver: DriverConfig,
+    /// The most bytes (read and written) one connection's compressed messages may inflate
+    /// in one turn of its worker's loop; past it the connection's inflation pauses, its
+    /// further input waits (and past 64 KiB waiting, reading from it stops, so TCP slows
+    /// the peer down), and it resumes on the next turn. Default 256 KiB: about 0.2 ms of
+    /// inflation, so one connection's decompression bomb holds up the others on its worker
+    /// for about that long per turn, never for the whole bomb (before this, a stream of
+    /// bombs raised the other clients' round trip to 49-149 ms at the median, issue 12),
+    /// while a compressed message of ordinary size is inflated in one go.
+    pub max_inflate_per_turn: usize,
     /// Answer plain HTTP `GET`s of this path with the server's counters in the Prometheus
     /// text format (server-wide and per worker), before `Handler::on_http` sees them.
     /// Default `None`: counters are the operator's business, not every client's.
@@ -131,6 +142,7 @@ impl Default for ServerConfig {
             compression_level: crate::proto::deflate::DEFAULT_COMPRESSION_LEVEL,
             backlog: 4096,
             driver: DriverConfig::default(),
+            max_inflate_per_turn: 256 * 1024,
             metrics_path: None,
             broker: None,
             tls: None,
@@ -155,7 +167,20 @@ impl std::fmt::Debug for ServerConfig {
 /// The default handshake timeout when the upgrader sets none.
 pub(crate) const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The engine's read limit when the upgrader sets none: 1 MiB. A message split across
+/// receives, fragmented or compressed is gathered up to the limit, so the limit is what
+/// one connection can make its worker hold: 64 MiB (the blocking `Conn`'s default) let 8
+/// unfinished messages grow a server by 500 MB (issue 12), while chat, feeds and
+/// notifications send messages of kilobytes. Applications that need more raise it
+/// (`Upgrader::read_limit`); the echo server does, for the Autobahn suite's 16 MiB.
+pub const ENGINE_READ_LIMIT: u64 = 1 << 20;
+
 impl ServerConfig {
+    /// The read limit in force: the upgrader's, or [`ENGINE_READ_LIMIT`].
+    pub(crate) fn read_limit(&self) -> u64 {
+        self.upgrader.read_limit.unwrap_or(ENGINE_READ_LIMIT)
+    }
+
     /// The handshake timeout in force.
     pub(crate) fn handshake_timeout(&self) -> Duration {
         self.upgrader
@@ -195,6 +220,9 @@ impl ServerConfig {
         }
         if self.backlog <= 0 {
             return bad("backlog", "must be above 0");
+        }
+        if self.max_inflate_per_turn == 0 || u32::try_from(self.max_inflate_per_turn).is_err() {
+            return bad("max_inflate_per_turn", "must be above 0 and fit 32 bits");
         }
         if !self.driver.recv_buffers.is_power_of_two() {
             return bad("driver.recv_buffers", "must be a power of two");

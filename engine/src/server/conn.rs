@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use crate::proto::deflate::DeflateSettings;
+use crate::proto::deflate::{DeflateSettings, Inflater};
 use crate::proto::{Decoder, Role};
 use crate::sys::SocketFd;
 
@@ -33,6 +33,17 @@ pub(crate) enum Phase {
     Flushing,
 }
 
+/// A connection whose compressed message ran out of its inflation budget for this turn:
+/// the inflation in progress, and the input that came after it, decoded on a later turn.
+/// Kept by the worker beside the slab (few connections are ever paused), so an idle
+/// connection pays only a flag.
+#[derive(Debug)]
+pub(crate) struct Paused {
+    pub(crate) generation: u32,
+    pub(crate) inflater: Inflater,
+    pub(crate) stash: Vec<u8>,
+}
+
 /// One socket of a worker.
 #[derive(Debug)]
 pub(crate) struct Connection<D> {
@@ -54,6 +65,14 @@ pub(crate) struct Connection<D> {
     pub(crate) topics: Vec<(u32, u32)>,
     /// TLS state, for a server with TLS.
     pub(crate) tls: Option<Box<super::tls::Tls>>,
+    /// Its inflation paused at the budget: the worker keeps a [`Paused`] for it.
+    pub(crate) inflate_paused: bool,
+    /// Bytes inflated for this connection in the turn of `last_read`.
+    pub(crate) inflated: u32,
+    /// A receive is in flight (started and its final completion not seen).
+    pub(crate) recv_armed: bool,
+    /// Reading is stopped while too much input waits for a paused inflation.
+    pub(crate) read_paused: bool,
     /// The caller's tag of an outgoing connection (0 for accepted ones).
     pub(crate) tag: u64,
     /// A send is in flight (at most one, so bytes stay in order).
@@ -99,6 +118,10 @@ impl<D: Default> Connection<D> {
             data: D::default(),
             topics: Vec::new(),
             tls: None,
+            inflate_paused: false,
+            inflated: 0,
+            recv_armed: false,
+            read_paused: false,
             tag: 0,
             sending: false,
             dirty: false,

@@ -68,7 +68,7 @@ pub use self::redis::{
     ENVELOPE_HEADER_LEN, ENVELOPE_MAGIC, ENVELOPE_VERSION,
 };
 pub use broker::Broker;
-pub use config::ServerConfig;
+pub use config::{ServerConfig, ENGINE_READ_LIMIT};
 pub use dial::DialRequest;
 pub use handle::ServerHandle;
 pub use handler::{Handler, HttpResponse};

@@ -44,9 +44,11 @@ pub(crate) enum Counter {
     RecvBufferShortages,
     /// Gauge: the most bytes of commands seen queued for this worker at once.
     HandoffPeakBytes,
+    /// Inflations paused at a connection's per-turn budget.
+    InflatePauses,
 }
 
-const COUNTERS: usize = Counter::HandoffPeakBytes as usize + 1;
+const COUNTERS: usize = Counter::InflatePauses as usize + 1;
 
 /// A worker's own counters (not shared).
 #[derive(Debug, Default)]
@@ -182,6 +184,10 @@ pub struct Stats {
     /// Callers of [`ServerHandle::publish_timeout`](super::ServerHandle::publish_timeout)
     /// waiting now for a worker to make room: publishers held back by slow workers.
     pub handoff_waiters: u64,
+    /// Times a connection's compressed message used up its
+    /// [`max_inflate_per_turn`](super::ServerConfig::max_inflate_per_turn) and was left
+    /// to finish on a later turn: large compressed messages, or decompression bombs.
+    pub inflate_pauses: u64,
 }
 
 /// Metric name, kind and help of each figure, in the order written.
@@ -272,6 +278,11 @@ const METRICS: &[(&str, &str, &str)] = &[
         "gauge",
         "Publishers waiting for a worker's command queue to have room.",
     ),
+    (
+        "inflate_pauses_total",
+        "counter",
+        "Compressed messages paused at a connection's per-turn inflation budget.",
+    ),
 ];
 
 impl Stats {
@@ -356,6 +367,7 @@ impl Stats {
             "handoff_peak_bytes" => one(self.handoff_peak_bytes),
             "handoffs_refused_total" => one(self.handoffs_refused),
             "handoff_waiters" => one(self.handoff_waiters),
+            "inflate_pauses_total" => one(self.inflate_pauses),
             _ => Vec::new(),
         }
     }
@@ -366,6 +378,7 @@ impl Stats {
         self.handoffs_refused += budget.refused();
         self.handoff_waiters += budget.waiters() as u64;
         self.handoff_peak_bytes += w.get(C::HandoffPeakBytes);
+        self.inflate_pauses += w.get(C::InflatePauses);
         self.connections += w.get(C::Connections);
         self.sockets += w.get(C::Sockets);
         self.queued_bytes += w.get(C::QueuedBytes);

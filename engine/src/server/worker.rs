@@ -8,6 +8,7 @@
 //! (`on_close`, `on_drain`) run right after the callback or completion that caused them,
 //! and sockets are closed and removed only between completions, never under a callback.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
@@ -17,13 +18,12 @@ use bytes::Bytes;
 use crossbeam_channel::Receiver;
 
 use crate::error::Error;
-use crate::proto::decoder::DEFAULT_READ_LIMIT;
 use crate::proto::deflate::{DeflateSettings, Inflater, PerMessageDeflate};
 use crate::proto::handshake::{self, HandshakeError, Request};
 use crate::proto::{CloseCode, Decoder, Event, OpCode, ProtocolError, Role};
 use crate::sys::{socket, Completion, Driver, OpKind, RecvBuf, SendBuf, SocketFd, Token};
 
-use super::conn::Phase;
+use super::conn::{Paused, Phase};
 use super::core::{Cause, Core, Notice};
 use super::dial::Pending;
 use super::handle::{Command, Outgoing, Shared};
@@ -32,6 +32,8 @@ use super::{Handler, ServerConfig, Socket};
 
 /// The accept operation's token: the listener is not in the slab.
 const ACCEPT: Token = Token::new(OpKind::Accept, u32::MAX, 0);
+/// Input that may wait for a connection's paused inflation before reading from it stops.
+const PAUSED_INPUT_MAX: usize = 64 * 1024;
 /// First and longest pause of accepting after an error such as `EMFILE`.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
@@ -54,6 +56,8 @@ pub(crate) struct Worker<H: Handler> {
     due: Vec<(u32, u32)>,
     /// The buffers of the send being built, reused between sends.
     batch: Vec<SendBuf>,
+    /// Connections whose inflation paused at their budget, by slab key.
+    paused: HashMap<u32, Paused>,
 }
 
 impl<H: Handler> Worker<H> {
@@ -79,6 +83,7 @@ impl<H: Handler> Worker<H> {
             plain: Vec::new(),
             due: Vec::new(),
             batch: Vec::new(),
+            paused: HashMap::new(),
         }
     }
 
@@ -103,6 +108,7 @@ impl<H: Handler> Worker<H> {
             self.take_commands();
             self.fire_timers();
             self.resume_accepting();
+            self.resume_paused();
             self.settle();
             self.core.leave_some();
             self.flush();
@@ -119,7 +125,7 @@ impl<H: Handler> Worker<H> {
     /// leaving their topics; else until the next timer, accept resumption or shutdown
     /// deadline; without bound when none is pending.
     fn wait_time(&self) -> Option<Duration> {
-        if self.core.is_leaving() {
+        if self.core.is_leaving() || !self.paused.is_empty() {
             return Some(Duration::ZERO);
         }
         let next = [
@@ -192,6 +198,7 @@ impl<H: Handler> Worker<H> {
         let conn = &mut self.core.conns[key];
         conn.deadline = deadline;
         conn.tls = tls;
+        conn.recv_armed = true;
         let token = Token::new(OpKind::Recv, key as u32, conn.generation);
         self.driver.recv(&conn.fd, token);
         self.core.arm_timer(key);
@@ -230,22 +237,40 @@ impl<H: Handler> Worker<H> {
                     self.received(key, buffer);
                 }
                 if !c.more {
-                    self.rearm_recv(key, generation);
+                    self.recv_ended(key, generation);
                 }
             }
             0 => self.peer_gone(key, None),
-            e if e == -libc::ENOBUFS => {
+            // Buffers ran out, or a stop_recv (reading paused): the receive has ended.
+            e if e == -libc::ENOBUFS || e == -libc::ECANCELED => {
                 if !c.more {
-                    self.rearm_recv(key, generation);
+                    self.recv_ended(key, generation);
                 }
             }
-            e if e == -libc::ECANCELED => {}
             e => self.peer_gone(key, Some(io::Error::from_raw_os_error(-e))),
         }
     }
 
+    /// A receive's final completion: start it again, unless reading is paused (then
+    /// `resume_reading` does once the connection has caught up).
+    fn recv_ended(&mut self, key: usize, generation: u32) {
+        let Some(conn) = self.core.conns.get_mut(key) else {
+            return;
+        };
+        conn.recv_armed = false;
+        if !conn.read_paused {
+            self.rearm_recv(key, generation);
+        }
+    }
+
     fn rearm_recv(&mut self, key: usize, generation: u32) {
-        if let Some(conn) = self.core.get(key as u32, generation).filter(|c| !c.doomed) {
+        if let Some(conn) = self
+            .core
+            .conns
+            .get_mut(key)
+            .filter(|c| c.generation == generation && !c.doomed)
+        {
+            conn.recv_armed = true;
             self.driver
                 .recv(&conn.fd, Token::new(OpKind::Recv, key as u32, generation));
         }
@@ -253,6 +278,9 @@ impl<H: Handler> Worker<H> {
 
     fn received(&mut self, key: usize, buffer: RecvBuf) {
         let conn = &mut self.core.conns[key];
+        if conn.last_read != self.core.now {
+            conn.inflated = 0; // the first receive of this turn: a new inflation budget
+        }
         conn.last_read = self.core.now;
         if let Some(tls) = conn.tls.as_mut() {
             // Open the records into the worker's scratch buffer and go on with plaintext.
@@ -515,9 +543,7 @@ impl<H: Handler> Worker<H> {
             head: Vec::new(),
         };
         self.core.queue_always(key, Bytes::from(request));
-        let conn = &self.core.conns[key];
-        self.driver
-            .recv(&conn.fd, Token::new(OpKind::Recv, key as u32, generation));
+        self.rearm_recv(key, generation);
     }
 
     fn response_head(&mut self, key: usize) {
@@ -565,17 +591,50 @@ impl<H: Handler> Worker<H> {
     // --- frames -----------------------------------------------------------------------
 
     /// Decodes what arrived on an open (or closing) connection and hands each event on.
+    /// A connection whose inflation is paused keeps its input for later (and past
+    /// [`PAUSED_INPUT_MAX`] stops reading, so TCP slows the peer down).
     fn frames(&mut self, key: usize, input: &mut [u8]) {
-        let role = self.core.conns[key].role;
+        if self.core.conns[key].inflate_paused {
+            if let Some(paused) = self.paused.get_mut(&(key as u32)) {
+                paused.stash.extend_from_slice(input);
+                if paused.stash.len() > PAUSED_INPUT_MAX {
+                    self.pause_reading(key);
+                }
+            }
+            return;
+        }
+        let mut inflater = std::mem::take(&mut self.inflater);
+        match self.decode(key, input, &mut inflater) {
+            Some(used) => {
+                // The inflation in progress goes with the connection; the worker starts
+                // a fresh inflater (it allocates nothing until used).
+                let stash = input[used..].to_vec();
+                self.pause(key, inflater, stash);
+            }
+            None => {
+                inflater.trim();
+                self.inflater = inflater;
+            }
+        }
+    }
+
+    /// Decodes `input` with `inflater` within the connection's inflation budget for this
+    /// turn. `None` when done (all input used, or the connection stopped reading);
+    /// `Some(used)` when a compressed message paused at the budget, `used` bytes in.
+    fn decode(&mut self, key: usize, input: &mut [u8], inflater: &mut Inflater) -> Option<usize> {
+        let read_limit = self.core.config.read_limit();
+        let slice = self.core.config.max_inflate_per_turn;
         let conn = &mut self.core.conns[key];
+        let role = conn.role;
+        let budget = slice.saturating_sub(conn.inflated as usize);
+        inflater.set_budget(budget);
         let mut decoder = match conn.decoder.take() {
             Some(partial) => *partial,
             None => {
                 // Between messages a decoder is all settings: make one on the stack.
                 let mut fresh = Decoder::new(role);
                 fresh.set_compression(conn.compression.is_some());
-                let limit = self.core.config.upgrader.read_limit;
-                fresh.set_read_limit(limit.unwrap_or(DEFAULT_READ_LIMIT));
+                fresh.set_read_limit(read_limit);
                 fresh
             }
         };
@@ -586,7 +645,7 @@ impl<H: Handler> Worker<H> {
                 break;
             }
             let open = matches!(conn.phase, Phase::Open);
-            let (used, event) = match decoder.decode(&mut input[pos..], &mut self.inflater) {
+            let (used, event) = match decoder.decode(&mut input[pos..], inflater) {
                 Ok(decoded) => decoded,
                 Err(err) => {
                     self.protocol_error(key, err);
@@ -626,11 +685,90 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
-        self.inflater.trim();
-        if let Some(conn) = self.core.conns.get_mut(key) {
-            // Only a frame or message in progress is kept: an idle connection holds none.
-            if !decoder.is_idle() {
-                conn.decoder = Some(Box::new(decoder));
+        let paused = decoder.is_paused();
+        if paused && budget > 0 {
+            self.core.counters.incr(Counter::InflatePauses);
+        }
+        let conn = self.core.conns.get_mut(key)?;
+        let spent = budget - inflater.budget();
+        conn.inflated = conn.inflated.saturating_add(spent as u32);
+        // Only a frame or message in progress is kept: an idle connection holds none.
+        if !decoder.is_idle() {
+            conn.decoder = Some(Box::new(decoder));
+        }
+        (paused && !conn.doomed).then_some(pos)
+    }
+
+    /// Parks a connection whose inflation paused at its budget, to go on next turn.
+    fn pause(&mut self, key: usize, inflater: Inflater, stash: Vec<u8>) {
+        let conn = &mut self.core.conns[key];
+        conn.inflate_paused = true;
+        let waiting = stash.len();
+        let paused = Paused {
+            generation: conn.generation,
+            inflater,
+            stash,
+        };
+        self.paused.insert(key as u32, paused);
+        if waiting > PAUSED_INPUT_MAX {
+            self.pause_reading(key);
+        }
+    }
+
+    /// Goes on with the connections paused on an earlier turn (or earlier in this one,
+    /// when their budget has come back): each decodes, within its budget, from where it
+    /// stopped.
+    fn resume_paused(&mut self) {
+        let now = self.core.now;
+        for (key, mut paused) in std::mem::take(&mut self.paused) {
+            let Some(conn) = self
+                .core
+                .conns
+                .get_mut(key as usize)
+                .filter(|c| c.generation == paused.generation && !c.doomed)
+            else {
+                continue;
+            };
+            if conn.last_read != now {
+                conn.inflated = 0; // a new turn: a new budget
+            }
+            conn.inflate_paused = false;
+            let mut stash = std::mem::take(&mut paused.stash);
+            match self.decode(key as usize, &mut stash, &mut paused.inflater) {
+                Some(used) => {
+                    stash.drain(..used);
+                    paused.stash = stash;
+                    self.core.conns[key as usize].inflate_paused = true;
+                    self.paused.insert(key, paused);
+                }
+                None => self.resume_reading(key as usize),
+            }
+        }
+    }
+
+    /// Stops receiving on a connection whose waiting input passed [`PAUSED_INPUT_MAX`].
+    fn pause_reading(&mut self, key: usize) {
+        let conn = &mut self.core.conns[key];
+        if conn.read_paused {
+            return;
+        }
+        conn.read_paused = true;
+        if conn.recv_armed {
+            let token = Token::new(OpKind::Recv, key as u32, conn.generation);
+            self.driver.stop_recv(&conn.fd, token);
+        }
+    }
+
+    /// Receives again once a paused connection has caught up.
+    fn resume_reading(&mut self, key: usize) {
+        let Some(conn) = self.core.conns.get_mut(key).filter(|c| !c.doomed) else {
+            return;
+        };
+        if conn.read_paused {
+            conn.read_paused = false;
+            if !conn.recv_armed {
+                let generation = conn.generation;
+                self.rearm_recv(key, generation);
             }
         }
     }
@@ -953,6 +1091,10 @@ impl<H: Handler> Worker<H> {
             let conn = &mut self.core.conns[key];
             let fd = std::mem::replace(&mut conn.fd, SocketFd::detached());
             let outbox = std::mem::take(&mut conn.outbox);
+            // Whatever it held for reading goes now, not when its topics are left.
+            conn.inflate_paused = false;
+            conn.decoder = None;
+            self.paused.remove(&(key as u32));
             self.driver.close(fd);
             self.core.counters.sub(Counter::Sockets, 1);
             self.core

@@ -379,6 +379,15 @@ impl Epoll {
         }
     }
 
+    pub(crate) fn stop_recv(&mut self, fd: RawFd, token: Token) {
+        match self.state(fd) {
+            Some(st) if st.recv == Some(token) => st.recv = None,
+            _ => return,
+        }
+        self.update(fd);
+        self.done(token, -libc::ECANCELED);
+    }
+
     pub(crate) fn close(&mut self, fd: SocketFd) {
         let raw = fd.raw();
         self.fail_all(raw, -libc::ECANCELED);

@@ -676,6 +676,14 @@ impl Driver {
         dispatch!(self, d => d.recv(fd.raw(), token))
     }
 
+    /// Ends the receive started on `fd` with `token`: it finishes with one final completion
+    /// (`-ECANCELED`, or its real result when it raced the stop), and bytes that arrive
+    /// meanwhile wait in the socket, so TCP flow control slows the peer down. Start it
+    /// again with [`recv`](Self::recv) once its final completion has come.
+    pub fn stop_recv(&mut self, fd: &SocketFd, token: Token) {
+        dispatch!(self, d => d.stop_recv(fd.raw(), token))
+    }
+
     /// Sends the concatenation of `frames` on `fd`: one `send` for one frame, one vectored
     /// `sendmsg` for several (`MSG_NOSIGNAL`). Takes at most [`MAX_SEND_FRAMES`] frames and
     /// returns how many it took. The driver owns the frames until the completion and resumes

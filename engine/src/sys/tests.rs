@@ -419,6 +419,43 @@ fn multishot_recv_rearms_after_enobufs() {
 }
 
 #[test]
+fn stop_recv_ends_the_receive_and_bytes_wait_in_the_socket() {
+    for backend in Backend::ALL {
+        let mut d = driver(backend, &DriverConfig::default());
+        let (_listener, fd, mut client) = accepted_pair(&mut d);
+        let token = Token::new(OpKind::Recv, 5, 1);
+        d.recv(&fd, token);
+        d.stop_recv(&fd, token);
+        run_until(&mut d, "the receive's final completion", |_, c| {
+            assert_eq!(c.token, token);
+            assert!(
+                c.result == -libc::ECANCELED || c.result > 0,
+                "{backend}: {c:?}"
+            );
+            !c.more
+        });
+        client.write_all(b"later").expect("write");
+        // Nothing is received while stopped: the bytes stay in the socket.
+        d.submit_and_wait(Some(Duration::from_millis(50)))
+            .expect("wait");
+        assert!(
+            d.next_completion().is_none(),
+            "{backend}: received while stopped"
+        );
+        d.recv(&fd, token);
+        let mut got = Vec::new();
+        run_until(&mut d, "the bytes after re-arming", |_, c| {
+            if let Some(buf) = c.buffer {
+                got.extend_from_slice(buf.as_slice());
+            }
+            got.len() >= 5
+        });
+        assert_eq!(got, b"later", "{backend}");
+        d.close(fd);
+    }
+}
+
+#[test]
 fn waker_from_another_thread_wakes_submit_and_wait() {
     for backend in Backend::ALL {
         let mut d = driver(backend, &DriverConfig::default());

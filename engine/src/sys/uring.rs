@@ -478,6 +478,16 @@ impl Uring {
             .user_data(Internal::Cancel.user_data())
     }
 
+    pub(crate) fn stop_recv(&mut self, _fd: RawFd, token: Token) {
+        // The receive is the only request in flight with this user_data: the worker keeps
+        // one receive per connection, and the generation tells connections apart.
+        let entry = opcode::AsyncCancel2::new(CancelBuilder::user_data(token.user_data()))
+            .build()
+            .user_data(Internal::Cancel.user_data());
+        // SAFETY: a cancel reads no user memory.
+        unsafe { self.push(entry) };
+    }
+
     /// The send in flight on `fd`, if any, ends at its next completion.
     fn stop_send(&mut self, fd: RawFd) {
         let Some(slot) = usize::try_from(fd)
