@@ -67,6 +67,7 @@ impl Outbox {
     /// Whether a data frame of `len` bytes fits under `cap`. An empty queue always takes
     /// one frame, however big, so a message larger than the cap can still be sent to a
     /// reader that keeps up.
+    #[inline]
     pub fn has_room(&self, len: usize, cap: usize) -> bool {
         self.queued == 0 || self.queued + len <= cap
     }
