@@ -7,6 +7,11 @@
 //! The blocking backend is the seed's shape, one thread per connection, with the bounds a
 //! server needs: at most `--max-conns` connections (more are answered 503, as is one
 //! for which no thread can be made), an idle timeout and a write timeout per connection.
+//!
+//! It runs on the system allocator, not mimalloc like the chat: a thread per connection
+//! that sits idle in `read` never gives mimalloc the chance to return its pages, and the
+//! engine backends measured no slower and smaller without it (docs/decisions.md, "The
+//! example echo server's allocator").
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
@@ -19,9 +24,6 @@ use clap::{Parser, ValueEnum};
 use ringcast::proto::handshake::HandshakeError;
 use ringcast::server::{Handler, Server, ServerConfig, Socket};
 use ringcast::{CloseCode, Error, MessageType, Upgrader};
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Which I/O model serves the connections.
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -1,5 +1,5 @@
 //! Cross-worker fan-out over real sockets: 4 workers, 19 200 subscribers (as many as the
-//! machine's hard limit of 20 000 descriptors per process leaves room for), 1000 messages
+//! machine's hard limit of 20 000 descriptors per process leaves room for), 200 messages
 //! published from a plain thread. Every subscriber gets every message, once, in order; each
 //! message is compressed once for the subscribers that agreed to compression.
 //! The subscribers run on the engine's client side in a child process (this binary again).
@@ -24,7 +24,7 @@ use common::{wait_stats, RawClient, Received};
 
 const WORKERS: usize = 4;
 const SUBSCRIBERS: u64 = 19_200;
-const MESSAGES: u32 = 1000;
+const MESSAGES: u32 = 200;
 const TOPIC: &[u8] = b"ticks";
 
 /// Server side: every connection subscribes to the topic.
@@ -339,8 +339,10 @@ fn a_flood_into_a_room_on_another_worker_stays_within_the_handoff_budget() {
         for seq in 0..accepted {
             expect_text(&mut member, &seq.to_string());
         }
+        // The budget is read live; the peak is a worker counter published with the
+        // worker's other counters, a moment after the bytes are given back.
         let drained = wait_stats(&server, "the stalled worker to drain", |s| {
-            s.handoff_bytes == 0
+            s.handoff_bytes == 0 && s.handoff_peak_bytes > 0
         });
         assert_eq!(drained.handoffs_refused, (FLOOD - accepted) as u64);
         let peak = server.worker_stats(1).handoff_peak_bytes;
