@@ -183,12 +183,7 @@ impl Upgrader {
         S: Stream,
         F: FnOnce(&Request) -> Result<Vec<(String, String)>, HandshakeError>,
     {
-        let decided = self.accept(request).and_then(|mut accepted| {
-            let extra = inspect(request)?;
-            self.check_response_headers(&mut accepted, request, &extra)?;
-            Ok((accepted, extra))
-        });
-        let (accepted, extra) = match decided {
+        let (accepted, extra) = match self.decide(request, inspect) {
             Ok(decided) => decided,
             Err(err) => return Err(self.refuse(&mut stream, Some(request), err, deadline)),
         };
@@ -197,15 +192,41 @@ impl Upgrader {
         write_all_by(&mut stream, &response, deadline)?;
         stream.set_read_timeout(None)?;
         stream.set_write_timeout(None)?;
-        let config = ConnConfig {
+        Ok(Conn::new(
+            stream,
+            Role::Server,
+            self.conn_config(&accepted),
+            leftover,
+        ))
+    }
+
+    /// The decisions on a parsed request, with no I/O (every I/O model makes them so):
+    /// check it, let `inspect` refuse it or add headers, check those against the
+    /// negotiation. What was agreed and the headers to add to the 101, or why not.
+    pub(crate) fn decide<F>(
+        &self,
+        request: &Request,
+        inspect: F,
+    ) -> Result<(Accepted, Vec<(String, String)>), HandshakeError>
+    where
+        F: FnOnce(&Request) -> Result<Vec<(String, String)>, HandshakeError>,
+    {
+        let mut accepted = self.accept(request)?;
+        let extra = inspect(request)?;
+        self.check_response_headers(&mut accepted, request, &extra)?;
+        Ok((accepted, extra))
+    }
+
+    /// The settings a connection upgraded with `accepted` starts with.
+    pub(crate) fn conn_config(&self, accepted: &Accepted) -> ConnConfig {
+        ConnConfig {
             read_buffer_size: self.read_buffer_size,
             write_buffer_size: self.write_buffer_size,
             write_buffer_pool: self.write_buffer_pool.clone(),
-            subprotocol: accepted.subprotocol,
+            subprotocol: accepted.subprotocol.clone(),
             compression: accepted.compression,
             read_limit: self.read_limit,
-        };
-        Ok(Conn::new(stream, Role::Server, config, leftover))
+        }
     }
 
     fn options(&self) -> ServerOptions<'_> {
