@@ -3,10 +3,10 @@
 //! handshake with cookies, subprotocols and compression, all within one deadline.
 
 mod cookies;
-mod proxy;
+pub(crate) mod proxy;
 mod resolve;
-mod socks;
-mod tls;
+pub(crate) mod socks;
+pub(crate) mod tls;
 
 use std::io;
 use std::net::TcpStream;
