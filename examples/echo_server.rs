@@ -80,8 +80,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     match args.backend {
         Backend::Blocking => run_blocking(&args),
-        Backend::Uring => run_engine(&args, ringcast::sys::Backend::Uring),
-        Backend::Epoll => run_engine(&args, ringcast::sys::Backend::Epoll),
+        Backend::Uring => run_engine(&args, ringcast::server::Backend::Uring),
+        Backend::Epoll => run_engine(&args, ringcast::server::Backend::Epoll),
     }
 }
 
@@ -110,7 +110,7 @@ impl Handler for Echo {
 
 fn run_engine(
     args: &Args,
-    backend: ringcast::sys::Backend,
+    backend: ringcast::server::Backend,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let config = ServerConfig {
         addr: Some(args.addr.parse()?),

@@ -47,6 +47,24 @@ pub enum Error {
     /// A setting or argument was invalid; the text names it.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A worker's command queue held its byte budget (the engine's
+    /// `ServerConfig::max_handoff_bytes`), so the command (a publish, a send, a close, a
+    /// dial) was not queued; a publish is then refused on every worker. Try again later,
+    /// or use a waiting form such as `ServerHandle::publish_timeout`.
+    #[error("worker {worker}'s command queue is at its budget of {budget} bytes")]
+    QueueFull {
+        /// The worker whose queue was full.
+        worker: usize,
+        /// Its budget in bytes.
+        budget: usize,
+    },
+    /// A connection asked to subscribe to more topics than the engine's
+    /// `ServerConfig::max_topics_per_connection` allows; the subscription was not made.
+    #[error("connection already subscribed to {limit} topics (max_topics_per_connection)")]
+    TopicLimit {
+        /// The limit in force.
+        limit: usize,
+    },
     /// JSON encoding or decoding failed.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
@@ -90,6 +108,11 @@ impl Error {
             Error::CloseSent => Error::CloseSent,
             Error::ReadLimit { limit } => Error::ReadLimit { limit: *limit },
             Error::InvalidArgument(text) => Error::InvalidArgument(text.clone()),
+            Error::QueueFull { worker, budget } => Error::QueueFull {
+                worker: *worker,
+                budget: *budget,
+            },
+            Error::TopicLimit { limit } => Error::TopicLimit { limit: *limit },
             Error::Json(err) => Error::Io(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("json: {err}"),

@@ -9,9 +9,12 @@
 //!   handshake, permessage-deflate). Bytes in, events and bytes out.
 //! - [`Upgrader`] and [`Conn`]: the seed's blocking API over any [`conn::Stream`].
 //! - [`PreparedMessage`]: one message, each wire form built once, sent to many.
-//! - [`sys`]: the kernel boundary under the engine (io_uring with an epoll fallback),
-//!   and the only module with `unsafe`. Public for the load generator and for users who
-//!   build their own loop; it knows nothing of WebSocket.
+//! - [`server`]: the engine, one worker thread per core on io_uring (epoll where io_uring
+//!   is unavailable). Its kernel boundary, the only module with `unsafe`, is private: the
+//!   public API has no way to name a kernel operation, a raw descriptor or a driver
+//!   token, so no safe call can reach the driver's memory. What users configure of it is
+//!   re-exported from [`server`] ([`server::Backend`], [`server::DriverConfig`],
+//!   [`server::raise_fd_limit`]).
 //!
 //! ## Quick start
 //!
@@ -52,6 +55,17 @@
 //! assert_eq!(event, Some(Event::Message(MessageType::Text, b"hi")));
 //! # Ok::<(), ringcast::proto::ProtocolError>(())
 //! ```
+//!
+//! ## No unsafety from safe code
+//!
+//! All `unsafe` code sits in the engine's kernel boundary, which is private. The public API
+//! offers no kernel token, raw descriptor or driver operation, so no safe call can make the
+//! driver free a buffer the kernel still reads or act on a descriptor it does not own.
+//! This does not compile (error E0603, a private module):
+//!
+//! ```compile_fail,E0603
+//! let _ = ringcast::sys::Token::new(ringcast::sys::OpKind::Send, 0, 0);
+//! ```
 #![doc(test(attr(deny(warnings))))]
 #![warn(missing_docs)]
 
@@ -66,7 +80,7 @@ pub mod proto;
 #[cfg(all(feature = "engine", target_os = "linux"))]
 pub mod server;
 #[cfg(all(feature = "engine", target_os = "linux"))]
-pub mod sys;
+mod sys;
 pub mod upgrade;
 
 #[cfg(all(feature = "engine", not(target_os = "linux")))]

@@ -7,8 +7,8 @@ use std::fs::File;
 use std::net::TcpStream;
 use std::time::Duration;
 
+use ringcast::server::Backend;
 use ringcast::server::{Handler, Server, ServerConfig, Socket};
-use ringcast::sys::Backend;
 use ringcast::MessageType;
 
 use common::{wait_stats, RawClient, Received};
@@ -31,6 +31,21 @@ fn soft_limit() -> u64 {
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
     assert_eq!(rc, 0, "getrlimit");
     limit.rlim_cur
+}
+
+/// A fresh non-blocking IPv4 TCP socket, made before the descriptors run out.
+fn tcp_socket() -> std::os::fd::OwnedFd {
+    // SAFETY: a plain syscall with constant arguments; the result is checked below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `socket` has just returned this descriptor and nothing else owns it.
+    unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) }
 }
 
 /// Connects a socket made earlier (non-blocking), then hands it over as a std stream.
@@ -80,9 +95,7 @@ fn emfile_on_accept_backs_off_and_recovers() {
         let addr = handle.local_addr().expect("addr");
         // The clients' sockets exist before the limit drops, so that it binds the
         // server's accepts only (connecting takes no new descriptor).
-        let sockets: Vec<std::os::fd::OwnedFd> = (0..CLIENTS)
-            .map(|_| ringcast::sys::socket::tcp_socket(&addr).expect("socket"))
-            .collect();
+        let sockets: Vec<std::os::fd::OwnedFd> = (0..CLIENTS).map(|_| tcp_socket()).collect();
         // Use up every descriptor but two. (Lowering the limit instead would not do:
         // io_uring reads the limit when an accept is submitted, and the multishot accept
         // was submitted at start.)

@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
+use ringcast::server::Backend;
 use ringcast::server::{Handler, Server, ServerConfig, Socket};
-use ringcast::sys::Backend;
 use ringcast::MessageType;
 
 use common::{RawClient, Received};

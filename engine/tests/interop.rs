@@ -334,8 +334,8 @@ fn localhost_pem() -> (PathBuf, PathBuf) {
 #[cfg(feature = "engine")]
 #[test]
 fn python_and_node_clients_talk_to_the_engine_plain_and_over_tls() {
+    use ringcast::server::Backend;
     use ringcast::server::{tls_config_from_pem, Server, ServerConfig};
-    use ringcast::sys::Backend;
     let (cert, key) = localhost_pem();
     let peers: Vec<(Command, &str, u16)> = [
         peer("python").map(|c| (c, "py_client.py", 4002)),

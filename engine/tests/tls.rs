@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use ringcast::server::{
-    tls_config_from_pem, DialRequest, Handler, Server, ServerConfig, ServerHandle, Socket,
+    tls_config_from_pem, Backend, DialRequest, Handler, Server, ServerConfig, ServerHandle, Socket,
 };
-use ringcast::sys::Backend;
 use ringcast::{Dialer, MessageType};
 
 struct Echo;

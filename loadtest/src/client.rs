@@ -17,8 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use ringcast::server::{ConnId, Handler, Server, ServerConfig, ServerHandle};
-use ringcast::sys::DriverConfig;
+use ringcast::server::{ConnId, DriverConfig, Handler, Server, ServerConfig, ServerHandle};
 use ringcast::{Error, Upgrader};
 
 use crate::stats::{LiveHistogram, Tally};
@@ -64,12 +63,6 @@ fn init() -> (Instant, u64) {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     (Instant::now(), unix)
-}
-
-/// Raises the soft open-file limit to the hard one: many connections need many
-/// descriptors, and the soft limit is often far below the hard.
-pub fn raise_fd_limit() -> std::io::Result<()> {
-    ringcast::sys::socket::raise_fd_limit().map(|_| ())
 }
 
 /// Running totals of one worker, written by that worker only, read by the main thread.

@@ -449,7 +449,8 @@ fn main() -> ExitCode {
 
 /// Runs the command; whether every threshold was kept.
 fn run(cli: Cli) -> Result<bool, BoxError> {
-    if let Err(err) = client::raise_fd_limit() {
+    // Many connections need many descriptors; the soft limit is often far below the hard.
+    if let Err(err) = ringcast::server::raise_fd_limit() {
         eprintln!("ringcast-load: could not raise the open-file limit: {err}");
     }
     let (out, limits, mut report): (Output, Thresholds, Report) = match cli.command {

@@ -8,8 +8,8 @@ mod common;
 use std::sync::Arc;
 
 use ringcast::proto::handshake::Request;
+use ringcast::server::Backend;
 use ringcast::server::{ConnId, Handler, Server, ServerConfig, ServerHandle, Socket};
-use ringcast::sys::Backend;
 use ringcast::{CloseCode, MessageType, PreparedMessage};
 
 use common::{int, run, run_with, uint, Scratch};

@@ -5,7 +5,7 @@
 
 mod common;
 
-use ringcast::sys::Backend;
+use ringcast::server::Backend;
 
 use common::{int, run, run_with, uint, Program, Scratch};
 

@@ -9,7 +9,7 @@
 //! bytes actually received, and never past the read limit.
 
 use super::close::parse_close_payload;
-use super::deflate::Inflater;
+use super::deflate::{Inflated, Inflater};
 use super::error::ProtocolError;
 use super::frame::{FrameHeader, MAX_HEADER_LEN};
 use super::mask::apply_mask_offset;
@@ -66,6 +66,9 @@ pub struct Decoder {
     /// Gathered bytes of a control frame split across reads.
     control: Vec<u8>,
     failed: Option<ProtocolError>,
+    /// A compressed message whose payload (in `buf`) is being inflated, paused when the
+    /// inflater's budget ran out.
+    inflating: Option<MessageType>,
     /// `buf` / `control` were lent to the last event: clear them on the next call.
     clear_buf: bool,
     clear_control: bool,
@@ -129,6 +132,7 @@ impl Decoder {
             buf: Vec::new(),
             control: Vec::new(),
             failed: None,
+            inflating: None,
             clear_buf: false,
             clear_control: false,
         }
@@ -161,10 +165,16 @@ impl Decoder {
 
     /// Decode from `input`. Returns how many bytes of `input` were used and at most one
     /// event. When no event is returned, all of `input` was used (a partial frame is
-    /// kept); when an event is returned, call again with the rest of the input.
+    /// kept), unless the decoder [is paused](Self::is_paused); when an event is returned,
+    /// call again with the rest of the input.
     ///
     /// `input` is mutable so that masked payloads are unmasked in place. `inflater` is
-    /// only touched for compressed messages; the engine shares one per worker.
+    /// only touched for compressed messages; the engine shares one per worker. With a
+    /// budget set on the inflater ([`Inflater::set_budget`]), a compressed message whose
+    /// inflation runs out of budget pauses the decoder: no event, and the input after the
+    /// message unused. Call again, with the same inflater and the input not used yet,
+    /// once it has budget: inflation resumes where it stopped. Without a budget (the
+    /// default) the decoder never pauses.
     ///
     /// After an error the connection must be closed with the error's close code; later
     /// calls keep returning the same error.
@@ -195,7 +205,12 @@ impl Decoder {
             self.control.clear();
             self.clear_control = false;
         }
-        let (used, out) = match self.step(input, inflater) {
+        let stepped = match self.inflating {
+            // A paused inflation goes on before any new input is looked at.
+            Some(message_type) => self.inflate(message_type, 0, inflater),
+            None => self.step(input, inflater),
+        };
+        let (used, out) = match stepped {
             Ok(stepped) => stepped,
             Err(err) => {
                 self.failed = Some(err);
@@ -299,14 +314,7 @@ impl Decoder {
                     continue;
                 }
                 self.message = None;
-                self.clear_buf = true;
-                let inflated = inflater.inflate(&self.buf, self.read_limit)?;
-                if message.message_type == MessageType::Text
-                    && simdutf8::basic::from_utf8(inflated).is_err()
-                {
-                    return Err(ProtocolError::InvalidUtf8);
-                }
-                return Ok((pos, Some(self.whole(message.message_type, Src::Inflated))));
+                return self.inflate(message.message_type, pos, inflater);
             }
             if message.message_type == MessageType::Text {
                 self.utf8.feed(&input[start..end])?;
@@ -347,6 +355,35 @@ impl Decoder {
                 return Ok((pos, Some(Out::Message(message.message_type, Src::Buf))));
             }
         }
+    }
+
+    /// Inflates (or goes on inflating) the compressed message gathered in `buf`, `pos`
+    /// bytes of input having been used: its event once whole, or none when the inflater's
+    /// budget ran out (the decoder stays paused).
+    fn inflate(
+        &mut self,
+        message_type: MessageType,
+        pos: usize,
+        inflater: &mut Inflater,
+    ) -> Result<(usize, Option<Out>), ProtocolError> {
+        self.inflating = Some(message_type);
+        if inflater.inflate_some(&self.buf, self.read_limit)? == Inflated::Paused {
+            return Ok((pos, None));
+        }
+        self.inflating = None;
+        self.clear_buf = true;
+        if message_type == MessageType::Text
+            && simdutf8::basic::from_utf8(inflater.output()).is_err()
+        {
+            return Err(ProtocolError::InvalidUtf8);
+        }
+        Ok((pos, Some(self.whole(message_type, Src::Inflated))))
+    }
+
+    /// Whether a compressed message's inflation is paused at the inflater's budget: call
+    /// [`decode`](Self::decode) again once the inflater has budget.
+    pub fn is_paused(&self) -> bool {
+        self.inflating.is_some()
     }
 
     /// A whole message in the current mode: a `Message`, or one first-and-last `Part`.
@@ -474,9 +511,12 @@ impl Decoder {
         })
     }
 
-    /// Whether a frame or a message is partly received.
+    /// Whether a frame or a message is partly received (or being inflated).
     pub fn is_idle(&self) -> bool {
-        self.frame.is_none() && self.message.is_none() && self.head_len == 0
+        self.frame.is_none()
+            && self.message.is_none()
+            && self.head_len == 0
+            && self.inflating.is_none()
     }
 
     /// Free the message buffer if nothing is in progress, so an idle connection holds no

@@ -1,12 +1,14 @@
 //! permessage-deflate (RFC 7692): negotiation, compression and bounded inflation.
 //!
 //! Each message is compressed on its own (flate2, sync flush, the compressor reset per
-//! message) and inflated whole (libdeflater), so no sliding window is kept between
-//! messages: ringcast always asks for (and answers with) no context takeover both ways.
-//! That is also what lets one compressed frame serve every subscriber of a broadcast.
+//! message) and inflated on its own (flate2's streaming inflate, reset per message), so
+//! no sliding window is kept between messages: ringcast always asks for (and answers with)
+//! no context takeover both ways. That is also what lets one compressed frame serve every
+//! subscriber of a broadcast. Inflation streams into a growing buffer bounded by the read
+//! limit, and can stop at a budget and resume, so that an event loop inflates a large or
+//! hostile message a slice per turn.
 
-use flate2::{Compress, Compression, FlushCompress};
-use libdeflater::{DecompressionError, Decompressor};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use super::error::ProtocolError;
 
@@ -193,8 +195,7 @@ pub fn parse_answer(value: &[u8]) -> Result<PerMessageDeflate, String> {
 /// Why not libdeflate here: it always ends with a final (BFINAL) block. RFC 7692
 /// section 7.2.3.5 allows that, but inflaters that keep feeding input after the end of
 /// the stream (seen in the Autobahn suite's own client) stall on it, while sync-flushed
-/// output is what browsers and every library produce and expect. Inflation keeps
-/// libdeflate, whose whole-buffer, bounded API suits it.
+/// output is what browsers and every library produce and expect.
 ///
 /// Holds a compressor, created on first use: keep one per thread or per worker, not per
 /// idle connection.
@@ -333,110 +334,257 @@ impl Deflater {
     }
 }
 
-/// Appended to a received payload before inflating: the `00 00 ff ff` the sender removed
-/// (RFC 7692 section 7.2.2), then an empty final stored block so that whole-buffer
-/// inflation also ends for streams flushed with sync flushes (browsers, zlib).
+/// Fed after a received payload: the `00 00 ff ff` the sender removed (RFC 7692 section
+/// 7.2.2), then an empty final stored block, so that a stream flushed with sync flushes
+/// (browsers, zlib) ends like one with a final block, and a message is whole exactly when
+/// the stream ends. A stream cut inside a block does not end: it fails.
 const TAIL: [u8; 9] = [0x00, 0x00, 0xff, 0xff, 0x01, 0x00, 0x00, 0xff, 0xff];
 
 /// What an [`Inflater`] keeps between messages at most, after [`Inflater::trim`]: 1 MiB,
 /// room for the messages of ordinary traffic.
 pub const RETAINED_BYTES: usize = 1 << 20;
 
-/// Inflates whole messages with the output bounded. Allocates nothing until used.
-#[derive(Default)]
+/// The most bytes one call into the inflate stream may read or write. It is what a
+/// budget is counted in, and it keeps each step short whatever the budget.
+const STEP: usize = 64 * 1024;
+
+/// Output room taken at first for a message: enough for most, then grown by doubling.
+const FIRST_OUTPUT: usize = 16 * 1024;
+
+/// Past this output, the buffer takes room for the whole limit at once instead of
+/// doubling: room not yet written costs no memory, and nothing is copied again.
+const WHOLE_LIMIT_FROM: usize = 1 << 20;
+
+/// Where [`Inflater::inflate_some`] left a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inflated {
+    /// The message is whole: [`Inflater::output`] holds it.
+    Done,
+    /// The budget ran out first ([`Inflater::set_budget`]): call again with the same
+    /// payload to go on from where it stopped.
+    Paused,
+}
+
+/// Inflates whole messages with the output bounded, streaming: the output grows as the
+/// message inflates and is never inflated again from the start, so the work is linear in
+/// the bytes read and written, and a decompression bomb stops at the limit. With a budget
+/// it stops after that many bytes and resumes on the next call, so a large or hostile
+/// message can be inflated a slice at a time. Allocates nothing until used.
 pub struct Inflater {
-    decompressor: Option<Box<Decompressor>>,
-    input: Vec<u8>,
+    stream: Option<Box<Decompress>>,
+    /// The output, initialised up to its length: `..len` is the message so far.
     output: Vec<u8>,
     len: usize,
+    /// Bytes of payload and tail fed to the stream for the message in progress.
+    fed: usize,
+    /// Whether a message is in progress (started and neither done nor failed).
+    inflating: bool,
+    /// Bytes (read and written) the next calls may process before pausing.
+    budget: usize,
+    /// Bytes read and written in all, for the tests that check the work is linear.
+    #[cfg(test)]
+    processed: u64,
+}
+
+impl Default for Inflater {
+    fn default() -> Inflater {
+        Inflater {
+            stream: None,
+            output: Vec::new(),
+            len: 0,
+            fed: 0,
+            inflating: false,
+            budget: usize::MAX,
+            #[cfg(test)]
+            processed: 0,
+        }
+    }
 }
 
 impl std::fmt::Debug for Inflater {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Inflater").finish_non_exhaustive()
+        f.debug_struct("Inflater")
+            .field("inflating", &self.inflating)
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
     }
 }
 
 impl Inflater {
-    /// An inflater that holds no memory yet.
+    /// An inflater that holds no memory yet, with no budget (it never pauses).
     pub fn new() -> Inflater {
         Inflater::default()
     }
 
-    /// Inflate one message's payload (as received, without the `00 00 ff ff` tail).
-    /// Output beyond `limit` bytes (0: no limit) fails with
-    /// [`ProtocolError::MessageTooBig`] without growing past it, so a decompression
-    /// bomb costs at most `limit` bytes; a corrupt stream fails with
+    /// Inflate one message's payload (as received, without the `00 00 ff ff` tail),
+    /// whatever the budget. Output beyond `limit` bytes (0: no limit) fails with
+    /// [`ProtocolError::MessageTooBig`] without growing past it, so a decompression bomb
+    /// costs at most `limit` bytes; a corrupt stream fails with
     /// [`ProtocolError::BadDeflateStream`].
     pub fn inflate(&mut self, payload: &[u8], limit: u64) -> Result<&[u8], ProtocolError> {
-        self.input.clear();
-        self.input.reserve(payload.len() + TAIL.len());
-        self.input.extend_from_slice(payload);
-        self.input.extend_from_slice(&TAIL);
-        let cap = if limit == 0 {
-            usize::MAX / 2
-        } else {
-            usize::try_from(limit).unwrap_or(usize::MAX / 2)
+        let budget = std::mem::replace(&mut self.budget, usize::MAX);
+        let done = self.inflate_some(payload, limit);
+        self.budget = budget;
+        done?;
+        Ok(self.output())
+    }
+
+    /// Inflate one message's payload within the budget ([`set_budget`](Self::set_budget)):
+    /// [`Inflated::Done`] with the message in [`output`](Self::output), or
+    /// [`Inflated::Paused`] when the budget ran out first. Call again with the same
+    /// payload to resume; the budget counts the bytes read and written. Errors as for
+    /// [`inflate`](Self::inflate); a failed or finished message leaves none in progress.
+    ///
+    /// ```
+    /// use ringcast::proto::deflate::{Deflater, Inflated, Inflater};
+    /// let mut payload = Vec::new();
+    /// Deflater::new(1)?.compress(&[b'a'; 300_000], &mut payload);
+    /// let mut inflater = Inflater::new();
+    /// let mut calls = 0;
+    /// loop {
+    ///     inflater.set_budget(64 * 1024); // a slice per turn of an event loop
+    ///     calls += 1;
+    ///     if inflater.inflate_some(&payload, 1 << 20).unwrap() == Inflated::Done {
+    ///         break;
+    ///     }
+    /// }
+    /// assert_eq!(inflater.output(), &[b'a'; 300_000][..]);
+    /// assert!(calls >= 5);
+    /// # Ok::<(), String>(())
+    /// ```
+    pub fn inflate_some(&mut self, payload: &[u8], limit: u64) -> Result<Inflated, ProtocolError> {
+        if !self.inflating {
+            self.start();
+        }
+        let done = self.step(payload, limit);
+        if !matches!(done, Ok(Inflated::Paused)) {
+            self.inflating = false;
+        }
+        if done.is_err() {
+            self.len = 0;
+        }
+        done
+    }
+
+    fn start(&mut self) {
+        match &mut self.stream {
+            Some(stream) => stream.reset(false),
+            None => self.stream = Some(Box::new(Decompress::new(false))),
+        }
+        self.len = 0;
+        self.fed = 0;
+        self.inflating = true;
+    }
+
+    /// Runs the stream until the message ends, the budget runs out, or it fails.
+    fn step(&mut self, payload: &[u8], limit: u64) -> Result<Inflated, ProtocolError> {
+        // One byte of room past the limit shows that the message is larger.
+        let cap = match usize::try_from(limit) {
+            Ok(0) | Err(_) => usize::MAX / 2,
+            Ok(limit) => limit.saturating_add(1),
         };
-        let decompressor = self
-            .decompressor
-            .get_or_insert_with(|| Box::new(Decompressor::new()));
-        // Start from a guess and double: each try inflates from scratch, so the total
-        // work stays within twice the last try.
-        let mut size = payload
-            .len()
-            .saturating_mul(4)
-            .clamp(1024, 1 << 20)
-            .min(cap);
+        let Some(stream) = self.stream.as_deref_mut() else {
+            return Err(ProtocolError::BadDeflateStream);
+        };
         loop {
-            if self.output.len() < size {
-                // Exact, so a bomb never gets more than the limit out of us.
-                self.output.reserve_exact(size - self.output.len());
-                self.output.resize(size, 0);
+            if self.budget == 0 {
+                return Ok(Inflated::Paused);
             }
-            match decompressor.deflate_decompress(&self.input, &mut self.output[..size]) {
-                Ok(len) => {
-                    self.len = len;
-                    return Ok(&self.output[..len]);
+            if self.len == cap {
+                return Err(ProtocolError::MessageTooBig { limit });
+            }
+            let step = self.budget.min(STEP);
+            // Room for this step's output, within the cap.
+            let want = (self.len + step).min(cap);
+            if self.output.len() < want {
+                let room = if want > WHOLE_LIMIT_FROM && cap < usize::MAX / 2 {
+                    cap
+                } else {
+                    want.max(self.output.len() * 2).max(FIRST_OUTPUT).min(cap)
+                };
+                if self.output.capacity() < room {
+                    // Exact, so a bomb never gets more than the limit out of us.
+                    self.output.reserve_exact(room - self.output.len());
                 }
-                Err(DecompressionError::InsufficientSpace) if size < cap => {
-                    size = size.saturating_mul(2).min(cap);
-                }
-                Err(DecompressionError::InsufficientSpace) => {
-                    self.len = 0;
-                    return Err(ProtocolError::MessageTooBig { limit });
-                }
-                Err(DecompressionError::BadData) => {
-                    self.len = 0;
-                    return Err(ProtocolError::BadDeflateStream);
-                }
+                self.output.resize(want, 0);
+            }
+            let input = if self.fed < payload.len() {
+                &payload[self.fed..payload.len().min(self.fed + step)]
+            } else {
+                &TAIL[(self.fed - payload.len()).min(TAIL.len())..]
+            };
+            let (before_in, before_out) = (stream.total_in(), stream.total_out());
+            let status = stream
+                .decompress(
+                    input,
+                    &mut self.output[self.len..want],
+                    FlushDecompress::None,
+                )
+                .map_err(|_| ProtocolError::BadDeflateStream)?;
+            let read = (stream.total_in() - before_in) as usize;
+            let written = (stream.total_out() - before_out) as usize;
+            self.fed += read;
+            self.len += written;
+            self.budget = self.budget.saturating_sub(read + written);
+            #[cfg(test)]
+            {
+                self.processed += (read + written) as u64;
+            }
+            if status == Status::StreamEnd {
+                return Ok(Inflated::Done);
+            }
+            if read == 0 && written == 0 {
+                // Room to write and nothing read or written: every byte was fed and the
+                // stream did not end (it was cut short), or it cannot go on.
+                return Err(ProtocolError::BadDeflateStream);
             }
         }
     }
 
-    /// The output of the last successful [`inflate`](Self::inflate).
+    /// Whether a message was paused in the middle ([`Inflated::Paused`]).
+    pub fn is_inflating(&self) -> bool {
+        self.inflating
+    }
+
+    /// Sets the bytes (read and written) the next calls to
+    /// [`inflate_some`](Self::inflate_some) may process before pausing. Default: no
+    /// bound.
+    pub fn set_budget(&mut self, bytes: usize) {
+        self.budget = bytes;
+    }
+
+    /// What is left of the budget.
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// The output of the last message inflated whole.
     pub fn output(&self) -> &[u8] {
         &self.output[..self.len]
     }
 
-    /// Bytes of buffer held between messages.
+    /// Bytes of buffer held between messages (the stream's own state, about 40 KiB once
+    /// used, comes on top).
     pub fn held_bytes(&self) -> usize {
-        self.input.capacity() + self.output.capacity()
+        self.output.capacity()
     }
 
-    /// Frees the buffers if they hold more than [`RETAINED_BYTES`]: one large message (or
-    /// a bomb stopped at the read limit) must not pin up to the read limit for good.
+    /// Frees the output buffer if it holds more than [`RETAINED_BYTES`]: one large message
+    /// (or a bomb stopped at the read limit) must not pin up to the read limit for good.
     pub fn trim(&mut self) {
-        if self.held_bytes() > RETAINED_BYTES {
-            self.release_memory();
+        if self.held_bytes() > RETAINED_BYTES && !self.inflating {
+            self.output = Vec::new();
+            self.len = 0;
         }
     }
 
-    /// Free the buffers (kept between messages for speed).
+    /// Free the buffer and the stream state (kept between messages for speed); a
+    /// message in progress is abandoned.
     pub fn release_memory(&mut self) {
-        self.input = Vec::new();
-        self.output = Vec::new();
-        self.len = 0;
+        *self = Inflater {
+            budget: self.budget,
+            ..Inflater::default()
+        };
     }
 }
 

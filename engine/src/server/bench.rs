@@ -30,7 +30,8 @@ impl LocalFanout {
             .map(|_| core.insert_detached(compression))
             .collect();
         for &key in &keys {
-            core.subscribe(key, &topic);
+            core.subscribe(key, &topic)
+                .expect("one topic per connection is within the limit");
         }
         LocalFanout {
             core,

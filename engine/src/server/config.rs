@@ -43,7 +43,9 @@ pub struct ServerConfig {
     pub backend: Backend,
     /// The handshake settings: subprotocols, compression, origin check, error responses,
     /// read limit, head limits, and the handshake timeout (default here: 10 s, since a
-    /// server must not let a silent client hold a socket for ever).
+    /// server must not let a silent client hold a socket for ever). The read limit's
+    /// default here is [`ENGINE_READ_LIMIT`] (1 MiB), not the blocking `Conn`'s 64 MiB:
+    /// set `upgrader.read_limit` to accept larger messages.
     pub upgrader: Upgrader,
     /// The most bytes queued for one connection before [`backpressure`](Self::backpressure)
     /// applies. Default 256 KiB: thousands of chat messages, so only a reader that has
@@ -51,9 +53,31 @@ pub struct ServerConfig {
     pub max_queued_bytes: usize,
     /// What to do when a connection's queue is full. Default: close it with 1008.
     pub backpressure: Backpressure,
+    /// The most bytes of commands (publishes, sends, closes, dials) that other threads and
+    /// other workers may have queued for one worker and it has not handled yet. Past it, a
+    /// call is refused with [`Error::QueueFull`] and counted in
+    /// [`Stats::handoffs_refused`](super::Stats::handoffs_refused), or waits for room
+    /// ([`ServerHandle::publish_timeout`](super::ServerHandle::publish_timeout)); inside a
+    /// callback it never waits. Default 16 MiB: about 44 000 chat-sized publishes (a
+    /// 100-byte message to a 10-byte topic costs 382 bytes: the two plus 272 of channel
+    /// slot and message headers), seconds of backlog
+    /// for a worker at full fan-out speed, so only a flood the worker cannot keep up with
+    /// meets it; and what other threads can make one worker hold stays at 16 MiB instead
+    /// of the hundreds of megabytes one flooding client reached before (issue 12).
+    pub max_handoff_bytes: usize,
     /// The most sockets one worker holds; past it, new connections are closed at once and
     /// counted as rejected. Default 1 000 000, so the file-descriptor limit is the real bound.
     pub max_connections: usize,
+    /// The most topics one connection may be subscribed to; past it
+    /// [`Socket::subscribe`](super::Socket::subscribe) fails with
+    /// [`Error::TopicLimit`](crate::Error::TopicLimit). Default 1024: far above what a
+    /// client of a chat or a feed follows (one room, a few hundred symbols), while one
+    /// connection can then make its worker hold at most about 1.1 MiB of topic names and
+    /// bookkeeping (1024 names of up to [`MAX_TOPIC_LEN`](super::MAX_TOPIC_LEN) bytes),
+    /// and a closing connection leaves all its topics within one slice of the worker's
+    /// turn (a connection over 1024 topics leaves them 1024 per turn, so that others are
+    /// not held up).
+    pub max_topics_per_connection: usize,
     /// Close a connection that sent nothing (not even a pong) for this long. Default:
     /// 120 s, four missed automatic pings (every 30 s) before a silent peer is shed.
     pub idle_timeout: Option<Duration>,
@@ -76,6 +100,15 @@ pub struct ServerConfig {
     pub backlog: i32,
     /// Ring and buffer sizes of each worker's driver.
     pub driver: DriverConfig,
+    /// The most bytes (read and written) one connection's compressed messages may inflate
+    /// in one turn of its worker's loop; past it the connection's inflation pauses, its
+    /// further input waits (and past 64 KiB waiting, reading from it stops, so TCP slows
+    /// the peer down), and it resumes on the next turn. Default 256 KiB: about 0.2 ms of
+    /// inflation, so one connection's decompression bomb holds up the others on its worker
+    /// for about that long per turn, never for the whole bomb (before this, a stream of
+    /// bombs raised the other clients' round trip to 49-149 ms at the median, issue 12),
+    /// while a compressed message of ordinary size is inflated in one go.
+    pub max_inflate_per_turn: usize,
     /// Answer plain HTTP `GET`s of this path with the server's counters in the Prometheus
     /// text format (server-wide and per worker), before `Handler::on_http` sees them.
     /// Default `None`: counters are the operator's business, not every client's.
@@ -99,7 +132,9 @@ impl Default for ServerConfig {
             upgrader: Upgrader::default(),
             max_queued_bytes: 256 * 1024,
             backpressure: Backpressure::Close,
+            max_handoff_bytes: 16 << 20,
             max_connections: 1_000_000,
+            max_topics_per_connection: 1024,
             idle_timeout: Some(Duration::from_secs(120)),
             ping_interval: Some(Duration::from_secs(30)),
             close_timeout: Duration::from_secs(5),
@@ -107,6 +142,7 @@ impl Default for ServerConfig {
             compression_level: crate::proto::deflate::DEFAULT_COMPRESSION_LEVEL,
             backlog: 4096,
             driver: DriverConfig::default(),
+            max_inflate_per_turn: 256 * 1024,
             metrics_path: None,
             broker: None,
             tls: None,
@@ -131,7 +167,20 @@ impl std::fmt::Debug for ServerConfig {
 /// The default handshake timeout when the upgrader sets none.
 pub(crate) const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The engine's read limit when the upgrader sets none: 1 MiB. A message split across
+/// receives, fragmented or compressed is gathered up to the limit, so the limit is what
+/// one connection can make its worker hold: 64 MiB (the blocking `Conn`'s default) let 8
+/// unfinished messages grow a server by 500 MB (issue 12), while chat, feeds and
+/// notifications send messages of kilobytes. Applications that need more raise it
+/// (`Upgrader::read_limit`); the echo server does, for the Autobahn suite's 16 MiB.
+pub const ENGINE_READ_LIMIT: u64 = 1 << 20;
+
 impl ServerConfig {
+    /// The read limit in force: the upgrader's, or [`ENGINE_READ_LIMIT`].
+    pub(crate) fn read_limit(&self) -> u64 {
+        self.upgrader.read_limit.unwrap_or(ENGINE_READ_LIMIT)
+    }
+
     /// The handshake timeout in force.
     pub(crate) fn handshake_timeout(&self) -> Duration {
         self.upgrader
@@ -151,8 +200,14 @@ impl ServerConfig {
         if self.max_queued_bytes == 0 {
             return bad("max_queued_bytes", "must be above 0");
         }
+        if self.max_handoff_bytes == 0 {
+            return bad("max_handoff_bytes", "must be above 0");
+        }
         if self.max_connections == 0 {
             return bad("max_connections", "must be above 0");
+        }
+        if self.max_topics_per_connection == 0 {
+            return bad("max_topics_per_connection", "must be above 0");
         }
         if !(-2..=9).contains(&self.compression_level) {
             return bad("compression_level", "outside -2..=9");
@@ -165,6 +220,9 @@ impl ServerConfig {
         }
         if self.backlog <= 0 {
             return bad("backlog", "must be above 0");
+        }
+        if self.max_inflate_per_turn == 0 || u32::try_from(self.max_inflate_per_turn).is_err() {
+            return bad("max_inflate_per_turn", "must be above 0 and fit 32 bits");
         }
         if !self.driver.recv_buffers.is_power_of_two() {
             return bad("driver.recv_buffers", "must be a power of two");

@@ -4,11 +4,11 @@
 //! its message buffer between messages, the outbox frees its queue when drained, and
 //! received bytes live in the driver's shared buffers only while they are decoded.
 
-use std::os::fd::RawFd;
 use std::time::Instant;
 
-use crate::proto::deflate::DeflateSettings;
+use crate::proto::deflate::{DeflateSettings, Inflater};
 use crate::proto::{Decoder, Role};
+use crate::sys::SocketFd;
 
 use super::dial::Pending;
 use super::outbox::Outbox;
@@ -33,10 +33,22 @@ pub(crate) enum Phase {
     Flushing,
 }
 
+/// A connection whose compressed message ran out of its inflation budget for this turn:
+/// the inflation in progress, and the input that came after it, decoded on a later turn.
+/// Kept by the worker beside the slab (few connections are ever paused), so an idle
+/// connection pays only a flag.
+#[derive(Debug)]
+pub(crate) struct Paused {
+    pub(crate) generation: u32,
+    pub(crate) inflater: Inflater,
+    pub(crate) stash: Vec<u8>,
+}
+
 /// One socket of a worker.
 #[derive(Debug)]
 pub(crate) struct Connection<D> {
-    pub(crate) fd: RawFd,
+    /// The socket, closed only through the driver when the connection is removed.
+    pub(crate) fd: SocketFd,
     pub(crate) generation: u32,
     pub(crate) role: Role,
     pub(crate) phase: Phase,
@@ -53,6 +65,14 @@ pub(crate) struct Connection<D> {
     pub(crate) topics: Vec<(u32, u32)>,
     /// TLS state, for a server with TLS or a `wss://` dial.
     pub(crate) tls: Option<Box<super::tls::Tls>>,
+    /// Its inflation paused at the budget: the worker keeps a [`Paused`] for it.
+    pub(crate) inflate_paused: bool,
+    /// Bytes inflated for this connection in the turn of `last_read`.
+    pub(crate) inflated: u32,
+    /// A receive is in flight (started and its final completion not seen).
+    pub(crate) recv_armed: bool,
+    /// Reading is stopped while too much input waits for a paused inflation.
+    pub(crate) read_paused: bool,
     /// The caller's tag of an outgoing connection (0 for accepted ones).
     pub(crate) tag: u64,
     /// A send is in flight (at most one, so bytes stay in order).
@@ -79,7 +99,13 @@ pub(crate) struct Connection<D> {
 }
 
 impl<D: Default> Connection<D> {
-    pub(crate) fn new(fd: RawFd, generation: u32, role: Role, phase: Phase, now: Instant) -> Self {
+    pub(crate) fn new(
+        fd: SocketFd,
+        generation: u32,
+        role: Role,
+        phase: Phase,
+        now: Instant,
+    ) -> Self {
         Connection {
             fd,
             generation,
@@ -92,6 +118,10 @@ impl<D: Default> Connection<D> {
             data: D::default(),
             topics: Vec::new(),
             tls: None,
+            inflate_paused: false,
+            inflated: 0,
+            recv_armed: false,
+            read_paused: false,
             tag: 0,
             sending: false,
             dirty: false,

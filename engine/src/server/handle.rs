@@ -1,6 +1,7 @@
 //! [`ServerHandle`]: the server as other threads see it. Everything it does is a
 //! [`Command`] put on a worker's channel followed by a wake-up of that worker's ring, so
-//! no worker state is ever shared or locked.
+//! no worker state is ever shared or locked. Each channel is bounded in bytes by the
+//! worker's [`Budget`] (`fanout.rs`).
 
 use std::collections::HashMap;
 use std::io;
@@ -8,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::Sender;
@@ -19,6 +21,7 @@ use crate::sys::Waker;
 
 use super::broker::Broker;
 use super::dial::{DialRequest, Pending};
+use super::fanout::{on_worker_thread, thread_waker, Budget};
 use super::stats::{SharedCounters, Stats};
 use super::topics::MAX_TOPIC_LEN;
 use super::ConnId;
@@ -59,6 +62,8 @@ pub(crate) enum Outgoing {
 /// One worker as the others see it.
 pub(crate) struct WorkerLink {
     pub(crate) commands: Sender<Command>,
+    /// What the commands in the channel may hold, in bytes.
+    pub(crate) budget: Budget,
     /// Set by the worker once its ring exists (wakers belong to rings).
     pub(crate) waker: OnceLock<Waker>,
     pub(crate) counters: SharedCounters,
@@ -70,40 +75,53 @@ pub(crate) struct WorkerLink {
 }
 
 impl Shared {
-    /// Records worker `worker`'s local subscriber count of `topic`, and tells the broker
-    /// when the node as a whole gains its first subscriber or loses its last one.
-    pub(crate) fn set_topic_count(&self, worker: usize, topic: &Bytes, count: usize) {
-        let was = {
+    /// Records worker `worker`'s local subscriber counts of some topics (one lock for the
+    /// lot: a connection leaving thousands of topics takes it once per slice), and tells
+    /// the broker when the node as a whole gains a topic's first subscriber or loses its
+    /// last one.
+    pub(crate) fn set_topic_counts(
+        &self,
+        worker: usize,
+        changes: impl IntoIterator<Item = (Bytes, usize)>,
+    ) {
+        // Topics whose local count went from 0 or to 0: +1 or -1 worker interested.
+        let mut crossed: Vec<(Bytes, isize)> = Vec::new();
+        {
             let mut counts = self.workers[worker]
                 .topic_counts
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if count == 0 {
-                counts.remove(topic)
-            } else {
-                counts.insert(topic.clone(), count)
+            for (topic, count) in changes {
+                let (was, now) = if count == 0 {
+                    (counts.remove(&topic).is_some(), false)
+                } else {
+                    (counts.insert(topic.clone(), count).is_some(), true)
+                };
+                if was != now && self.broker.is_some() {
+                    crossed.push((topic, if now { 1 } else { -1 }));
+                }
             }
-        };
+        }
         let Some(broker) = &self.broker else {
             return;
         };
-        let change: isize = match (was.is_some(), count > 0) {
-            (false, true) => 1,
-            (true, false) => -1,
-            _ => return,
-        };
+        if crossed.is_empty() {
+            return;
+        }
         // Under one lock, so subscribe and unsubscribe of a topic reach the broker in order.
         let mut interest = self.interest.lock().unwrap_or_else(|e| e.into_inner());
-        let workers = interest.entry(topic.clone()).or_insert(0);
-        let before = *workers;
-        *workers = workers.saturating_add_signed(change);
-        match (before, *workers) {
-            (0, 1) => broker.subscribe(topic),
-            (1, 0) => {
-                interest.remove(topic);
-                broker.unsubscribe(topic);
+        for (topic, change) in crossed {
+            let workers = interest.entry(topic.clone()).or_insert(0);
+            let before = *workers;
+            *workers = workers.saturating_add_signed(change);
+            match (before, *workers) {
+                (0, 1) => broker.subscribe(&topic),
+                (1, 0) => {
+                    interest.remove(&topic);
+                    broker.unsubscribe(&topic);
+                }
+                _ => {}
             }
-            _ => {}
         }
     }
 
@@ -142,21 +160,103 @@ impl Shared {
         }
     }
 
-    /// Puts `command` on worker `index`'s channel and wakes it.
-    pub(crate) fn send(&self, index: usize, command: Command) -> Result<(), Error> {
-        let link = self.workers.get(index).ok_or_else(|| {
+    fn link(&self, index: usize) -> Result<&WorkerLink, Error> {
+        self.workers.get(index).ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "worker {index} does not exist ({} workers)",
                 self.workers.len()
             ))
-        })?;
-        link.commands
-            .send(command)
-            .map_err(|_| Error::Io(io::Error::new(io::ErrorKind::BrokenPipe, "server stopped")))?;
+        })
+    }
+
+    /// Puts `command` on worker `index`'s channel and wakes it, if the worker's budget has
+    /// room for it; else refuses with [`Error::QueueFull`] and counts the refusal.
+    pub(crate) fn send(&self, index: usize, command: Command) -> Result<(), Error> {
+        let link = self.link(index)?;
+        let cost = command.cost();
+        if cost > 0 && !link.budget.try_reserve(cost) {
+            return Err(self.refuse(index));
+        }
+        self.put(index, command, cost)
+    }
+
+    /// Counts a refusal by worker `index` and says why.
+    fn refuse(&self, index: usize) -> Error {
+        let budget = &self.workers[index].budget;
+        budget.count_refusal();
+        Error::QueueFull {
+            worker: index,
+            budget: budget.limit(),
+        }
+    }
+
+    /// Puts a command whose `cost` is reserved on worker `index`'s channel and wakes it.
+    fn put(&self, index: usize, command: Command, cost: usize) -> Result<(), Error> {
+        let link = &self.workers[index];
+        if link.commands.send(command).is_err() {
+            link.budget.release(cost);
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "server stopped",
+            )));
+        }
         if let Some(waker) = link.waker.get() {
             waker.wake();
         }
         Ok(())
+    }
+
+    /// Reserves `cost` on every worker but `skip`, all or none: the first worker without
+    /// room is returned, and what was reserved before it is given back.
+    fn reserve_all(&self, skip: Option<usize>, cost: usize) -> Result<(), usize> {
+        let targets = || (0..self.workers.len()).filter(move |&i| Some(i) != skip);
+        for index in targets() {
+            if !self.workers[index].budget.try_reserve(cost) {
+                for undo in targets().take_while(|&i| i != index) {
+                    self.workers[undo].budget.release(cost);
+                }
+                return Err(index);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands `publish` to every worker but `skip`, all or none. Without a `deadline`, a
+    /// full worker refuses it at once; with one, the calling thread waits for room until
+    /// then (never on a worker thread: two full workers waiting on each other would never
+    /// drain). Every worker that runs gets it, even if one has stopped.
+    pub(crate) fn publish(
+        &self,
+        publish: &Arc<Publish>,
+        skip: Option<usize>,
+        deadline: Option<Instant>,
+    ) -> Result<(), Error> {
+        let cost = Command::Publish(Arc::clone(publish)).cost();
+        let deadline = deadline.filter(|_| !on_worker_thread());
+        let mut waker = None;
+        while let Err(full) = self.reserve_all(skip, cost) {
+            let Some(deadline) = deadline else {
+                return Err(self.refuse(full));
+            };
+            let budget = &self.workers[full].budget;
+            budget.register(waker.get_or_insert_with(thread_waker));
+            // Registered before this look: a release from now on wakes this thread.
+            if self.reserve_all(skip, cost).is_ok() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(self.refuse(full));
+            }
+            std::thread::park_timeout(deadline - now);
+        }
+        let mut failed = None;
+        for index in (0..self.workers.len()).filter(|&i| Some(i) != skip) {
+            if let Err(err) = self.put(index, Command::Publish(Arc::clone(publish)), cost) {
+                failed = Some(err);
+            }
+        }
+        failed.map_or(Ok(()), Err)
     }
 }
 
@@ -217,8 +317,9 @@ impl ServerHandle {
     }
 
     /// Queues a message for connection `id`. A connection that is gone by the time the
-    /// worker looks is counted in [`Stats::drops`]; the error here only says the server
-    /// has stopped or the id names no worker.
+    /// worker looks is counted in [`Stats::drops`]; the error here says the server has
+    /// stopped, the id names no worker, or that worker's command queue is full
+    /// ([`Error::QueueFull`]).
     pub fn send_to(
         &self,
         id: ConnId,
@@ -238,6 +339,12 @@ impl ServerHandle {
     /// Publishes a message to every subscriber of `topic` on every worker. The message is
     /// framed (and compressed, for connections that agreed to it) once, then shared.
     /// Messages published from one thread reach each subscriber in the order published.
+    ///
+    /// When a worker's command queue holds
+    /// [`max_handoff_bytes`](super::ServerConfig::max_handoff_bytes), the publish is
+    /// refused on every worker with [`Error::QueueFull`] (and counted in
+    /// [`Stats::handoffs_refused`]); [`publish_timeout`](Self::publish_timeout) waits for
+    /// room instead.
     ///
     /// ```
     /// use ringcast::server::ServerHandle;
@@ -264,21 +371,66 @@ impl ServerHandle {
         topic: &[u8],
         message: Arc<PreparedMessage>,
     ) -> Result<(), Error> {
-        let publish = self.publish_here(topic, message)?;
+        let publish = self.publish_here(topic, message, None)?;
+        self.shared.forward(&publish);
+        Ok(())
+    }
+
+    /// As [`publish`](Self::publish), but when a worker's command queue is full the calling
+    /// thread waits for that worker to make room, up to `timeout`, instead of being refused
+    /// at once; past it, [`Error::QueueFull`]. The wait is woken by the worker as it
+    /// drains its queue, not by polling. Called on a worker thread (inside a callback,
+    /// through [`Socket::server`](super::Socket::server)) it does not wait: a worker
+    /// waiting for another that waits for it would never drain.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ringcast::server::ServerHandle;
+    /// use ringcast::MessageType;
+    ///
+    /// /// A feed that slows down to the pace of the workers instead of losing messages.
+    /// fn forward(handle: &ServerHandle, line: String) -> Result<(), ringcast::Error> {
+    ///     handle.publish_timeout(b"feed", MessageType::Text, line, Duration::from_secs(1))
+    /// }
+    /// # let _ = forward;
+    /// ```
+    pub fn publish_timeout(
+        &self,
+        topic: &[u8],
+        message_type: MessageType,
+        payload: impl Into<Bytes>,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let message = PreparedMessage::new(message_type, payload)?;
+        self.publish_prepared_timeout(topic, Arc::new(message), timeout)
+    }
+
+    /// As [`publish_prepared`](Self::publish_prepared), waiting up to `timeout` for room
+    /// as [`publish_timeout`](Self::publish_timeout) does.
+    pub fn publish_prepared_timeout(
+        &self,
+        topic: &[u8],
+        message: Arc<PreparedMessage>,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        let publish = self.publish_here(topic, message, Some(deadline))?;
         self.shared.forward(&publish);
         Ok(())
     }
 
     /// Publishes to this node's subscribers only: what a [`Broker`] does with a message
-    /// that came from another node (it is not handed back to the broker).
+    /// that came from another node (it is not handed back to the broker). Refused with
+    /// [`Error::QueueFull`] as [`publish`](Self::publish) is.
     pub fn publish_local(&self, topic: &[u8], message: Arc<PreparedMessage>) -> Result<(), Error> {
-        self.publish_here(topic, message).map(drop)
+        self.publish_here(topic, message, None).map(drop)
     }
 
     fn publish_here(
         &self,
         topic: &[u8],
         message: Arc<PreparedMessage>,
+        deadline: Option<Instant>,
     ) -> Result<Arc<Publish>, Error> {
         check_topic(topic)?;
         let publish = Arc::new(Publish {
@@ -287,17 +439,8 @@ impl ServerHandle {
             origin: None,
             include_origin: false,
         });
-        // Every worker that runs gets it, even if one has stopped.
-        let mut failed = None;
-        for index in 0..self.workers() {
-            if let Err(err) = self.shared.send(index, Command::Publish(publish.clone())) {
-                failed = Some(err);
-            }
-        }
-        match failed {
-            Some(err) => Err(err),
-            None => Ok(publish),
-        }
+        self.shared.publish(&publish, None, deadline)?;
+        Ok(publish)
     }
 
     /// The number of connections subscribed to `topic`, all workers together (as of each
@@ -343,7 +486,7 @@ impl ServerHandle {
     pub fn stats(&self) -> Stats {
         let mut stats = Stats::default();
         for worker in &self.shared.workers {
-            stats.add_worker(&worker.counters);
+            stats.add_worker(&worker.counters, &worker.budget);
         }
         stats
     }
@@ -352,7 +495,7 @@ impl ServerHandle {
     pub fn worker_stats(&self, index: usize) -> Stats {
         let mut stats = Stats::default();
         if let Some(worker) = self.shared.workers.get(index) {
-            stats.add_worker(&worker.counters);
+            stats.add_worker(&worker.counters, &worker.budget);
         }
         stats
     }

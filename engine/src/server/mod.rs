@@ -43,10 +43,11 @@ mod config;
 mod conn;
 mod core;
 mod dial;
+mod fanout;
 mod handle;
 mod handler;
 pub mod id;
-pub mod outbox;
+mod outbox;
 #[cfg(feature = "redis")]
 mod redis;
 mod socket;
@@ -67,7 +68,7 @@ pub use self::redis::{
     RedisStats, ENVELOPE_HEADER_LEN, ENVELOPE_MAGIC, ENVELOPE_VERSION,
 };
 pub use broker::Broker;
-pub use config::ServerConfig;
+pub use config::{ServerConfig, ENGINE_READ_LIMIT};
 pub use dial::DialRequest;
 pub use handle::ServerHandle;
 pub use handler::{Handler, HttpResponse};
@@ -77,6 +78,16 @@ pub use socket::Socket;
 pub use stats::{CloseCounts, Stats};
 pub use tls::tls_config_from_pem;
 pub use topics::MAX_TOPIC_LEN;
+
+/// The kernel interface the workers run on, and their ring and buffer sizes: the parts
+/// of the engine's private kernel boundary that a user sets (through
+/// [`ServerConfig::backend`] and [`ServerConfig::driver`]).
+pub use crate::sys::{Backend, DriverConfig};
+
+/// Raises the soft open-file limit to the hard limit and returns it: [`Server::start`]
+/// does this itself; a program that opens many sockets of its own (a load generator)
+/// calls it too.
+pub use crate::sys::socket::raise_fd_limit;
 
 use crate::error::Error;
 use crate::sys::{self, Driver};
@@ -121,9 +132,7 @@ impl Server {
             None => (0..count).map(|_| None).collect::<Vec<_>>(),
         };
         let local_addr = match listeners.first() {
-            Some(Some(fd)) => Some(sys::socket::local_addr(std::os::fd::AsRawFd::as_raw_fd(
-                fd,
-            ))?),
+            Some(Some(fd)) => Some(sys::socket::local_addr(std::os::fd::AsFd::as_fd(fd))?),
             _ => None,
         };
         let mut receivers = Vec::with_capacity(count);
@@ -133,6 +142,7 @@ impl Server {
                 receivers.push(rx);
                 WorkerLink {
                     commands: tx,
+                    budget: fanout::Budget::new(config.max_handoff_bytes),
                     waker: Default::default(),
                     counters: Default::default(),
                     features: Default::default(),

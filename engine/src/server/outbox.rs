@@ -45,6 +45,7 @@ pub enum Backpressure {
 }
 
 /// A frame did not fit under the cap.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overflow {
     /// Bytes queued before the push.
@@ -63,12 +64,22 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Queue `frame` unless it would take the queue past `cap` bytes. An empty queue
-    /// always takes one frame, however big, so a message larger than the cap can still
-    /// be sent to a reader that keeps up.
+    /// Whether a data frame of `len` bytes fits under `cap`. An empty queue always takes
+    /// one frame, however big, so a message larger than the cap can still be sent to a
+    /// reader that keeps up.
+    #[inline]
+    pub fn has_room(&self, len: usize, cap: usize) -> bool {
+        self.queued == 0 || self.queued + len <= cap
+    }
+
+    /// Queue `frame` unless it would take the queue past `cap` bytes ([`has_room`]).
+    /// The engine checks the room itself before sealing TLS records, then pushes.
+    ///
+    /// [`has_room`]: Self::has_room
+    #[cfg(test)]
     pub fn push(&mut self, frame: impl Into<SendBuf>, cap: usize) -> Result<(), Overflow> {
         let frame = frame.into();
-        if self.queued > 0 && self.queued + frame.len() > cap {
+        if !self.has_room(frame.len(), cap) {
             return Err(Overflow {
                 queued: self.queued,
                 frame: frame.len(),
@@ -149,11 +160,6 @@ impl Outbox {
             // Give the deque's memory back: an idle connection holds no write buffer.
             self.frames = VecDeque::new();
         }
-    }
-
-    /// Forget everything queued (the connection is gone).
-    pub fn clear(&mut self) {
-        *self = Outbox::default();
     }
 }
 

@@ -831,9 +831,9 @@ impl Subscriber {
         link.received.fetch_add(1, Ordering::Relaxed);
         if let Err(err) = server.publish_local(&topic, Arc::new(prepared)) {
             link.received.fetch_sub(1, Ordering::Relaxed);
-            if let Error::Io(_) = err {
-                // A worker (or the whole server) stopped; the handle cannot tell which,
-                // and the running workers got the message, so keep it.
+            if let Error::Io(_) | Error::QueueFull { .. } = err {
+                // A worker (or the whole server) stopped, or a worker's command queue was
+                // full (then no worker got it; the engine counts the refusal too).
                 link.undelivered.fetch_add(1, Ordering::Relaxed);
             } else {
                 // A topic longer than the engine takes.

@@ -14,7 +14,7 @@ use crate::proto::{CloseCode, MessageType, OpCode};
 use crate::sys::socket::peer_addr;
 
 use super::core::{Cause, Core, SendError};
-use super::handle::{check_topic, Command, Publish, ServerHandle};
+use super::handle::{check_topic, Publish, ServerHandle};
 use super::ConnId;
 
 /// One connection, inside a handler callback.
@@ -62,7 +62,7 @@ impl<'a, D> Socket<'a, D> {
 
     /// The peer's address (asked of the kernel, so an idle connection does not store it).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
-        peer_addr(self.conn().fd).ok()
+        peer_addr(self.conn().fd.as_fd()?).ok()
     }
 
     /// The subprotocol agreed in the handshake, if any.
@@ -186,10 +186,13 @@ impl<'a, D> Socket<'a, D> {
 
     /// Subscribes this connection to `topic` (a byte string of at most
     /// [`MAX_TOPIC_LEN`](super::MAX_TOPIC_LEN) bytes). Returns `false` if it already was.
-    /// A closing connection leaves its topics by itself.
+    /// Fails with [`Error::TopicLimit`] when the connection already holds
+    /// [`max_topics_per_connection`](super::ServerConfig::max_topics_per_connection)
+    /// topics. A closing connection leaves its topics by itself. O(1), however many
+    /// topics the connection has or subscribers the topic has.
     pub fn subscribe(&mut self, topic: &[u8]) -> Result<bool, Error> {
         check_topic(topic)?;
-        Ok(self.core.subscribe(self.key, topic))
+        self.core.subscribe(self.key, topic)
     }
 
     /// Unsubscribes this connection from `topic`; `false` if it was not subscribed.
@@ -199,14 +202,17 @@ impl<'a, D> Socket<'a, D> {
 
     /// Whether this connection is subscribed to `topic`.
     pub fn is_subscribed(&self, topic: &[u8]) -> bool {
-        self.core
-            .topics
-            .is_subscribed(&self.core.conns, self.key, topic)
+        self.core.topics.is_subscribed(self.key, topic)
     }
 
     /// Publishes a message to the other subscribers of `topic`, on every worker; this
     /// connection does not get it back even if subscribed. Returns the number of local
     /// deliveries (other workers deliver on their own turn).
+    ///
+    /// Never waits: when another worker's command queue holds
+    /// [`max_handoff_bytes`](super::ServerConfig::max_handoff_bytes), the publish is
+    /// refused whole (no subscriber on any worker gets it) with [`Error::QueueFull`], and
+    /// counted in [`Stats::handoffs_refused`](super::Stats::handoffs_refused).
     pub fn publish(
         &mut self,
         topic: &[u8],
@@ -256,13 +262,13 @@ impl<'a, D> Socket<'a, D> {
             include_origin: include_self,
         });
         let shared = self.core.shared.clone();
-        // Every worker that runs gets it, even if one has stopped.
-        let mut failed = None;
-        for index in (0..shared.workers.len()).filter(|&i| i != self.core.worker) {
-            if let Err(err) = shared.send(index, Command::Publish(publish.clone())) {
-                failed = Some(err);
-            }
-        }
+        // The other workers first: when one has no room, nobody gets it. A callback never
+        // waits for room (no deadline).
+        let failed = match shared.publish(&publish, Some(self.core.worker), None) {
+            Err(err @ Error::QueueFull { .. }) => return Err(err),
+            Err(err) => Some(err), // a stopped worker: the others still get it
+            Ok(()) => None,
+        };
         shared.forward(&publish);
         let delivered = self.core.deliver(&publish);
         match failed {

@@ -4,6 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::fanout::Budget;
+
 /// One counter or gauge of a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
@@ -40,9 +42,13 @@ pub(crate) enum Counter {
     DialsFailed,
     /// Receives that found the provided-buffer ring empty (copied from the driver).
     RecvBufferShortages,
+    /// Gauge: the most bytes of commands seen queued for this worker at once.
+    HandoffPeakBytes,
+    /// Inflations paused at a connection's per-turn budget.
+    InflatePauses,
 }
 
-const COUNTERS: usize = Counter::RecvBufferShortages as usize + 1;
+const COUNTERS: usize = Counter::InflatePauses as usize + 1;
 
 /// A worker's own counters (not shared).
 #[derive(Debug, Default)]
@@ -68,7 +74,6 @@ impl Counters {
         *v = v.saturating_sub(n);
     }
 
-    #[cfg(test)]
     pub(crate) fn get(&self, counter: Counter) -> u64 {
         self.values[counter as usize]
     }
@@ -165,6 +170,24 @@ pub struct Stats {
     /// Receives that found the io_uring provided-buffer ring empty and were re-armed
     /// (`ENOBUFS`): many mean `DriverConfig::recv_buffers` is too small for the load.
     pub recv_buffer_shortages: u64,
+    /// Bytes of commands (publishes, sends, closes, dials) queued for the workers now and
+    /// not handled yet: at most [`max_handoff_bytes`](super::ServerConfig::max_handoff_bytes)
+    /// per worker.
+    pub handoff_bytes: u64,
+    /// The most bytes of commands seen queued for a worker at once (summed over workers in
+    /// the server-wide figure).
+    pub handoff_peak_bytes: u64,
+    /// Commands refused because a worker's command queue held its
+    /// [`max_handoff_bytes`](super::ServerConfig::max_handoff_bytes) (a refused publish
+    /// counts once, on the first worker found full).
+    pub handoffs_refused: u64,
+    /// Callers of [`ServerHandle::publish_timeout`](super::ServerHandle::publish_timeout)
+    /// waiting now for a worker to make room: publishers held back by slow workers.
+    pub handoff_waiters: u64,
+    /// Times a connection's compressed message used up its
+    /// [`max_inflate_per_turn`](super::ServerConfig::max_inflate_per_turn) and was left
+    /// to finish on a later turn: large compressed messages, or decompression bombs.
+    pub inflate_pauses: u64,
 }
 
 /// Metric name, kind and help of each figure, in the order written.
@@ -234,6 +257,31 @@ const METRICS: &[(&str, &str, &str)] = &[
         "recv_buffer_shortages_total",
         "counter",
         "Receives that found the provided-buffer ring empty (ENOBUFS).",
+    ),
+    (
+        "handoff_bytes",
+        "gauge",
+        "Bytes of commands queued for the workers and not handled yet.",
+    ),
+    (
+        "handoff_peak_bytes",
+        "gauge",
+        "The most bytes of commands seen queued for a worker at once.",
+    ),
+    (
+        "handoffs_refused_total",
+        "counter",
+        "Commands refused because a worker's command queue was at its byte budget.",
+    ),
+    (
+        "handoff_waiters",
+        "gauge",
+        "Publishers waiting for a worker's command queue to have room.",
+    ),
+    (
+        "inflate_pauses_total",
+        "counter",
+        "Compressed messages paused at a connection's per-turn inflation budget.",
     ),
 ];
 
@@ -315,12 +363,22 @@ impl Stats {
                 (vec![("result", "failed")], self.dials_failed),
             ],
             "recv_buffer_shortages_total" => one(self.recv_buffer_shortages),
+            "handoff_bytes" => one(self.handoff_bytes),
+            "handoff_peak_bytes" => one(self.handoff_peak_bytes),
+            "handoffs_refused_total" => one(self.handoffs_refused),
+            "handoff_waiters" => one(self.handoff_waiters),
+            "inflate_pauses_total" => one(self.inflate_pauses),
             _ => Vec::new(),
         }
     }
 
-    pub(crate) fn add_worker(&mut self, w: &SharedCounters) {
+    pub(crate) fn add_worker(&mut self, w: &SharedCounters, budget: &Budget) {
         use Counter as C;
+        self.handoff_bytes += budget.used() as u64;
+        self.handoffs_refused += budget.refused();
+        self.handoff_waiters += budget.waiters() as u64;
+        self.handoff_peak_bytes += w.get(C::HandoffPeakBytes);
+        self.inflate_pauses += w.get(C::InflatePauses);
         self.connections += w.get(C::Connections);
         self.sockets += w.get(C::Sockets);
         self.queued_bytes += w.get(C::QueuedBytes);
@@ -365,8 +423,9 @@ mod tests {
         counters.incr(Counter::MessagesIn);
         b.publish(&counters);
         let mut stats = Stats::default();
-        stats.add_worker(&a);
-        stats.add_worker(&b);
+        let budget = Budget::new(100);
+        stats.add_worker(&a, &budget);
+        stats.add_worker(&b, &budget);
         assert_eq!(stats.messages_in, 7);
         assert_eq!(stats.closes.slow_consumer, 2);
     }

@@ -8,8 +8,9 @@
 //! (`on_close`, `on_drain`) run right after the callback or completion that caused them,
 //! and sockets are closed and removed only between completions, never under a callback.
 
+use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,13 +18,12 @@ use bytes::Bytes;
 use crossbeam_channel::Receiver;
 
 use crate::error::Error;
-use crate::proto::decoder::DEFAULT_READ_LIMIT;
 use crate::proto::deflate::{DeflateSettings, Inflater, PerMessageDeflate};
 use crate::proto::handshake::{self, HandshakeError, Request};
 use crate::proto::{CloseCode, Decoder, Event, OpCode, ProtocolError, Role};
-use crate::sys::{socket, Completion, Driver, OpKind, RecvBuf, SendBuf, Token};
+use crate::sys::{socket, Completion, Driver, OpKind, RecvBuf, SendBuf, SocketFd, Token};
 
-use super::conn::Phase;
+use super::conn::{Paused, Phase};
 use super::core::{Cause, Core, Notice};
 use super::dial::Pending;
 use super::handle::{Command, Outgoing, Shared};
@@ -32,6 +32,8 @@ use super::{Handler, ServerConfig, Socket};
 
 /// The accept operation's token: the listener is not in the slab.
 const ACCEPT: Token = Token::new(OpKind::Accept, u32::MAX, 0);
+/// Input that may wait for a connection's paused inflation before reading from it stops.
+const PAUSED_INPUT_MAX: usize = 64 * 1024;
 /// First and longest pause of accepting after an error such as `EMFILE`.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
@@ -42,7 +44,7 @@ pub(crate) struct Worker<H: Handler> {
     driver: Driver,
     inflater: Inflater,
     commands: Receiver<Command>,
-    listener: Option<OwnedFd>,
+    listener: Option<SocketFd>,
     /// Accepting is paused until then (after an accept error).
     accept_resume: Option<Instant>,
     accept_backoff: Duration,
@@ -54,6 +56,8 @@ pub(crate) struct Worker<H: Handler> {
     due: Vec<(u32, u32)>,
     /// The buffers of the send being built, reused between sends.
     batch: Vec<SendBuf>,
+    /// Connections whose inflation paused at their budget, by slab key.
+    paused: HashMap<u32, Paused>,
 }
 
 impl<H: Handler> Worker<H> {
@@ -72,20 +76,22 @@ impl<H: Handler> Worker<H> {
             driver,
             inflater: Inflater::new(),
             commands,
-            listener,
+            listener: listener.map(SocketFd::from),
             accept_resume: None,
             accept_backoff: ACCEPT_BACKOFF.0,
             shutdown_at: None,
             plain: Vec::new(),
             due: Vec::new(),
             batch: Vec::new(),
+            paused: HashMap::new(),
         }
     }
 
     /// Runs until shut down. Only a failure of the ring itself ends it early.
     pub(crate) fn run(mut self) -> io::Result<()> {
+        super::fanout::mark_worker_thread();
         if let Some(listener) = &self.listener {
-            self.driver.accept(listener.as_raw_fd(), ACCEPT);
+            self.driver.accept(listener, ACCEPT);
         }
         loop {
             let timeout = self.wait_time();
@@ -102,7 +108,9 @@ impl<H: Handler> Worker<H> {
             self.take_commands();
             self.fire_timers();
             self.resume_accepting();
+            self.resume_paused();
             self.settle();
+            self.core.leave_some();
             self.flush();
             self.publish_stats();
             if self.finished() {
@@ -113,9 +121,13 @@ impl<H: Handler> Worker<H> {
         Ok(())
     }
 
-    /// How long the next wait may last: until the next timer, accept resumption or
-    /// shutdown deadline; without bound when none is pending.
+    /// How long the next wait may last: not at all while closed connections are still
+    /// leaving their topics; else until the next timer, accept resumption or shutdown
+    /// deadline; without bound when none is pending.
     fn wait_time(&self) -> Option<Duration> {
+        if self.core.is_leaving() || !self.paused.is_empty() {
+            return Some(Duration::ZERO);
+        }
         let next = [
             self.core.timers.next_deadline(),
             self.accept_resume,
@@ -134,16 +146,16 @@ impl<H: Handler> Worker<H> {
             OpKind::Send => self.on_send(completion),
             OpKind::Connect => self.on_connect(completion),
             // Commands are taken every turn; the wake-up only ended the wait.
-            OpKind::Wake | OpKind::Close | OpKind::User => {}
+            OpKind::Wake => {}
         }
     }
 
     // --- accept ---------------------------------------------------------------------
 
     fn on_accept(&mut self, c: Completion) {
-        if c.result >= 0 {
+        if let Some(fd) = c.socket {
             self.accept_backoff = ACCEPT_BACKOFF.0;
-            self.accepted(c.result);
+            self.accepted(fd);
             if !c.more {
                 self.rearm_accept();
             }
@@ -160,16 +172,17 @@ impl<H: Handler> Worker<H> {
         self.accept_backoff = (self.accept_backoff * 2).min(ACCEPT_BACKOFF.1);
     }
 
-    fn accepted(&mut self, fd: i32) {
+    fn accepted(&mut self, fd: OwnedFd) {
         self.core.counters.incr(Counter::Accepted);
         if self.shutdown_at.is_some() || self.core.conns.len() >= self.core.config.max_connections {
             self.core.counters.incr(Counter::Rejected);
-            self.driver.close(fd, None);
-            return;
+            return drop(fd); // no operation runs on it yet: a plain close
         }
-        let key = self
-            .core
-            .insert(fd, Role::Server, Phase::Handshake { head: Vec::new() });
+        let key = self.core.insert(
+            SocketFd::from(fd),
+            Role::Server,
+            Phase::Handshake { head: Vec::new() },
+        );
         let deadline = self.core.now + self.core.config.handshake_timeout();
         let tls = match &self.core.config.tls {
             Some(config) => match super::tls::Tls::new(config.clone()) {
@@ -185,15 +198,16 @@ impl<H: Handler> Worker<H> {
         let conn = &mut self.core.conns[key];
         conn.deadline = deadline;
         conn.tls = tls;
+        conn.recv_armed = true;
         let token = Token::new(OpKind::Recv, key as u32, conn.generation);
-        self.driver.recv(fd, token);
+        self.driver.recv(&conn.fd, token);
         self.core.arm_timer(key);
     }
 
     fn rearm_accept(&mut self) {
         if self.shutdown_at.is_none() {
             if let Some(listener) = &self.listener {
-                self.driver.accept(listener.as_raw_fd(), ACCEPT);
+                self.driver.accept(listener, ACCEPT);
             }
         }
     }
@@ -215,7 +229,7 @@ impl<H: Handler> Worker<H> {
         if conn.doomed {
             return;
         }
-        let (key, fd) = (key as usize, conn.fd);
+        let key = key as usize;
         match c.result {
             n if n > 0 => {
                 self.core.received_at = None;
@@ -223,33 +237,50 @@ impl<H: Handler> Worker<H> {
                     self.received(key, buffer);
                 }
                 if !c.more {
-                    self.rearm_recv(key, fd, generation);
+                    self.recv_ended(key, generation);
                 }
             }
             0 => self.peer_gone(key, None),
-            e if e == -libc::ENOBUFS => {
+            // Buffers ran out, or a stop_recv (reading paused): the receive has ended.
+            e if e == -libc::ENOBUFS || e == -libc::ECANCELED => {
                 if !c.more {
-                    self.rearm_recv(key, fd, generation);
+                    self.recv_ended(key, generation);
                 }
             }
-            e if e == -libc::ECANCELED => {}
             e => self.peer_gone(key, Some(io::Error::from_raw_os_error(-e))),
         }
     }
 
-    fn rearm_recv(&mut self, key: usize, fd: i32, generation: u32) {
-        if self
+    /// A receive's final completion: start it again, unless reading is paused (then
+    /// `resume_reading` does once the connection has caught up).
+    fn recv_ended(&mut self, key: usize, generation: u32) {
+        let Some(conn) = self.core.conns.get_mut(key) else {
+            return;
+        };
+        conn.recv_armed = false;
+        if !conn.read_paused {
+            self.rearm_recv(key, generation);
+        }
+    }
+
+    fn rearm_recv(&mut self, key: usize, generation: u32) {
+        if let Some(conn) = self
             .core
-            .get(key as u32, generation)
-            .is_some_and(|c| !c.doomed)
+            .conns
+            .get_mut(key)
+            .filter(|c| c.generation == generation && !c.doomed)
         {
+            conn.recv_armed = true;
             self.driver
-                .recv(fd, Token::new(OpKind::Recv, key as u32, generation));
+                .recv(&conn.fd, Token::new(OpKind::Recv, key as u32, generation));
         }
     }
 
     fn received(&mut self, key: usize, buffer: RecvBuf) {
         let conn = &mut self.core.conns[key];
+        if conn.last_read != self.core.now {
+            conn.inflated = 0; // the first receive of this turn: a new inflation budget
+        }
         conn.last_read = self.core.now;
         if let Some(tls) = conn.tls.as_mut() {
             // Open the records into the worker's scratch buffer and go on with plaintext.
@@ -468,13 +499,13 @@ impl<H: Handler> Worker<H> {
         let fd = match socket::tcp_socket(&pending.addr).and_then(|fd| {
             // As for accepted sockets: frames are batched per turn, so Nagle only adds
             // latency (tens of ms when it meets the peer's delayed ACK).
-            let _ = socket::set_nodelay(fd.as_raw_fd());
+            let _ = socket::set_nodelay(fd.as_fd());
             if let Some(source) = pending.source {
-                socket::bind(fd.as_raw_fd(), &std::net::SocketAddr::new(source, 0))?;
+                socket::bind(fd.as_fd(), &std::net::SocketAddr::new(source, 0))?;
             }
             Ok(fd)
         }) {
-            Ok(fd) => fd.into_raw_fd(),
+            Ok(fd) => SocketFd::from(fd),
             Err(err) => {
                 self.core.counters.incr(Counter::DialsFailed);
                 self.handler.on_dial_error(pending.tag, Error::Io(err));
@@ -490,7 +521,7 @@ impl<H: Handler> Worker<H> {
         conn.tag = tag;
         conn.deadline = deadline;
         let token = Token::new(OpKind::Connect, key as u32, conn.generation);
-        self.driver.connect(fd, addr, token);
+        self.driver.connect(&conn.fd, addr, token);
         self.core.arm_timer(key);
     }
 
@@ -502,7 +533,7 @@ impl<H: Handler> Worker<H> {
         if conn.doomed {
             return;
         }
-        let (key, fd) = (key as usize, conn.fd);
+        let key = key as usize;
         if c.result < 0 {
             let error = io::Error::from_raw_os_error(-c.result);
             self.dial_failed(key, Error::Io(error));
@@ -524,8 +555,7 @@ impl<H: Handler> Worker<H> {
             head: Vec::new(),
         };
         self.core.queue_always(key, Bytes::from(request));
-        self.driver
-            .recv(fd, Token::new(OpKind::Recv, key as u32, generation));
+        self.rearm_recv(key, generation);
     }
 
     fn response_head(&mut self, key: usize) {
@@ -573,17 +603,50 @@ impl<H: Handler> Worker<H> {
     // --- frames -----------------------------------------------------------------------
 
     /// Decodes what arrived on an open (or closing) connection and hands each event on.
+    /// A connection whose inflation is paused keeps its input for later (and past
+    /// [`PAUSED_INPUT_MAX`] stops reading, so TCP slows the peer down).
     fn frames(&mut self, key: usize, input: &mut [u8]) {
-        let role = self.core.conns[key].role;
+        if self.core.conns[key].inflate_paused {
+            if let Some(paused) = self.paused.get_mut(&(key as u32)) {
+                paused.stash.extend_from_slice(input);
+                if paused.stash.len() > PAUSED_INPUT_MAX {
+                    self.pause_reading(key);
+                }
+            }
+            return;
+        }
+        let mut inflater = std::mem::take(&mut self.inflater);
+        match self.decode(key, input, &mut inflater) {
+            Some(used) => {
+                // The inflation in progress goes with the connection; the worker starts
+                // a fresh inflater (it allocates nothing until used).
+                let stash = input[used..].to_vec();
+                self.pause(key, inflater, stash);
+            }
+            None => {
+                inflater.trim();
+                self.inflater = inflater;
+            }
+        }
+    }
+
+    /// Decodes `input` with `inflater` within the connection's inflation budget for this
+    /// turn. `None` when done (all input used, or the connection stopped reading);
+    /// `Some(used)` when a compressed message paused at the budget, `used` bytes in.
+    fn decode(&mut self, key: usize, input: &mut [u8], inflater: &mut Inflater) -> Option<usize> {
+        let read_limit = self.core.config.read_limit();
+        let slice = self.core.config.max_inflate_per_turn;
         let conn = &mut self.core.conns[key];
+        let role = conn.role;
+        let budget = slice.saturating_sub(conn.inflated as usize);
+        inflater.set_budget(budget);
         let mut decoder = match conn.decoder.take() {
             Some(partial) => *partial,
             None => {
                 // Between messages a decoder is all settings: make one on the stack.
                 let mut fresh = Decoder::new(role);
                 fresh.set_compression(conn.compression.is_some());
-                let limit = self.core.config.upgrader.read_limit;
-                fresh.set_read_limit(limit.unwrap_or(DEFAULT_READ_LIMIT));
+                fresh.set_read_limit(read_limit);
                 fresh
             }
         };
@@ -594,7 +657,7 @@ impl<H: Handler> Worker<H> {
                 break;
             }
             let open = matches!(conn.phase, Phase::Open);
-            let (used, event) = match decoder.decode(&mut input[pos..], &mut self.inflater) {
+            let (used, event) = match decoder.decode(&mut input[pos..], inflater) {
                 Ok(decoded) => decoded,
                 Err(err) => {
                     self.protocol_error(key, err);
@@ -634,11 +697,90 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
-        self.inflater.trim();
-        if let Some(conn) = self.core.conns.get_mut(key) {
-            // Only a frame or message in progress is kept: an idle connection holds none.
-            if !decoder.is_idle() {
-                conn.decoder = Some(Box::new(decoder));
+        let paused = decoder.is_paused();
+        if paused && budget > 0 {
+            self.core.counters.incr(Counter::InflatePauses);
+        }
+        let conn = self.core.conns.get_mut(key)?;
+        let spent = budget - inflater.budget();
+        conn.inflated = conn.inflated.saturating_add(spent as u32);
+        // Only a frame or message in progress is kept: an idle connection holds none.
+        if !decoder.is_idle() {
+            conn.decoder = Some(Box::new(decoder));
+        }
+        (paused && !conn.doomed).then_some(pos)
+    }
+
+    /// Parks a connection whose inflation paused at its budget, to go on next turn.
+    fn pause(&mut self, key: usize, inflater: Inflater, stash: Vec<u8>) {
+        let conn = &mut self.core.conns[key];
+        conn.inflate_paused = true;
+        let waiting = stash.len();
+        let paused = Paused {
+            generation: conn.generation,
+            inflater,
+            stash,
+        };
+        self.paused.insert(key as u32, paused);
+        if waiting > PAUSED_INPUT_MAX {
+            self.pause_reading(key);
+        }
+    }
+
+    /// Goes on with the connections paused on an earlier turn (or earlier in this one,
+    /// when their budget has come back): each decodes, within its budget, from where it
+    /// stopped.
+    fn resume_paused(&mut self) {
+        let now = self.core.now;
+        for (key, mut paused) in std::mem::take(&mut self.paused) {
+            let Some(conn) = self
+                .core
+                .conns
+                .get_mut(key as usize)
+                .filter(|c| c.generation == paused.generation && !c.doomed)
+            else {
+                continue;
+            };
+            if conn.last_read != now {
+                conn.inflated = 0; // a new turn: a new budget
+            }
+            conn.inflate_paused = false;
+            let mut stash = std::mem::take(&mut paused.stash);
+            match self.decode(key as usize, &mut stash, &mut paused.inflater) {
+                Some(used) => {
+                    stash.drain(..used);
+                    paused.stash = stash;
+                    self.core.conns[key as usize].inflate_paused = true;
+                    self.paused.insert(key, paused);
+                }
+                None => self.resume_reading(key as usize),
+            }
+        }
+    }
+
+    /// Stops receiving on a connection whose waiting input passed [`PAUSED_INPUT_MAX`].
+    fn pause_reading(&mut self, key: usize) {
+        let conn = &mut self.core.conns[key];
+        if conn.read_paused {
+            return;
+        }
+        conn.read_paused = true;
+        if conn.recv_armed {
+            let token = Token::new(OpKind::Recv, key as u32, conn.generation);
+            self.driver.stop_recv(&conn.fd, token);
+        }
+    }
+
+    /// Receives again once a paused connection has caught up.
+    fn resume_reading(&mut self, key: usize) {
+        let Some(conn) = self.core.conns.get_mut(key).filter(|c| !c.doomed) else {
+            return;
+        };
+        if conn.read_paused {
+            conn.read_paused = false;
+            if !conn.recv_armed {
+                let generation = conn.generation;
+                self.rearm_recv(key, generation);
             }
         }
     }
@@ -729,7 +871,7 @@ impl<H: Handler> Worker<H> {
             let token = Token::new(OpKind::Send, key, conn.generation);
             conn.outbox
                 .take_batch(&mut self.core.arena, &mut self.batch);
-            self.driver.send(conn.fd, token, self.batch.drain(..));
+            self.driver.send(&conn.fd, token, self.batch.drain(..));
             conn.sending = true;
         }
         let mut dirty = dirty;
@@ -741,8 +883,13 @@ impl<H: Handler> Worker<H> {
 
     // --- commands, timers, shutdown -----------------------------------------------------
 
+    /// Handles the commands other threads queued, then gives their bytes back to this
+    /// worker's budget at once (one atomic operation per turn, which wakes whoever waits
+    /// for room).
     fn take_commands(&mut self) {
+        let mut freed = 0;
         while let Ok(command) = self.commands.try_recv() {
+            freed += command.cost();
             match command {
                 Command::Send { id, message } => self.send_to(id, message),
                 Command::Close { id, code, reason } => {
@@ -757,6 +904,13 @@ impl<H: Handler> Worker<H> {
                 Command::Shutdown => self.begin_shutdown(),
             }
             self.settle();
+        }
+        if freed > 0 {
+            let budget = &self.core.shared.workers[self.core.worker].budget;
+            let before = budget.release(freed) as u64;
+            if before > self.core.counters.get(Counter::HandoffPeakBytes) {
+                self.core.counters.set(Counter::HandoffPeakBytes, before);
+            }
         }
     }
 
@@ -852,7 +1006,7 @@ impl<H: Handler> Worker<H> {
         self.shutdown_at = Some(self.core.now + self.core.config.shutdown_timeout);
         self.accept_resume = None;
         if let Some(listener) = self.listener.take() {
-            self.driver.close(listener.into_raw_fd(), None);
+            self.driver.close(listener);
         }
         let keys: Vec<usize> = self.core.conns.iter().map(|(key, _)| key).collect();
         for key in keys {
@@ -887,6 +1041,9 @@ impl<H: Handler> Worker<H> {
             self.core.doom(key);
         }
         self.settle();
+        while self.core.is_leaving() {
+            self.core.leave_some();
+        }
         let _ = self.driver.submit();
         self.publish_stats();
     }
@@ -943,13 +1100,19 @@ impl<H: Handler> Worker<H> {
                 self.core.notify_close(key, CloseCode::ABNORMAL_CLOSURE, "");
                 self.settle_notices();
             }
-            self.core.leave_topics(key);
-            let conn = self.core.conns.remove(key);
+            let conn = &mut self.core.conns[key];
+            let fd = std::mem::replace(&mut conn.fd, SocketFd::detached());
+            let outbox = std::mem::take(&mut conn.outbox);
+            // Whatever it held for reading goes now, not when its topics are left.
+            conn.inflate_paused = false;
+            conn.decoder = None;
+            self.paused.remove(&(key as u32));
+            self.driver.close(fd);
             self.core.counters.sub(Counter::Sockets, 1);
             self.core
                 .counters
-                .sub(Counter::QueuedBytes, conn.outbox.queued_bytes() as u64);
-            self.driver.close(conn.fd, None);
+                .sub(Counter::QueuedBytes, outbox.queued_bytes() as u64);
+            self.core.retire(key);
         }
     }
 

@@ -7,7 +7,9 @@
 //! in-flight table holds the `Bytes` until then). So memory the kernel may read is never
 //! freed or rewritten. Safe code only: `bytes` does the counting.
 
-use bytes::{Bytes, BytesMut};
+#[cfg(test)]
+use bytes::Bytes;
+use bytes::BytesMut;
 
 /// A pool of fixed-size chunks that buffers are carved from. One per worker.
 #[derive(Debug)]
@@ -18,6 +20,8 @@ pub struct Arena {
     current: BytesMut,
     /// Earlier chunks (their unused tails), reused once nothing else refers to them.
     retired: Vec<BytesMut>,
+    /// Chunks allocated, for the tests.
+    #[cfg(test)]
     allocated: u64,
 }
 
@@ -33,6 +37,7 @@ impl Arena {
             max_idle,
             current: BytesMut::with_capacity(chunk_size),
             retired: Vec::new(),
+            #[cfg(test)]
             allocated: 1,
         }
     }
@@ -42,7 +47,10 @@ impl Arena {
     pub fn buffer(&mut self, len: usize) -> BytesMut {
         if len > self.chunk_size / 2 {
             // Large buffers would waste most of a chunk; they get their own allocation.
-            self.allocated += 1;
+            #[cfg(test)]
+            {
+                self.allocated += 1;
+            }
             return BytesMut::with_capacity(len);
         }
         if self.current.capacity() < len && !self.current.try_reclaim(self.chunk_size) {
@@ -55,6 +63,7 @@ impl Arena {
     }
 
     /// Copies `bytes` into arena memory and returns it frozen.
+    #[cfg(test)]
     pub fn copy(&mut self, bytes: &[u8]) -> Bytes {
         let mut b = self.buffer(bytes.len());
         b.extend_from_slice(bytes);
@@ -70,7 +79,10 @@ impl Arena {
         let next = match reuse {
             Some(i) => self.retired.swap_remove(i),
             None => {
-                self.allocated += 1;
+                #[cfg(test)]
+                {
+                    self.allocated += 1;
+                }
                 BytesMut::with_capacity(self.chunk_size)
             }
         };
@@ -82,13 +94,9 @@ impl Arena {
     }
 
     /// Chunks (and large buffers) allocated so far.
+    #[cfg(test)]
     pub fn allocations(&self) -> u64 {
         self.allocated
-    }
-
-    /// The chunk size.
-    pub fn chunk_size(&self) -> usize {
-        self.chunk_size
     }
 }
 

@@ -75,6 +75,10 @@ pub struct BufRing {
     group: u16,
     /// Our copy of the tail; published to the kernel with a release store.
     tail: Cell<u16>,
+    /// Buffers the kernel reported in completions, and buffers given back: the tests check
+    /// that teardown and dropped completions leave none out.
+    #[cfg(test)]
+    counts: Cell<(u64, u64)>,
 }
 
 impl BufRing {
@@ -101,6 +105,8 @@ impl BufRing {
             size,
             group,
             tail: Cell::new(0),
+            #[cfg(test)]
+            counts: Cell::new((0, 0)),
         };
         for bid in 0..count {
             this.push(bid);
@@ -194,5 +200,23 @@ impl BufRing {
     pub(crate) fn recycle(&self, bid: u16) {
         self.push(bid);
         self.publish();
+        #[cfg(test)]
+        {
+            let (reported, returned) = self.counts.get();
+            self.counts.set((reported, returned + 1));
+        }
+    }
+
+    /// Counts `n` buffers the kernel reported in completions.
+    #[cfg(test)]
+    pub(crate) fn note_reported(&self, n: usize) {
+        let (reported, returned) = self.counts.get();
+        self.counts.set((reported + n as u64, returned));
+    }
+
+    /// Buffers the kernel reported in completions, and buffers given back since.
+    #[cfg(test)]
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        self.counts.get()
     }
 }

@@ -21,13 +21,15 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
 use super::socket::{self, syscall, SockAddr};
+#[cfg(test)]
+use super::DriverStats;
 use super::{
-    Completion, DriverConfig, DriverStats, RecvBuf, RecvBufInner, Scratch, SendBuf, Token, Waker,
+    Completion, DriverConfig, RecvBuf, RecvBufInner, Scratch, SendBuf, SocketFd, Token, Waker,
     MAX_SEND_FRAMES,
 };
 
@@ -151,6 +153,7 @@ impl Epoll {
         self.waker.clone()
     }
 
+    #[cfg(test)]
     pub(crate) fn stats(&self) -> DriverStats {
         let ops = self
             .fds
@@ -188,6 +191,7 @@ impl Epoll {
             result,
             more: false,
             buffer: None,
+            socket: None,
         });
     }
 
@@ -375,20 +379,25 @@ impl Epoll {
         }
     }
 
-    pub(crate) fn cancel(&mut self, fd: RawFd) {
-        self.fail_all(fd, -libc::ECANCELED);
+    pub(crate) fn stop_recv(&mut self, fd: RawFd, token: Token) {
+        match self.state(fd) {
+            Some(st) if st.recv == Some(token) => st.recv = None,
+            _ => return,
+        }
         self.update(fd);
+        self.done(token, -libc::ECANCELED);
     }
 
-    pub(crate) fn close(&mut self, fd: RawFd, token: Option<Token>) {
-        self.cancel(fd);
-        if let Some(st) = self.state(fd) {
+    pub(crate) fn close(&mut self, fd: SocketFd) {
+        let raw = fd.raw();
+        self.fail_all(raw, -libc::ECANCELED);
+        self.update(raw);
+        if let Some(st) = self.state(raw) {
             *st = FdState::default();
         }
-        let res = socket::close_fd(fd);
-        if let Some(t) = token {
-            self.done(t, res.map_or_else(|e| -errno(&e), |()| 0));
-        }
+        // SAFETY: `fd` owned the descriptor and is consumed here; nothing waits on it any
+        // more (its state was just cleared), so closing it cannot redirect an operation.
+        drop(unsafe { OwnedFd::from_raw_fd(raw) });
     }
 
     pub(crate) fn submit(&mut self) -> io::Result<()> {
@@ -451,6 +460,7 @@ impl Epoll {
                 result: 0,
                 more: true,
                 buffer: None,
+                socket: None,
             });
             return;
         }
@@ -470,7 +480,10 @@ impl Epoll {
         }
         if out_ready {
             if let Some(token) = connect {
-                let res = match socket::take_error(fd) {
+                // SAFETY: a connect of this driver waits on `fd`: its owner gives it up
+                // only through `close`, which clears that state first, so it is open.
+                let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+                let res = match socket::take_error(borrowed) {
                     Ok(0) => 0,
                     Ok(err) => -err,
                     Err(e) => -errno(&e),
@@ -500,13 +513,17 @@ impl Epoll {
             };
             match res {
                 Ok(new_fd) => {
+                    // SAFETY: `accept4` has just made this descriptor; nothing else in the
+                    // process knows its number, so it is ours to own.
+                    let socket = unsafe { OwnedFd::from_raw_fd(new_fd) };
                     // As on io_uring: frames are batched, Nagle only adds latency.
-                    let _ = socket::set_nodelay(new_fd);
+                    let _ = socket::set_nodelay(socket.as_fd());
                     self.pending.push_back(Completion {
                         token,
                         result: new_fd,
                         more: true,
                         buffer: None,
+                        socket: Some(socket),
                     })
                 }
                 Err(e) => match e.raw_os_error() {
@@ -548,6 +565,7 @@ impl Epoll {
                         len: n as usize,
                     },
                 }),
+                socket: None,
             }),
             Ok(_) => {
                 self.scratch.put(buf);

@@ -1,4 +1,7 @@
-//! The kernel boundary, and the only home of `unsafe` in ringcast.
+//! The kernel boundary, and the only home of `unsafe` in ringcast. Private to the crate:
+//! the public API re-exports only what users configure ([`Backend`], [`DriverConfig`],
+//! [`socket::raise_fd_limit`], through `ringcast::server`), so no safe function outside the
+//! crate can name a kernel operation, a descriptor or a token.
 //!
 //! `sys` turns kernel operations into [`Completion`]s. It knows file descriptors, tokens and
 //! buffers, never frames, connections or WebSocket: nothing else in the crate is imported
@@ -7,12 +10,17 @@
 //! - [`Driver`]: one API over two backends, io_uring ([`Backend::Uring`]) and epoll
 //!   ([`Backend::Epoll`]), used by one worker thread. Operations are started with
 //!   [`accept`](Driver::accept), [`recv`](Driver::recv), [`send`](Driver::send),
-//!   [`connect`](Driver::connect), [`cancel`](Driver::cancel) and [`close`](Driver::close);
-//!   [`submit_and_wait`](Driver::submit_and_wait) hands them to the kernel and waits, and
-//!   [`next_completion`](Driver::next_completion) hands the results out one at a time, so the
-//!   worker may start new operations while it handles each one.
+//!   [`connect`](Driver::connect), [`stop_recv`](Driver::stop_recv) and
+//!   [`close`](Driver::close); [`submit_and_wait`](Driver::submit_and_wait) hands them to
+//!   the kernel and waits, and [`next_completion`](Driver::next_completion) hands the
+//!   results out one at a time, so the worker may start new operations while it handles
+//!   each one.
+//! - [`SocketFd`]: a socket the driver works on. It owns its descriptor, and only
+//!   [`Driver::close`] closes it (after cancelling what runs on it), so an operation never
+//!   outlives its socket and lands on a descriptor that reused the number.
 //! - [`Token`]: what the worker packs into each operation (kind, slab key, generation) and
-//!   gets back in its completion.
+//!   gets back in its completion. The driver's own operations live in a separate half of
+//!   the 64-bit `user_data` space that no `Token` can reach (see [`Token`]).
 //! - [`RecvBuf`]: received bytes, lent by the driver; dropping it gives the buffer back.
 //! - [`SendBuf`]: bytes to send (`Bytes`, or an `Rc<Bytes>` shared by one thread's queues),
 //!   owned by the driver while their send is in flight.
@@ -27,62 +35,56 @@
 //!   `more == true` before it. A worker that wants to keep accepting or receiving starts the
 //!   operation again after a final completion (see [`Completion::more`]).
 //! - Stale completions are rejected by the generation in the [`Token`], not by the driver:
-//!   after [`Driver::cancel`] or [`Driver::close`] each operation still open on that fd ends
-//!   with one last completion (usually `-ECANCELED`, sometimes its real result when it raced
-//!   the cancel). The worker compares the token's generation with its slab entry and drops
-//!   completions of a connection that is gone.
+//!   after [`Driver::close`] or [`Driver::stop_recv`] each operation still open on that
+//!   socket ends with one last completion (usually `-ECANCELED`, sometimes its real result
+//!   when it raced the cancel). The worker compares the token's generation with its slab
+//!   entry and drops completions of a connection that is gone.
 //! - A `Driver` is `!Send`: it is made on the thread that uses it (io_uring's
 //!   `SINGLE_ISSUER` requires this).
 //!
 //! # A worker's turn
 //!
-//! ```
-//! use std::time::Duration;
-//! use ringcast::sys::{Backend, Driver, DriverConfig, OpKind};
-//!
-//! let backend = Backend::from_env().unwrap_or(Backend::Uring);
+//! ```text
 //! let (mut driver, fell_back) = Driver::new_or_fallback(backend, &DriverConfig::default())?;
-//! if let Some(why) = fell_back {
-//!     eprintln!("io_uring unavailable ({why}), running on epoll");
-//! }
-//! driver.waker().wake(); // as another thread would after publishing
-//! let mut woken = false;
-//! while !woken {
-//!     driver.submit_and_wait(Some(Duration::from_secs(5)))?;
+//! loop {
+//!     driver.submit_and_wait(timers.next_deadline())?;
 //!     while let Some(completion) = driver.next_completion() {
 //!         match completion.token.kind() {
-//!             OpKind::Wake => woken = true,
+//!             OpKind::Wake => {} // commands are taken every turn
 //!             // Accept, Recv, Send...: look up the slab entry by key, drop the completion
 //!             // if the generation differs, else handle it (and start new operations).
 //!             _ => {}
 //!         }
 //!     }
 //! }
-//! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! The unit tests (`sys/tests.rs`) drive both backends over real loopback sockets.
 
 use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub mod arena;
-pub mod bufring;
-pub mod epoll;
+mod bufring;
+mod epoll;
 mod sendbuf;
 pub mod socket;
-pub mod uring;
+#[cfg(test)]
+mod tests;
+mod uring;
 
 pub use sendbuf::SendBuf;
 
 use socket::syscall;
 
-/// Which kernel interface a [`Driver`] runs on.
+/// Which kernel interface the engine's workers run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Backend {
     /// io_uring: multishot accept and recv, provided-buffer ring, vectored sendmsg.
@@ -135,7 +137,7 @@ impl std::str::FromStr for Backend {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum OpKind {
-    /// Multishot accept on a listener; `result` is the new fd.
+    /// Multishot accept on a listener; the completion carries the new socket.
     Accept = 1,
     /// Multishot receive; `result` is a byte count, with a [`RecvBuf`].
     Recv = 2,
@@ -143,85 +145,83 @@ pub enum OpKind {
     Send = 3,
     /// Outgoing connect; `result` is 0 on success.
     Connect = 4,
-    /// Close of an fd; `result` is 0 on success.
-    Close = 5,
     /// A [`Waker`] fired. The driver re-arms it itself.
-    Wake = 6,
-    /// Free for the engine's own use (for example a timer); never produced by the driver.
-    User = 7,
+    Wake = 5,
 }
 
 impl OpKind {
+    /// The largest kind byte: below [`DRIVER_BIT`]'s byte, so no token reaches the
+    /// driver's half of the tag space.
+    const LAST: u8 = OpKind::Wake as u8;
+
     fn from_u8(v: u8) -> Option<OpKind> {
         Some(match v {
             1 => OpKind::Accept,
             2 => OpKind::Recv,
             3 => OpKind::Send,
             4 => OpKind::Connect,
-            5 => OpKind::Close,
-            6 => OpKind::Wake,
-            7 => OpKind::User,
+            5 => OpKind::Wake,
             _ => return None,
         })
     }
 }
 
-/// An operation's identity, packed into io_uring's 64-bit `user_data`:
-/// bits 56..64 the [`OpKind`], bits 32..56 a 24-bit generation (or any small sequence),
-/// bits 0..32 the slab key.
+/// Bit 63 of `user_data`: set on the driver's own operations, clear on every [`Token`].
+const DRIVER_BIT: u64 = 1 << 63;
+
+const _: () = assert!(((OpKind::LAST as u64) << 56) & DRIVER_BIT == 0);
+
+/// An operation's identity as the worker names it: its kind, a slab key and a 24-bit
+/// generation, packed into io_uring's 64-bit `user_data` as bits 56..64 the kind,
+/// 32..56 the generation, 0..32 the key.
 ///
-/// Kinds with the top bit set are the driver's own and never reach the worker.
+/// The only constructor is [`Token::new`], whose kind byte is at most [`OpKind::LAST`]:
+/// bit 63 of a token is always clear. The driver's own operations (the send and connect
+/// slots of its in-flight table, the waker's poll, cancels) carry bit 63 set, so a token can
+/// never be decoded as one of them, whatever key or generation it holds (tests:
+/// `no_token_decodes_as_a_driver_operation`). There is no way to make a token from raw
+/// bits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Token(u64);
+pub struct Token {
+    kind: OpKind,
+    generation: u32,
+    key: u32,
+}
 
 impl Token {
     /// The largest generation a token can carry; larger values wrap.
     pub const MAX_GENERATION: u32 = (1 << 24) - 1;
 
     /// The token of [`OpKind::Wake`] completions.
-    pub const WAKE: Token = Token((OpKind::Wake as u64) << 56);
+    pub const WAKE: Token = Token::new(OpKind::Wake, 0, 0);
 
     /// Packs a kind, a slab key and a generation (taken modulo 2^24).
     pub const fn new(kind: OpKind, key: u32, generation: u32) -> Token {
-        Token(
-            ((kind as u64) << 56)
-                | (((generation & Self::MAX_GENERATION) as u64) << 32)
-                | key as u64,
-        )
+        Token {
+            kind,
+            generation: generation & Self::MAX_GENERATION,
+            key,
+        }
     }
 
     /// The operation kind.
     pub fn kind(self) -> OpKind {
-        OpKind::from_u8((self.0 >> 56) as u8).unwrap_or(OpKind::User)
+        self.kind
     }
 
     /// The slab key.
     pub const fn key(self) -> u32 {
-        self.0 as u32
+        self.key
     }
 
     /// The generation (24 bits).
     pub const fn generation(self) -> u32 {
-        ((self.0 >> 32) as u32) & Self::MAX_GENERATION
+        self.generation
     }
 
-    /// The packed form, as the kernel carries it.
-    pub const fn to_u64(self) -> u64 {
-        self.0
-    }
-
-    /// Unpacks a value made by [`Token::to_u64`].
-    pub const fn from_u64(v: u64) -> Token {
-        Token(v)
-    }
-
-    const fn internal(tag: u8, slot: u32) -> u64 {
-        ((tag as u64) << 56) | slot as u64
-    }
-
-    fn internal_tag(raw: u64) -> Option<u8> {
-        let tag = (raw >> 56) as u8;
-        (tag & 0x80 != 0).then_some(tag)
+    /// The packed form, as the kernel carries it: bit 63 clear.
+    const fn user_data(self) -> u64 {
+        ((self.kind as u64) << 56) | ((self.generation as u64) << 32) | self.key as u64
     }
 }
 
@@ -230,25 +230,109 @@ impl fmt::Debug for Token {
         write!(
             f,
             "Token({:?}, key {}, gen {})",
-            self.kind(),
-            self.key(),
-            self.generation()
+            self.kind, self.key, self.generation
         )
     }
 }
 
-/// Driver-owned user_data tags (top bit set).
-mod tag {
-    /// A send whose buffers sit in the in-flight table; low 32 bits: the slot.
-    pub const SEND: u8 = 0x80;
-    /// A connect whose address sits in the in-flight table; low 32 bits: the slot.
-    pub const CONNECT: u8 = 0x81;
-    /// The eventfd read of the waker.
-    pub const WAKE: u8 = 0x82;
+/// The driver's own operations, in the half of the `user_data` space with bit 63 set:
+/// bits 56..63 the tag, 0..32 a slot of the in-flight table where there is one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Internal {
+    /// A send whose buffers sit in the in-flight table.
+    Send(u32),
+    /// A connect whose address sits in the in-flight table.
+    Connect(u32),
+    /// The poll of the waker's eventfd.
+    Wake,
     /// A cancel request; its own completion is not reported.
-    pub const CANCEL: u8 = 0x83;
-    /// A close without a token; its completion is not reported.
-    pub const CLOSE_QUIET: u8 = 0x84;
+    Cancel,
+    /// A close; its completion is not reported.
+    Close,
+}
+
+impl Internal {
+    /// The packed form: bit 63 set.
+    const fn user_data(self) -> u64 {
+        let (tag, slot) = match self {
+            Internal::Send(slot) => (0, slot),
+            Internal::Connect(slot) => (1, slot),
+            Internal::Wake => (2, 0),
+            Internal::Cancel => (3, 0),
+            Internal::Close => (4, 0),
+        };
+        DRIVER_BIT | ((tag as u64) << 56) | slot as u64
+    }
+}
+
+/// Whose operation a completion's `user_data` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// The worker's: handed out as a [`Completion`].
+    Worker(Token),
+    /// The driver's own: handled inside the driver.
+    Driver(Internal),
+    /// Neither (never submitted by this driver): dropped, its buffer given back.
+    Unknown,
+}
+
+impl Owner {
+    /// Splits the `user_data` space by bit 63, then checks the tag or kind byte.
+    fn decode(raw: u64) -> Owner {
+        let byte = (raw >> 56) as u8;
+        let slot = raw as u32;
+        if raw & DRIVER_BIT == 0 {
+            return match OpKind::from_u8(byte) {
+                Some(kind) => Owner::Worker(Token::new(kind, slot, (raw >> 32) as u32)),
+                None => Owner::Unknown,
+            };
+        }
+        Owner::Driver(match byte & 0x7f {
+            0 => Internal::Send(slot),
+            1 => Internal::Connect(slot),
+            2 => Internal::Wake,
+            3 => Internal::Cancel,
+            4 => Internal::Close,
+            _ => return Owner::Unknown,
+        })
+    }
+}
+
+/// A socket the [`Driver`] works on, owning its descriptor.
+///
+/// Made from an [`OwnedFd`], whose ownership it takes, and given up only to
+/// [`Driver::close`], which cancels every operation still open on the socket before closing
+/// it. Dropped any other way, it does *not* close the descriptor: operations the driver may
+/// still run on it (a multishot receive, the rest of a short write) then go on acting on
+/// the same socket, never on another descriptor that reused the number. That leaks the
+/// descriptor, which is safe; the engine always closes through the driver.
+#[derive(Debug)]
+pub struct SocketFd(RawFd);
+
+impl From<OwnedFd> for SocketFd {
+    fn from(fd: OwnedFd) -> SocketFd {
+        SocketFd(fd.into_raw_fd())
+    }
+}
+
+impl SocketFd {
+    /// A socket that names no descriptor, for connections without one (in-process tests
+    /// and benches): every operation on it fails with `EBADF`.
+    pub const fn detached() -> SocketFd {
+        SocketFd(-1)
+    }
+
+    /// The descriptor, borrowed for as long as `self`; `None` when detached.
+    pub fn as_fd(&self) -> Option<BorrowedFd<'_>> {
+        // SAFETY: `self` owns the descriptor and keeps it open until `Driver::close`
+        // consumes it, so it is open for the borrow; -1 (detached) is excluded.
+        (self.0 >= 0).then(|| unsafe { BorrowedFd::borrow_raw(self.0) })
+    }
+
+    /// The descriptor's number, for the backends; valid while `self` lives.
+    fn raw(&self) -> RawFd {
+        self.0
+    }
 }
 
 /// The result of one operation, or one shot of a multishot operation.
@@ -256,8 +340,9 @@ mod tag {
 pub struct Completion {
     /// The token the operation was started with ([`Token::WAKE`] for wake-ups).
     pub token: Token,
-    /// Bytes transferred, the accepted fd, or 0 on success; `-errno` on failure
-    /// (`-libc::ECANCELED` after a cancel, `-libc::ENOBUFS` when the receive buffers ran out).
+    /// Bytes transferred, the accepted descriptor's number, or 0 on success; `-errno` on
+    /// failure (`-libc::ECANCELED` after a close or `stop_recv`, `-libc::ENOBUFS` when the
+    /// receive buffers ran out).
     pub result: i32,
     /// `true` when the operation goes on and more completions will come; `false` on its last
     /// completion. For [`OpKind::Recv`] and [`OpKind::Accept`]: after a final completion,
@@ -267,18 +352,14 @@ pub struct Completion {
     pub more: bool,
     /// The received bytes of an [`OpKind::Recv`] completion with `result > 0`.
     pub buffer: Option<RecvBuf>,
-}
-
-impl Completion {
-    /// The `errno` of a failed operation.
-    pub fn error(&self) -> Option<io::Error> {
-        (self.result < 0).then(|| io::Error::from_raw_os_error(-self.result))
-    }
+    /// The accepted socket of an [`OpKind::Accept`] completion with `result >= 0`
+    /// (non-blocking, close-on-exec, `TCP_NODELAY` set), owned by the caller from now on:
+    /// dropping the completion closes it.
+    pub socket: Option<OwnedFd>,
 }
 
 /// Received bytes lent by the driver: a slot of the provided-buffer ring (io_uring) or the
-/// worker's scratch buffer (epoll). Read them, then drop (or [`recycle`](RecvBuf::recycle))
-/// the handle: that gives the memory back for the next receive. Holding many of them starves
+/// worker's scratch buffer (epoll). Read them, then drop the handle: that gives the memory back for the next receive. Holding many of them starves
 /// the receive path (io_uring completes receives with `-ENOBUFS`).
 pub struct RecvBuf {
     inner: RecvBufInner,
@@ -332,14 +413,6 @@ impl RecvBuf {
             RecvBufInner::Ring { len, .. } | RecvBufInner::Scratch { len, .. } => *len,
         }
     }
-
-    /// `true` when no bytes were received.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Gives the buffer back now (the same as dropping it).
-    pub fn recycle(self) {}
 }
 
 impl Drop for RecvBuf {
@@ -486,7 +559,8 @@ impl Default for DriverConfig {
 /// between two sends, and each send saved is a TCP segment the kernel does not build.
 pub const MAX_SEND_FRAMES: usize = 1024;
 
-/// Counters of one driver, for tests and stats.
+/// Counters of one driver, for the tests.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DriverStats {
     /// Sends whose buffers the kernel may still read (the in-flight table).
@@ -569,7 +643,9 @@ impl Driver {
         }
     }
 
-    /// Counters: in-flight sends and operations, `ENOBUFS` seen.
+    /// Counters: in-flight sends and operations, `ENOBUFS` seen (for the tests: the worker
+    /// reads [`enobufs`](Self::enobufs) only).
+    #[cfg(test)]
     pub fn stats(&self) -> DriverStats {
         match &self.inner {
             Inner::Uring(u) => u.stats(),
@@ -581,23 +657,31 @@ impl Driver {
     /// O(1), unlike [`stats`](Self::stats), so a worker may read it every turn.
     pub fn enobufs(&self) -> u64 {
         match &self.inner {
-            Inner::Uring(u) => u.stats().enobufs,
+            Inner::Uring(u) => u.enobufs(),
             Inner::Epoll(_) => 0,
         }
     }
 
     /// Starts accepting on `listener` (multishot). Each accepted connection is one
-    /// completion whose `result` is the new fd (non-blocking, close-on-exec, `TCP_NODELAY`
-    /// set), owned by the caller from then on. An error (`-EMFILE`, `-ENFILE`, ...) ends the operation
-    /// (`more == false`) so it cannot spin: back off, then call `accept` again.
-    pub fn accept(&mut self, listener: RawFd, token: Token) {
-        dispatch!(self, d => d.accept(listener, token))
+    /// completion carrying the new socket ([`Completion::socket`]). An error (`-EMFILE`,
+    /// `-ENFILE`, ...) ends the operation (`more == false`) so it cannot spin: back off,
+    /// then call `accept` again.
+    pub fn accept(&mut self, listener: &SocketFd, token: Token) {
+        dispatch!(self, d => d.accept(listener.raw(), token))
     }
 
     /// Starts receiving on `fd` (multishot). Each completion with `result > 0` carries a
     /// [`RecvBuf`]; `result == 0` is end of stream.
-    pub fn recv(&mut self, fd: RawFd, token: Token) {
-        dispatch!(self, d => d.recv(fd, token))
+    pub fn recv(&mut self, fd: &SocketFd, token: Token) {
+        dispatch!(self, d => d.recv(fd.raw(), token))
+    }
+
+    /// Ends the receive started on `fd` with `token`: it finishes with one final completion
+    /// (`-ECANCELED`, or its real result when it raced the stop), and bytes that arrive
+    /// meanwhile wait in the socket, so TCP flow control slows the peer down. Start it
+    /// again with [`recv`](Self::recv) once its final completion has come.
+    pub fn stop_recv(&mut self, fd: &SocketFd, token: Token) {
+        dispatch!(self, d => d.stop_recv(fd.raw(), token))
     }
 
     /// Sends the concatenation of `frames` on `fd`: one `send` for one frame, one vectored
@@ -606,31 +690,29 @@ impl Driver {
     /// a short write itself once the socket has room, so the completion's `result` is every
     /// byte offered or `-errno` (a failure after part went out is still a failure).
     /// Have at most one send in flight per connection, so bytes stay in order.
-    pub fn send<I>(&mut self, fd: RawFd, token: Token, frames: I) -> usize
+    pub fn send<I>(&mut self, fd: &SocketFd, token: Token, frames: I) -> usize
     where
         I: IntoIterator,
         I::Item: Into<SendBuf>,
     {
-        dispatch!(self, d => d.send(fd, token, frames))
+        dispatch!(self, d => d.send(fd.raw(), token, frames))
     }
 
     /// Connects `fd` (from [`socket::tcp_socket`]) to `addr`; the completion's `result` is 0
     /// once connected or `-errno`.
-    pub fn connect(&mut self, fd: RawFd, addr: SocketAddr, token: Token) {
-        dispatch!(self, d => d.connect(fd, addr, token))
+    pub fn connect(&mut self, fd: &SocketFd, addr: SocketAddr, token: Token) {
+        dispatch!(self, d => d.connect(fd.raw(), addr, token))
     }
 
-    /// Cancels every operation open on `fd`. Each ends with one final completion (see the
-    /// module docs); the worker rejects them by generation.
-    pub fn cancel(&mut self, fd: RawFd) {
-        dispatch!(self, d => d.cancel(fd))
-    }
-
-    /// Cancels every operation on `fd`, then closes it. With a token, the close itself is
-    /// reported as an [`OpKind::Close`] completion. Buffers of a send still in flight stay in
-    /// the driver's in-flight table until the kernel lets go of them.
-    pub fn close(&mut self, fd: RawFd, token: Option<Token>) {
-        dispatch!(self, d => d.close(fd, token))
+    /// Cancels every operation on `fd`, then closes it. Each cancelled operation ends with
+    /// one final completion (see the module docs); the close itself is not reported.
+    /// Buffers of a send still in flight stay in the driver's in-flight table until the
+    /// kernel lets go of them, and a short write is not resumed after this call.
+    pub fn close(&mut self, fd: SocketFd) {
+        if fd.raw() < 0 {
+            return; // detached: nothing to close
+        }
+        dispatch!(self, d => d.close(fd))
     }
 
     /// Hands started operations to the kernel and waits until at least one completion is
@@ -657,44 +739,5 @@ impl fmt::Debug for Driver {
         f.debug_struct("Driver")
             .field("backend", &self.backend())
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_packs_kind_key_and_generation() {
-        let t = Token::new(OpKind::Send, u32::MAX, 0x12_3456);
-        assert_eq!(t.kind(), OpKind::Send);
-        assert_eq!(t.key(), u32::MAX);
-        assert_eq!(t.generation(), 0x12_3456);
-        assert_eq!(Token::from_u64(t.to_u64()), t);
-        assert!(Token::internal_tag(t.to_u64()).is_none());
-    }
-
-    #[test]
-    fn token_generation_wraps_at_24_bits() {
-        let t = Token::new(OpKind::Recv, 7, Token::MAX_GENERATION + 2);
-        assert_eq!(t.generation(), 1);
-        assert_eq!(t.kind(), OpKind::Recv);
-    }
-
-    #[test]
-    fn internal_tags_have_the_top_bit() {
-        let raw = Token::internal(tag::SEND, 42);
-        assert_eq!(Token::internal_tag(raw), Some(tag::SEND));
-        assert_eq!(raw as u32, 42);
-    }
-
-    #[test]
-    fn backend_parses_its_names() {
-        assert_eq!("uring".parse::<Backend>().ok(), Some(Backend::Uring));
-        assert_eq!("EPOLL".parse::<Backend>().ok(), Some(Backend::Epoll));
-        assert!("kqueue".parse::<Backend>().is_err());
-        for b in Backend::ALL {
-            assert_eq!(b.name().parse::<Backend>().ok(), Some(b));
-        }
     }
 }

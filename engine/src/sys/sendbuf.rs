@@ -11,19 +11,6 @@ use bytes::{Buf, Bytes};
 /// A broadcast frame sits in many queues of one worker at once. As [`Bytes`] every queue
 /// would count it with an atomic increment and decrement; [`SendBuf::Local`] counts it
 /// with plain ones, since a worker's queues and driver never leave its thread.
-///
-/// ```
-/// use std::rc::Rc;
-/// use bytes::Bytes;
-/// use ringcast::sys::SendBuf;
-///
-/// let frame = Rc::new(Bytes::from_static(b"\x81\x02hi"));
-/// let queued: Vec<SendBuf> = (0..3).map(|_| SendBuf::Local(Rc::clone(&frame))).collect();
-/// assert_eq!(&queued[2][..], b"\x81\x02hi");
-/// assert_eq!(Rc::strong_count(&frame), 4);
-/// let own: SendBuf = Bytes::from_static(b"\x8a\x00").into();
-/// assert_eq!(own.len(), 2);
-/// ```
 #[derive(Debug, Clone)]
 pub enum SendBuf {
     /// Bytes of their own, or shared across threads.
@@ -86,6 +73,16 @@ mod tests {
         let mut buf = SendBuf::from(Bytes::from_static(b"abc"));
         buf.advance(1);
         assert_eq!(&buf[..], b"bc");
+    }
+
+    #[test]
+    fn local_buffers_share_one_frame_without_atomics() {
+        let frame = Rc::new(Bytes::from_static(b"\x81\x02hi"));
+        let queued: Vec<SendBuf> = (0..3).map(|_| SendBuf::Local(Rc::clone(&frame))).collect();
+        assert_eq!(&queued[2][..], b"\x81\x02hi");
+        assert_eq!(Rc::strong_count(&frame), 4);
+        let own: SendBuf = Bytes::from_static(b"\x8a\x00").into();
+        assert_eq!(own.len(), 2);
     }
 
     #[test]

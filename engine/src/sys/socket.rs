@@ -2,14 +2,16 @@
 //! conversion, `RLIMIT_NOFILE`, CPU pinning, and the `syscall!` helper
 //! every raw call in `sys/` goes through.
 //!
-//! File descriptors cross the driver API as [`RawFd`]: the engine's slab owns them and hands
-//! them back to [`Driver::close`](super::Driver::close). Fresh sockets made here come out as
-//! [`OwnedFd`] so that a caller that drops one closes it.
+//! Descriptors are typed the I/O-safe way: fresh sockets come out as [`OwnedFd`] (a caller
+//! that drops one closes it), and every function that acts on a socket it does not own
+//! borrows it ([`BorrowedFd`]), so it cannot outlive the descriptor. Sockets the driver
+//! works on become [`SocketFd`](super::SocketFd)s, closed only by
+//! [`Driver::close`](super::Driver::close).
 
 use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 /// Calls a libc function and turns a `-1` return into the thread's `errno` as an
 /// [`io::Error`]. Expands to an `unsafe` call: the call site states its `// SAFETY:`.
@@ -78,7 +80,7 @@ impl SockAddr {
     }
 
     /// The std form, or `None` for a family other than IPv4/IPv6.
-    pub fn to_std(&self) -> Option<SocketAddr> {
+    pub fn to_std(self) -> Option<SocketAddr> {
         match i32::from(self.storage.ss_family) {
             libc::AF_INET => {
                 // SAFETY: the family says the storage holds a `sockaddr_in`; the storage is
@@ -159,11 +161,17 @@ pub fn tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn set_opt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: T) -> io::Result<()> {
-    // SAFETY: `value` lives on this stack frame for the call, and its size is passed with it.
+fn set_opt<T>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: T,
+) -> io::Result<()> {
+    // SAFETY: `fd` is open for the borrow; `value` lives on this stack frame for the call,
+    // and its size is passed with it.
     unsafe {
         syscall!(setsockopt(
-            fd,
+            fd.as_raw_fd(),
             level,
             name,
             (&value as *const T).cast(),
@@ -173,13 +181,18 @@ fn set_opt<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: T) -> io:
     .map(drop)
 }
 
-fn get_opt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
+fn get_opt_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<libc::c_int> {
     let mut value: libc::c_int = 0;
     let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `value` and `len` are valid for writes and `len` holds the size of `value`.
+    // SAFETY: `fd` is open for the borrow; `value` and `len` are valid for writes and `len`
+    // holds the size of `value`.
     unsafe {
         syscall!(getsockopt(
-            fd,
+            fd.as_raw_fd(),
             level,
             name,
             (&mut value as *mut libc::c_int).cast(),
@@ -194,9 +207,19 @@ fn get_opt_int(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<l
 /// hashes each connection to one listener).
 pub fn listen_reuseport(addr: &SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
     let fd = tcp_socket(addr)?;
+    set_opt(
+        fd.as_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_REUSEADDR,
+        1 as libc::c_int,
+    )?;
+    set_opt(
+        fd.as_fd(),
+        libc::SOL_SOCKET,
+        libc::SO_REUSEPORT,
+        1 as libc::c_int,
+    )?;
     let raw = fd.as_raw_fd();
-    set_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1 as libc::c_int)?;
-    set_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1 as libc::c_int)?;
     let sa = SockAddr::from_std(addr);
     // SAFETY: `sa` outlives the call and `len` is its length.
     unsafe { syscall!(bind(raw, sa.as_ptr(), sa.len())) }?;
@@ -208,7 +231,7 @@ pub fn listen_reuseport(addr: &SocketAddr, backlog: i32) -> io::Result<OwnedFd> 
 /// Binds `fd` to a local address before connecting (port 0: the kernel picks one). Sets
 /// `IP_BIND_ADDRESS_NO_PORT` first, so the port is chosen at connect time and the same port
 /// can serve connections to different servers.
-pub fn bind(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
+pub fn bind(fd: BorrowedFd<'_>, addr: &SocketAddr) -> io::Result<()> {
     if addr.port() == 0 && addr.is_ipv4() {
         // Best effort: without it the bind still works, with fewer ports to go round.
         let _ = set_opt(
@@ -219,8 +242,8 @@ pub fn bind(fd: RawFd, addr: &SocketAddr) -> io::Result<()> {
         );
     }
     let sa = SockAddr::from_std(addr);
-    // SAFETY: `sa` outlives the call and `len` is its length.
-    unsafe { syscall!(bind(fd, sa.as_ptr(), sa.len())) }.map(drop)
+    // SAFETY: `fd` is open for the borrow; `sa` outlives the call and `len` is its length.
+    unsafe { syscall!(bind(fd.as_raw_fd(), sa.as_ptr(), sa.len())) }.map(drop)
 }
 
 /// `count` listeners on one address, one per worker. With port 0 the first one picks a free
@@ -232,7 +255,7 @@ pub fn listeners(addr: &SocketAddr, count: usize, backlog: i32) -> io::Result<Ve
         // turns that into the usual "address in use".
         let probe = tcp_socket(addr)?;
         set_opt(
-            probe.as_raw_fd(),
+            probe.as_fd(),
             libc::SOL_SOCKET,
             libc::SO_REUSEADDR,
             1 as libc::c_int,
@@ -246,7 +269,7 @@ pub fn listeners(addr: &SocketAddr, count: usize, backlog: i32) -> io::Result<Ve
     for _ in 0..count {
         let fd = listen_reuseport(&addr, backlog)?;
         if addr.port() == 0 {
-            addr = local_addr(fd.as_raw_fd())?;
+            addr = local_addr(fd.as_fd())?;
         }
         out.push(fd);
     }
@@ -254,37 +277,20 @@ pub fn listeners(addr: &SocketAddr, count: usize, backlog: i32) -> io::Result<Ve
 }
 
 /// Turns Nagle's algorithm off: frames are batched by the engine already.
-pub fn set_nodelay(fd: RawFd) -> io::Result<()> {
+pub fn set_nodelay(fd: BorrowedFd<'_>) -> io::Result<()> {
     set_opt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1 as libc::c_int)
 }
 
-/// Sets or clears `O_NONBLOCK`.
-pub fn set_nonblocking(fd: RawFd, nonblocking: bool) -> io::Result<()> {
-    // SAFETY: plain fcntl on a caller-supplied fd; a bad fd is an EBADF error.
-    let flags = unsafe { syscall!(fcntl(fd, libc::F_GETFL)) }?;
-    let flags = if nonblocking {
-        flags | libc::O_NONBLOCK
-    } else {
-        flags & !libc::O_NONBLOCK
-    };
-    // SAFETY: as above.
-    unsafe { syscall!(fcntl(fd, libc::F_SETFL, flags)) }.map(drop)
-}
-
-/// Sets `SO_SNDBUF` (the kernel doubles the value and applies its minimum).
-pub fn set_send_buffer_size(fd: RawFd, bytes: usize) -> io::Result<()> {
+/// Sets `SO_SNDBUF` (the kernel doubles the value and applies its minimum): the driver
+/// tests make short writes with it.
+#[cfg(test)]
+pub fn set_send_buffer_size(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
     let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
     set_opt(fd, libc::SOL_SOCKET, libc::SO_SNDBUF, v)
 }
 
-/// Sets `SO_RCVBUF` (the kernel doubles the value and applies its minimum).
-pub fn set_recv_buffer_size(fd: RawFd, bytes: usize) -> io::Result<()> {
-    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    set_opt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, v)
-}
-
 /// The pending error of a socket (`SO_ERROR`), cleared by reading it; 0 if none.
-pub fn take_error(fd: RawFd) -> io::Result<i32> {
+pub fn take_error(fd: BorrowedFd<'_>) -> io::Result<i32> {
     get_opt_int(fd, libc::SOL_SOCKET, libc::SO_ERROR)
 }
 
@@ -292,13 +298,14 @@ pub fn take_error(fd: RawFd) -> io::Result<i32> {
 type NameFn =
     unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
 
-fn socket_name(fd: RawFd, get: NameFn) -> io::Result<SocketAddr> {
+fn socket_name(fd: BorrowedFd<'_>, get: NameFn) -> io::Result<SocketAddr> {
     let mut sa = SockAddr::empty();
-    // SAFETY: `sa.storage` is valid for `sa.len` bytes of writes; `len` is updated in
-    // place; `get` is getsockname or getpeername, which write nothing else.
+    // SAFETY: `fd` is open for the borrow; `sa.storage` is valid for `sa.len` bytes of
+    // writes; `len` is updated in place; `get` is getsockname or getpeername, which write
+    // nothing else.
     let res = unsafe {
         get(
-            fd,
+            fd.as_raw_fd(),
             (&mut sa.storage as *mut libc::sockaddr_storage).cast(),
             &mut sa.len,
         )
@@ -311,12 +318,12 @@ fn socket_name(fd: RawFd, get: NameFn) -> io::Result<SocketAddr> {
 }
 
 /// The local address of a socket.
-pub fn local_addr(fd: RawFd) -> io::Result<SocketAddr> {
+pub fn local_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
     socket_name(fd, libc::getsockname)
 }
 
 /// The peer address of a connected socket.
-pub fn peer_addr(fd: RawFd) -> io::Result<SocketAddr> {
+pub fn peer_addr(fd: BorrowedFd<'_>) -> io::Result<SocketAddr> {
     socket_name(fd, libc::getpeername)
 }
 
@@ -409,13 +416,6 @@ pub fn allowed_cpus() -> io::Result<Vec<usize>> {
         .collect())
 }
 
-/// Closes an fd synchronously. For fds the driver may have operations on, use
-/// [`Driver::close`](super::Driver::close) instead, which cancels them first.
-pub(crate) fn close_fd(fd: RawFd) -> io::Result<()> {
-    // SAFETY: the caller (inside sys/) owns `fd` and does not use it afterwards.
-    unsafe { syscall!(close(fd)) }.map(drop)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,7 +426,7 @@ mod tests {
         let ls = listeners(&addr, 3, 16).expect("listeners");
         let ports: Vec<u16> = ls
             .iter()
-            .map(|l| local_addr(l.as_raw_fd()).expect("addr").port())
+            .map(|l| local_addr(l.as_fd()).expect("addr").port())
             .collect();
         assert_ne!(ports[0], 0);
         assert!(ports.iter().all(|&p| p == ports[0]), "{ports:?}");
@@ -436,7 +436,7 @@ mod tests {
     fn a_port_another_server_listens_on_is_refused() {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("literal");
         let first = listeners(&any, 2, 16).expect("listeners");
-        let taken = local_addr(first[0].as_raw_fd()).expect("addr");
+        let taken = local_addr(first[0].as_fd()).expect("addr");
         let err = listeners(&taken, 2, 16).expect_err("port in use");
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     }

@@ -9,7 +9,8 @@
 //! - recv: `IORING_OP_RECV` multishot (6.0) with buffers from the [`BufRing`] (5.19);
 //! - send: `IORING_OP_SENDMSG` with one iovec per frame and `MSG_NOSIGNAL`;
 //! - connect: `IORING_OP_CONNECT`; close: `IORING_OP_CLOSE` hard-linked after an
-//!   `IORING_OP_ASYNC_CANCEL` of every request on the fd (5.19);
+//!   `IORING_OP_ASYNC_CANCEL` of every request on the fd (5.19); stop_recv: an
+//!   `IORING_OP_ASYNC_CANCEL` of the receive's `user_data`;
 //! - waker: a one-shot `IORING_OP_POLL_ADD` on the waker's eventfd, re-armed after each
 //!   wake-up (the eventfd itself is read with `read(2)`);
 //! - timeouts: `io_uring_enter` with `EXT_ARG` and a timespec (5.11).
@@ -18,11 +19,15 @@
 //! `slots` from the push of their SQE until their final CQE. `Drop` cancels everything still
 //! in the kernel and waits (with a deadline) until every final CQE has come back; if the
 //! deadline passes, it leaks that memory rather than free what the kernel may still touch.
+//!
+//! Every CQE that carries a provided buffer becomes a [`RecvBuf`] before anything else
+//! looks at it, so a completion dropped for any reason (a stale or unknown `user_data`, a
+//! driver-owned operation, teardown) gives its buffer back to the ring.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -32,9 +37,11 @@ use slab::Slab;
 
 use super::bufring::BufRing;
 use super::socket::SockAddr;
+#[cfg(test)]
+use super::DriverStats;
 use super::{
-    tag, Completion, DriverConfig, DriverStats, OpKind, RecvBuf, RecvBufInner, SendBuf, Token,
-    Waker, MAX_SEND_FRAMES,
+    Completion, DriverConfig, Internal, OpKind, Owner, RecvBuf, RecvBufInner, SendBuf, SocketFd,
+    Token, Waker, MAX_SEND_FRAMES,
 };
 
 /// The buffer group id of the receive ring (one ring per driver).
@@ -71,9 +78,9 @@ struct SendOp {
 }
 
 impl SendOp {
-    fn new() -> SendOp {
+    fn new(token: Token) -> SendOp {
         SendOp {
-            token: Token::from_u64(0),
+            token,
             fd: -1,
             stopped: false,
             done: 0,
@@ -342,6 +349,11 @@ impl Uring {
         self.waker.clone()
     }
 
+    pub(crate) fn enobufs(&self) -> u64 {
+        self.enobufs
+    }
+
+    #[cfg(test)]
     pub(crate) fn stats(&self) -> DriverStats {
         DriverStats {
             sends_in_flight: self.sends_in_flight,
@@ -387,7 +399,7 @@ impl Uring {
     fn arm_waker(&mut self) {
         let entry = opcode::PollAdd::new(Fd(self.waker.raw_fd()), libc::POLLIN as u32)
             .build()
-            .user_data(Token::internal(tag::WAKE, 0));
+            .user_data(Internal::Wake.user_data());
         // SAFETY: a poll reads no user memory; the eventfd lives in `self.waker`, and the
         // ring is drained before the `Waker` clone in `self` drops.
         unsafe { self.push(entry) };
@@ -397,7 +409,7 @@ impl Uring {
         let entry = opcode::AcceptMulti::new(Fd(listener))
             .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
             .build()
-            .user_data(token.to_u64());
+            .user_data(token.user_data());
         // SAFETY: multishot accept is given no address buffer; it reads no user memory.
         unsafe { self.push(entry) };
     }
@@ -405,7 +417,7 @@ impl Uring {
     pub(crate) fn recv(&mut self, fd: RawFd, token: Token) {
         let entry = opcode::RecvMulti::new(Fd(fd), self.bufs.group())
             .build()
-            .user_data(token.to_u64());
+            .user_data(token.user_data());
         // SAFETY: the receive writes only into ring buffers, which `self.bufs` keeps mapped
         // (and `Drop` drains or leaks them).
         unsafe { self.push(entry) };
@@ -416,7 +428,7 @@ impl Uring {
         I: IntoIterator,
         I::Item: Into<SendBuf>,
     {
-        let mut op = self.spare_sends.pop().unwrap_or_else(SendOp::new);
+        let mut op = self.spare_sends.pop().unwrap_or_else(|| SendOp::new(token));
         op.token = token;
         op.fd = fd;
         op.stopped = false;
@@ -445,7 +457,7 @@ impl Uring {
         // SAFETY: the msghdr (boxed), the iovec array (a Vec's heap buffer) and the frames'
         // bytes (refcounted `Bytes`, whose heap memory moving them does not move) all live
         // in `self.slots[slot]` until the final CQE removes the slot in `complete`.
-        unsafe { self.push(entry.user_data(Token::internal(tag::SEND, slot as u32))) };
+        unsafe { self.push(entry.user_data(Internal::Send(slot as u32).user_data())) };
         taken
     }
 
@@ -455,7 +467,7 @@ impl Uring {
         let slot = self.slots.insert(Slot::Connect { token, _addr: addr });
         let entry = opcode::Connect::new(Fd(fd), ptr, len)
             .build()
-            .user_data(Token::internal(tag::CONNECT, slot as u32));
+            .user_data(Internal::Connect(slot as u32).user_data());
         // SAFETY: the boxed address lives in `self.slots[slot]` until the final CQE.
         unsafe { self.push(entry) };
     }
@@ -463,13 +475,17 @@ impl Uring {
     fn cancel_entry(fd: RawFd) -> squeue::Entry {
         opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all())
             .build()
-            .user_data(Token::internal(tag::CANCEL, 0))
+            .user_data(Internal::Cancel.user_data())
     }
 
-    pub(crate) fn cancel(&mut self, fd: RawFd) {
-        self.stop_send(fd);
+    pub(crate) fn stop_recv(&mut self, _fd: RawFd, token: Token) {
+        // The receive is the only request in flight with this user_data: the worker keeps
+        // one receive per connection, and the generation tells connections apart.
+        let entry = opcode::AsyncCancel2::new(CancelBuilder::user_data(token.user_data()))
+            .build()
+            .user_data(Internal::Cancel.user_data());
         // SAFETY: a cancel reads no user memory.
-        unsafe { self.push(Self::cancel_entry(fd)) };
+        unsafe { self.push(entry) };
     }
 
     /// The send in flight on `fd`, if any, ends at its next completion.
@@ -486,13 +502,16 @@ impl Uring {
         }
     }
 
-    pub(crate) fn close(&mut self, fd: RawFd, token: Option<Token>) {
+    pub(crate) fn close(&mut self, fd: SocketFd) {
+        // From here the kernel's close owns the descriptor: `fd` is consumed.
+        let fd = fd.raw();
         self.stop_send(fd);
         // Hard link: the close waits for the cancel whatever the cancel's result (-ENOENT
         // when nothing was open), so the cancel still finds the fd.
         let cancel = Self::cancel_entry(fd).flags(squeue::Flags::IO_HARDLINK);
-        let user_data = token.map_or(Token::internal(tag::CLOSE_QUIET, 0), Token::to_u64);
-        let close = opcode::Close::new(Fd(fd)).build().user_data(user_data);
+        let close = opcode::Close::new(Fd(fd))
+            .build()
+            .user_data(Internal::Close.user_data());
         // Keep the linked pair in one submission: a link cut at the queue's end is lost.
         if self.backlog.is_empty() {
             let free = {
@@ -558,6 +577,13 @@ impl Uring {
         self.cqes.clear();
         self.cursor = 0;
         self.cqes.extend(self.ring.completion());
+        #[cfg(test)]
+        self.bufs.note_reported(
+            self.cqes
+                .iter()
+                .filter(|cqe| cqueue::buffer_select(cqe.flags()).is_some())
+                .count(),
+        );
     }
 
     pub(crate) fn next_completion(&mut self) -> Option<Completion> {
@@ -565,141 +591,169 @@ impl Uring {
             self.reap();
             let cqe = self.cqes.get(self.cursor)?.clone();
             self.cursor += 1;
-            if let Some(c) = self.complete(&cqe) {
+            if let Some(c) = self.complete(cqe.user_data(), cqe.result(), cqe.flags()) {
                 return Some(c);
             }
         }
     }
 
     /// Turns one CQE into a completion for the worker, or handles it here (`None`).
-    fn complete(&mut self, cqe: &cqueue::Entry) -> Option<Completion> {
-        let raw = cqe.user_data();
-        let result = cqe.result();
-        let more = cqueue::more(cqe.flags());
+    fn complete(&mut self, raw: u64, result: i32, flags: u32) -> Option<Completion> {
+        let more = cqueue::more(flags);
         if !more {
             self.in_kernel = self.in_kernel.saturating_sub(1);
         }
-        let Some(tag) = Token::internal_tag(raw) else {
-            let token = Token::from_u64(raw);
-            let mut buffer = None;
-            if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
-                let buf = RecvBuf {
-                    inner: RecvBufInner::Ring {
-                        ring: Rc::clone(&self.bufs),
-                        bid,
-                        len: usize::try_from(result).unwrap_or(0),
-                    },
-                };
-                // A buffer with no bytes goes straight back (its drop recycles it).
-                if result > 0 {
-                    buffer = Some(buf);
-                }
+        // The buffer belongs to the ring again as soon as this handle drops, whoever the
+        // completion turns out to be for.
+        let buffer = cqueue::buffer_select(flags).map(|bid| RecvBuf {
+            inner: RecvBufInner::Ring {
+                ring: Rc::clone(&self.bufs),
+                bid,
+                len: usize::try_from(result).unwrap_or(0),
+            },
+        });
+        match Owner::decode(raw) {
+            Owner::Worker(token) => Some(self.worker_completion(token, result, more, buffer)),
+            Owner::Driver(internal) => {
+                drop(buffer);
+                self.driver_completion(internal, result, more)
             }
-            match token.kind() {
-                OpKind::Recv if result == -libc::ENOBUFS => self.enobufs += 1,
+            // Never submitted by this driver: nothing to report, the buffer goes back.
+            Owner::Unknown => None,
+        }
+    }
+
+    fn worker_completion(
+        &mut self,
+        token: Token,
+        result: i32,
+        more: bool,
+        buffer: Option<RecvBuf>,
+    ) -> Completion {
+        // A buffer with no bytes goes straight back (its drop recycles it).
+        let buffer = buffer.filter(|_| result > 0);
+        let mut socket = None;
+        match token.kind() {
+            OpKind::Recv if result == -libc::ENOBUFS => self.enobufs += 1,
+            OpKind::Accept if result >= 0 => {
+                // SAFETY: the kernel has just installed this descriptor for this accept;
+                // nothing else in the process knows its number, so it is ours to own.
+                let fd = unsafe { OwnedFd::from_raw_fd(result) };
                 // Frames are batched by the engine; Nagle would only add latency. A socket
                 // that is not TCP refuses the option, which is fine.
-                OpKind::Accept if result >= 0 => {
-                    let _ = super::socket::set_nodelay(result);
-                }
-                _ => {}
+                let _ = super::socket::set_nodelay(fd.as_fd());
+                socket = Some(fd);
             }
-            return Some(Completion {
-                token,
-                result,
-                more,
-                buffer,
-            });
-        };
-        let slot = raw as u32 as usize;
-        match tag {
-            tag::SEND | tag::CONNECT => {
-                if more {
-                    // Plain sendmsg and connect post a single CQE; nothing else to do.
-                    return None;
-                }
-                if let Some(Slot::Send(op)) = self.slots.get_mut(slot) {
-                    if result > 0 && op.advance(result as usize) && !op.stopped && !self.closing {
-                        // A short write: the socket had room for part. Send the rest; the
-                        // worker hears of this send once every byte is out.
-                        let entry = op.entry().user_data(raw);
-                        // SAFETY: as in `send`: the slot keeps everything the entry points
-                        // to until the final CQE.
-                        unsafe { self.push(entry) };
-                        return None;
-                    }
-                }
-                let mut result = result;
-                let token = match self.slots.try_remove(slot)? {
-                    Slot::Send(mut op) => {
-                        self.sends_in_flight -= 1;
-                        if let Some(by_fd) = usize::try_from(op.fd)
-                            .ok()
-                            .and_then(|i| self.send_by_fd.get_mut(i))
-                            .filter(|s| **s == slot as u32)
-                        {
-                            *by_fd = NO_SEND;
-                        }
-                        if op.stopped && op.first < op.iov.len() {
-                            // Cut short by a cancel or close: report that, not a count.
-                            result = -libc::ECANCELED;
-                        } else if result > 0 {
-                            // Every byte is out: report them all, over every round.
-                            result = i32::try_from(op.done).unwrap_or(i32::MAX);
-                        } else if result == 0 {
-                            // Nothing taken with bytes left: the connection is gone. (An
-                            // error after earlier rounds stays an error: part went out.)
-                            result = -libc::EPIPE;
-                        }
-                        op.frames.clear();
-                        let token = op.token;
-                        if self.spare_sends.len() < SPARE_SENDS {
-                            self.spare_sends.push(op);
-                        }
-                        token
-                    }
-                    Slot::Connect { token, .. } => token,
-                };
-                Some(Completion {
-                    token,
-                    result,
-                    more: false,
-                    buffer: None,
-                })
-            }
-            tag::WAKE => {
-                let mut counter = 0u64;
-                // SAFETY: `counter` is 8 writable bytes; the eventfd is non-blocking, so a
-                // read with nothing pending returns EAGAIN at once.
-                let _ = unsafe {
-                    libc::read(self.waker.raw_fd(), (&mut counter as *mut u64).cast(), 8)
-                };
-                self.waker.rearm();
-                if self.closing || result < 0 && result != -libc::EINTR {
-                    return None;
-                }
-                self.arm_waker();
-                Some(Completion {
-                    token: Token::WAKE,
-                    result: 0,
-                    more: true,
-                    buffer: None,
-                })
-            }
-            _ => None,
+            _ => {}
         }
+        Completion {
+            token,
+            result,
+            more,
+            buffer,
+            socket,
+        }
+    }
+
+    fn driver_completion(
+        &mut self,
+        internal: Internal,
+        result: i32,
+        more: bool,
+    ) -> Option<Completion> {
+        let slot = match internal {
+            Internal::Send(slot) | Internal::Connect(slot) => slot as usize,
+            Internal::Wake => return self.woken(result),
+            Internal::Cancel | Internal::Close => return None,
+        };
+        if more {
+            // Plain sendmsg and connect post a single CQE; nothing else to do.
+            return None;
+        }
+        if let Some(Slot::Send(op)) = self.slots.get_mut(slot) {
+            if result > 0 && op.advance(result as usize) && !op.stopped && !self.closing {
+                // A short write: the socket had room for part. Send the rest; the
+                // worker hears of this send once every byte is out.
+                let entry = op.entry().user_data(internal.user_data());
+                // SAFETY: as in `send`: the slot keeps everything the entry points
+                // to until the final CQE.
+                unsafe { self.push(entry) };
+                return None;
+            }
+        }
+        let mut result = result;
+        let token = match self.slots.try_remove(slot)? {
+            Slot::Send(mut op) => {
+                self.sends_in_flight -= 1;
+                if let Some(by_fd) = usize::try_from(op.fd)
+                    .ok()
+                    .and_then(|i| self.send_by_fd.get_mut(i))
+                    .filter(|s| **s == slot as u32)
+                {
+                    *by_fd = NO_SEND;
+                }
+                if op.stopped && op.first < op.iov.len() {
+                    // Cut short by a cancel or close: report that, not a count.
+                    result = -libc::ECANCELED;
+                } else if result > 0 {
+                    // Every byte is out: report them all, over every round.
+                    result = i32::try_from(op.done).unwrap_or(i32::MAX);
+                } else if result == 0 {
+                    // Nothing taken with bytes left: the connection is gone. (An
+                    // error after earlier rounds stays an error: part went out.)
+                    result = -libc::EPIPE;
+                }
+                op.frames.clear();
+                let token = op.token;
+                if self.spare_sends.len() < SPARE_SENDS {
+                    self.spare_sends.push(op);
+                }
+                token
+            }
+            Slot::Connect { token, .. } => token,
+        };
+        Some(Completion {
+            token,
+            result,
+            more: false,
+            buffer: None,
+            socket: None,
+        })
+    }
+
+    /// The waker's poll fired: consume the eventfd and re-arm the poll.
+    fn woken(&mut self, result: i32) -> Option<Completion> {
+        let mut counter = 0u64;
+        // SAFETY: `counter` is 8 writable bytes; the eventfd is non-blocking, so a
+        // read with nothing pending returns EAGAIN at once.
+        let _ = unsafe { libc::read(self.waker.raw_fd(), (&mut counter as *mut u64).cast(), 8) };
+        self.waker.rearm();
+        if self.closing || result < 0 && result != -libc::EINTR {
+            return None;
+        }
+        self.arm_waker();
+        Some(Completion {
+            token: Token::WAKE,
+            result: 0,
+            more: true,
+            buffer: None,
+            socket: None,
+        })
     }
 }
 
 impl Drop for Uring {
     fn drop(&mut self) {
         self.closing = true;
-        // Give back buffers of completions the worker never took.
-        self.cursor = self.cqes.len();
+        // Completions reaped but never taken: handling them gives their buffers back to
+        // the ring, closes accepted sockets nobody took, and frees finished sends.
+        while let Some(c) = self.next_completion() {
+            drop(c);
+        }
         if self.in_kernel > 0 {
             let entry = opcode::AsyncCancel2::new(CancelBuilder::any())
                 .build()
-                .user_data(Token::internal(tag::CANCEL, 0));
+                .user_data(Internal::Cancel.user_data());
             // SAFETY: a cancel reads no user memory.
             unsafe { self.push(entry) };
         }
@@ -725,5 +779,105 @@ impl Drop for Uring {
             std::mem::forget(std::mem::take(&mut self.slots));
             std::mem::forget(Rc::clone(&self.bufs));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::OwnedFd;
+
+    use super::*;
+
+    /// A connected pair over loopback: the server side as a driver socket, and the client.
+    fn pair() -> (SocketFd, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        server.set_nonblocking(true).expect("non-blocking");
+        (SocketFd::from(OwnedFd::from(server)), client)
+    }
+
+    fn small_ring() -> Uring {
+        let config = DriverConfig {
+            recv_buffers: 16,
+            recv_buffer_size: 512,
+            ..DriverConfig::default()
+        };
+        Uring::new(&config).expect("io_uring")
+    }
+
+    /// Runs the ring until the kernel has reported `n` buffers in all, handing every
+    /// completion to `f`.
+    fn until_reported(ring: &mut Uring, n: u64, mut f: impl FnMut(Completion)) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ring.bufs.counts().0 < n {
+            assert!(Instant::now() < deadline, "the kernel reported no buffer");
+            ring.submit_and_wait(Some(Duration::from_millis(100)))
+                .expect("submit_and_wait");
+            while let Some(c) = ring.next_completion() {
+                f(c);
+            }
+        }
+    }
+
+    /// A receive whose `user_data` is in neither half of the space the driver hands out
+    /// (the tags 0x85-0xFF, and a kind byte no token has) is not handed to the
+    /// worker, and every buffer it filled goes back to the ring: twenty receives through a
+    /// ring of 16 buffers would have starved it.
+    #[test]
+    fn a_receive_with_unknown_user_data_gives_its_buffers_back() {
+        for forged in [0xff_u64 << 56 | 42, 0x85 << 56, 0x06 << 56 | 7] {
+            let mut ring = small_ring();
+            let (fd, mut client) = pair();
+            let entry = opcode::RecvMulti::new(Fd(fd.raw()), ring.bufs.group())
+                .build()
+                .user_data(forged);
+            // SAFETY: the receive writes only into ring buffers, which `ring.bufs` keeps.
+            unsafe { ring.push(entry) };
+            for round in 1..=20u64 {
+                client.write_all(b"stray bytes").expect("write");
+                until_reported(&mut ring, round, |c| {
+                    panic!("{forged:#x}: handed to the worker: {c:?}")
+                });
+                let (reported, returned) = ring.bufs.counts();
+                assert_eq!(reported, returned, "{forged:#x}: a buffer was kept");
+            }
+            assert_eq!(ring.enobufs, 0);
+            ring.close(fd);
+        }
+    }
+
+    /// Teardown returns every buffer: completions reaped but never taken give theirs
+    /// back when the driver drops, and a buffer the worker still holds goes back when it
+    /// is dropped after the driver.
+    #[test]
+    fn dropping_the_driver_gives_back_the_buffers_of_completions_never_taken() {
+        let mut ring = small_ring();
+        let (fd, mut client) = pair();
+        ring.recv(fd.raw(), Token::new(OpKind::Recv, 1, 1));
+        // 4 KiB through 512-byte buffers: several completions in the queue at once.
+        client.write_all(&[7u8; 4096]).expect("write");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while ring.ring.completion().len() < 3 {
+            assert!(Instant::now() < deadline, "no completions queued");
+            ring.submit_and_wait(Some(Duration::from_millis(100)))
+                .expect("submit_and_wait");
+        }
+        // Reaps them all, hands out the first; the others wait, never taken.
+        let held = ring
+            .next_completion()
+            .and_then(|c| c.buffer)
+            .expect("a receive with a buffer");
+        assert!(ring.cursor < ring.cqes.len(), "completions left untaken");
+        let bufs = Rc::clone(&ring.bufs);
+        ring.close(fd);
+        drop(ring);
+        let (reported, returned) = bufs.counts();
+        assert_eq!(reported - returned, 1, "only the held buffer is out");
+        drop(held);
+        let (reported, returned) = bufs.counts();
+        assert_eq!(reported, returned);
     }
 }

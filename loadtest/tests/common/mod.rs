@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ringcast::sys::Backend;
+use ringcast::server::Backend;
 use serde_json::Value;
 
 /// The longest any one run of the binary may take before the test kills it.

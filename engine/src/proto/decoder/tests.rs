@@ -672,3 +672,46 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+/// With a budget on the inflater, a compressed message pauses the decoder (no event, the
+/// frames after it unused) and resumes where it stopped; the next frame follows in order.
+#[test]
+fn a_compressed_message_paused_at_the_budget_resumes_then_the_next_frame_follows() {
+    let text = "paused and resumed ".repeat(20_000);
+    let mut payload = Vec::new();
+    Deflater::new(6)
+        .unwrap()
+        .compress(text.as_bytes(), &mut payload);
+    let mut decoder = server();
+    decoder.set_compression(true);
+    decoder.set_read_limit(1 << 20);
+    let mut bytes = masked(0xc1, &payload);
+    bytes.extend(masked(0x81, b"next"));
+    let mut inflater = Inflater::new();
+    let mut pos = 0;
+    let mut pauses = 0;
+    let mut events = Vec::new();
+    while pos < bytes.len() || decoder.is_paused() {
+        inflater.set_budget(32 * 1024);
+        let (used, event) = decoder.decode(&mut bytes[pos..], &mut inflater).unwrap();
+        pos += used;
+        match event {
+            Some(Event::Message(t, p)) => events.push(Ev::Message(t, p.to_vec())),
+            Some(other) => panic!("{other:?}"),
+            None => {
+                assert!(decoder.is_paused(), "no event and input left: paused");
+                assert!(!decoder.is_idle());
+                pauses += 1;
+            }
+        }
+    }
+    assert!(pauses > 5, "{pauses} pauses");
+    assert_eq!(
+        events,
+        vec![
+            Ev::Message(MessageType::Text, text.into_bytes()),
+            Ev::Message(MessageType::Text, b"next".to_vec())
+        ]
+    );
+    assert!(decoder.is_idle());
+}

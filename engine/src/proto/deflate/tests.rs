@@ -279,3 +279,89 @@ proptest! {
         prop_assert_eq!(inflater.inflate(&payload, 0).unwrap(), &data[..]);
     }
 }
+
+/// A bomb of `size` zero bytes and its compressed payload.
+fn bomb(size: usize) -> Vec<u8> {
+    let mut payload = Vec::new();
+    Deflater::new(9)
+        .unwrap()
+        .compress(&vec![0u8; size], &mut payload);
+    payload
+}
+
+/// Issue 12: the old inflater started again from scratch each time its output buffer
+/// doubled, so a bomb cost about twice its output and more. Now every byte is read and
+/// written once: the bytes processed are the input plus the output, for any size.
+#[test]
+fn inflation_work_is_linear_in_the_output() {
+    for size in [64 * 1024, 1 << 20, 16 << 20] {
+        let payload = bomb(size);
+        let mut inflater = Inflater::new();
+        let out = inflater.inflate(&payload, 64 << 20).unwrap().len();
+        assert_eq!(out, size);
+        let input = (payload.len() + TAIL.len()) as u64;
+        assert!(
+            inflater.processed <= size as u64 + input,
+            "{size}: {} bytes processed",
+            inflater.processed
+        );
+    }
+    // Stopped at the limit: at most the limit (and one byte) written.
+    let payload = bomb(16 << 20);
+    let mut inflater = Inflater::new();
+    let limit = 1 << 20;
+    assert_eq!(
+        inflater.inflate(&payload, limit),
+        Err(ProtocolError::MessageTooBig { limit })
+    );
+    assert!(inflater.processed <= limit + 1 + payload.len() as u64);
+}
+
+#[test]
+fn a_paused_inflation_resumes_where_it_stopped_a_slice_at_a_time() {
+    let text = "resumable inflation, a slice per turn ".repeat(40_000);
+    let mut payload = Vec::new();
+    Deflater::new(6)
+        .unwrap()
+        .compress(text.as_bytes(), &mut payload);
+    let mut inflater = Inflater::new();
+    let budget = 100 * 1024;
+    let mut calls = 0;
+    loop {
+        inflater.set_budget(budget);
+        let before = inflater.processed;
+        calls += 1;
+        let state = inflater.inflate_some(&payload, 8 << 20).unwrap();
+        // A slice: the budget, overshot by one step at most.
+        assert!(inflater.processed - before <= (budget + STEP) as u64);
+        match state {
+            Inflated::Paused => assert!(inflater.is_inflating()),
+            Inflated::Done => break,
+        }
+    }
+    assert_eq!(inflater.output(), text.as_bytes());
+    assert!(!inflater.is_inflating());
+    // Each byte once, whatever the number of slices.
+    assert!(inflater.processed <= (text.len() + payload.len() + TAIL.len()) as u64);
+    assert!(
+        calls as usize >= text.len() / (budget + STEP),
+        "{calls} calls"
+    );
+    // The next message starts afresh.
+    inflater.set_budget(usize::MAX);
+    assert_eq!(inflater.inflate(&bomb(10), 0).unwrap(), &[0u8; 10][..]);
+}
+
+#[test]
+fn a_stream_cut_inside_a_block_fails() {
+    let text: Vec<u8> = (0..100_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let mut payload = Vec::new();
+    Deflater::new(6).unwrap().compress(&text, &mut payload);
+    let mut inflater = Inflater::new();
+    assert_eq!(
+        inflater.inflate(&payload[..payload.len() / 2], 0),
+        Err(ProtocolError::BadDeflateStream)
+    );
+    assert!(!inflater.is_inflating());
+    assert_eq!(inflater.inflate(&payload, 0).unwrap(), &text[..]);
+}

@@ -1,18 +1,119 @@
 //! The kernel boundary over real loopback sockets, once per backend: accept, multishot
-//! receive, vectored sends and short writes resumed by the driver, buffer-ring exhaustion, the cross-thread waker, the
-//! in-flight table on close and drop, and `EMFILE` on accept (in a child process).
+//! receive, vectored sends and short writes resumed by the driver, buffer-ring exhaustion,
+//! the cross-thread waker, the in-flight table on close and drop, and `EMFILE` on accept
+//! (in a child process); and the split of the `user_data` space between the worker's tokens
+//! and the driver's own operations.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ringcast::sys::{socket, Backend, Completion, Driver, DriverConfig, OpKind, Token};
+
+use super::*;
 
 const DEADLINE: Duration = Duration::from_secs(20);
+
+// --- tokens and the user_data space ------------------------------------------------------
+
+const KINDS: [OpKind; 5] = [
+    OpKind::Accept,
+    OpKind::Recv,
+    OpKind::Send,
+    OpKind::Connect,
+    OpKind::Wake,
+];
+
+const INTERNALS: [Internal; 5] = [
+    Internal::Send(u32::MAX),
+    Internal::Connect(7),
+    Internal::Wake,
+    Internal::Cancel,
+    Internal::Close,
+];
+
+#[test]
+fn token_packs_kind_key_and_generation() {
+    let t = Token::new(OpKind::Send, u32::MAX, 0x12_3456);
+    assert_eq!(t.kind(), OpKind::Send);
+    assert_eq!(t.key(), u32::MAX);
+    assert_eq!(t.generation(), 0x12_3456);
+    assert_eq!(Owner::decode(t.user_data()), Owner::Worker(t));
+}
+
+#[test]
+fn token_generation_wraps_at_24_bits() {
+    let t = Token::new(OpKind::Recv, 7, Token::MAX_GENERATION + 2);
+    assert_eq!(t.generation(), 1);
+    assert_eq!(t.kind(), OpKind::Recv);
+}
+
+/// The forged-token attack of issue 12 (a token whose tag byte is the driver's send tag,
+/// handed to a close, freed a send still in the kernel) cannot be built: the only
+/// constructor is `Token::new`, and no kind, key or generation gives a token with bit 63.
+#[test]
+fn no_token_decodes_as_a_driver_operation() {
+    let corners = [
+        0,
+        1,
+        0x7f,
+        0x80,
+        0xff,
+        0xffff,
+        0x8000_0000,
+        u32::MAX - 1,
+        u32::MAX,
+    ];
+    let mut rng = fastrand::Rng::with_seed(12);
+    let random = (0..100_000).map(|_| (rng.u32(..), rng.u32(..)));
+    let all = corners
+        .iter()
+        .flat_map(|&k| corners.iter().map(move |&g| (k, g)))
+        .chain(random);
+    for (key, generation) in all {
+        for kind in KINDS {
+            let token = Token::new(kind, key, generation);
+            assert_eq!(token.user_data() & DRIVER_BIT, 0, "{token:?}");
+            assert_eq!(Owner::decode(token.user_data()), Owner::Worker(token));
+        }
+    }
+}
+
+#[test]
+fn driver_operations_decode_as_the_driver_s_own() {
+    for internal in INTERNALS {
+        assert_ne!(internal.user_data() & DRIVER_BIT, 0, "{internal:?}");
+        assert_eq!(Owner::decode(internal.user_data()), Owner::Driver(internal));
+    }
+}
+
+#[test]
+fn user_data_no_one_made_decodes_as_unknown() {
+    // Kind bytes no token has (0, 6..=0x7f) and driver tags no operation has (5..=0x7f).
+    for byte in (0u64..=0xff).filter(|&b| b == 0 || (6..=0x7f).contains(&b) || b >= 0x85) {
+        let raw = (byte << 56) | 0x1234;
+        assert_eq!(Owner::decode(raw), Owner::Unknown, "byte {byte:#x}");
+    }
+}
+
+#[test]
+fn backend_parses_its_names() {
+    assert_eq!("uring".parse::<Backend>().ok(), Some(Backend::Uring));
+    assert_eq!("EPOLL".parse::<Backend>().ok(), Some(Backend::Epoll));
+    assert!("kqueue".parse::<Backend>().is_err());
+    for b in Backend::ALL {
+        assert_eq!(b.name().parse::<Backend>().ok(), Some(b));
+    }
+}
+
+#[test]
+fn a_detached_socket_lends_no_descriptor() {
+    assert!(SocketFd::detached().as_fd().is_none());
+}
+
+// --- the driver over loopback --------------------------------------------------------------
 
 fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().expect("literal address")
@@ -38,27 +139,53 @@ fn run_until(d: &mut Driver, what: &str, mut f: impl FnMut(&mut Driver, Completi
     }
 }
 
-/// A listener on port 0 and a std client connected to it; returns (listener, accepted fd,
-/// client).
-fn accepted_pair(d: &mut Driver) -> (std::os::fd::OwnedFd, RawFd, TcpStream) {
-    let listener = socket::listeners(&loopback(), 1, 128)
-        .expect("listener")
-        .pop()
-        .expect("one listener");
-    let addr = socket::local_addr(listener.as_raw_fd()).expect("local addr");
-    d.accept(listener.as_raw_fd(), Token::new(OpKind::Accept, 0, 0));
+/// Runs the driver until no more operations are in flight than `idle` (the waker's poll on
+/// io_uring, measured on a fresh driver).
+fn drain(d: &mut Driver, idle: usize, what: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    while d.stats().ops_in_flight > idle {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: operations left in flight"
+        );
+        d.submit_and_wait(Some(Duration::from_millis(50)))
+            .expect("submit_and_wait");
+        while d.next_completion().is_some() {}
+    }
+}
+
+fn local_addr(fd: &SocketFd) -> SocketAddr {
+    socket::local_addr(fd.as_fd().expect("open")).expect("local addr")
+}
+
+/// A listening socket on a free loopback port.
+fn listener() -> SocketFd {
+    let mut listeners = socket::listeners(&loopback(), 1, 128).expect("listener");
+    SocketFd::from(listeners.pop().expect("one listener"))
+}
+
+/// A listener on port 0 and a std client connected to it; returns (listener, accepted
+/// socket, client).
+fn accepted_pair(d: &mut Driver) -> (SocketFd, SocketFd, TcpStream) {
+    let listener = listener();
+    let addr = local_addr(&listener);
+    d.accept(&listener, Token::new(OpKind::Accept, 0, 0));
     let client = TcpStream::connect(addr).expect("connect");
     client
         .set_read_timeout(Some(DEADLINE))
         .expect("read timeout");
-    let mut fd = -1;
+    let mut fd = None;
     run_until(d, "accept", |_, c| {
         assert_eq!(c.token.kind(), OpKind::Accept, "{c:?}");
         assert!(c.result >= 0, "accept failed: {c:?}");
-        fd = c.result;
+        fd = c.socket;
         true
     });
-    (listener, fd, client)
+    (
+        listener,
+        SocketFd::from(fd.expect("an accept carries its socket")),
+        client,
+    )
 }
 
 fn pattern(len: usize) -> Vec<u8> {
@@ -69,9 +196,10 @@ fn pattern(len: usize) -> Vec<u8> {
 fn echo_over_loopback_with_multishot_recv_and_vectored_send() {
     for backend in Backend::ALL {
         let mut d = driver(backend, &DriverConfig::default());
-        let (_listener, fd, mut client) = accepted_pair(&mut d);
+        let idle = d.stats().ops_in_flight;
+        let (listener, fd, mut client) = accepted_pair(&mut d);
         let recv_token = Token::new(OpKind::Recv, 1, 7);
-        d.recv(fd, recv_token);
+        d.recv(&fd, recv_token);
         client.write_all(b"hello, vectored world").expect("write");
 
         let mut got = Vec::new();
@@ -93,7 +221,7 @@ fn echo_over_loopback_with_multishot_recv_and_vectored_send() {
             Bytes::copy_from_slice(&got[14..]),
         ];
         let send_token = Token::new(OpKind::Send, 1, 7);
-        assert_eq!(d.send(fd, send_token, frames), 3);
+        assert_eq!(d.send(&fd, send_token, frames), 3);
         run_until(&mut d, "send", |_, c| {
             assert_eq!(c.token, send_token, "{backend}: {c:?}");
             assert_eq!(c.result, 21, "{backend}: {c:?}");
@@ -114,15 +242,10 @@ fn echo_over_loopback_with_multishot_recv_and_vectored_send() {
             assert_eq!(c.result, 0, "{backend}: {c:?}");
             true
         });
-        let close_token = Token::new(OpKind::Close, 1, 7);
-        d.close(fd, Some(close_token));
-        run_until(&mut d, "close", |_, c| {
-            if c.token != close_token {
-                return false;
-            }
-            assert_eq!(c.result, 0, "{backend}: {c:?}");
-            true
-        });
+        // Closing ends the listener's accept too: nothing is left in flight.
+        d.close(fd);
+        d.close(listener);
+        drain(&mut d, idle, &format!("{backend}: close"));
     }
 }
 
@@ -132,9 +255,9 @@ fn connect_then_send_to_a_std_listener() {
         let mut d = driver(backend, &DriverConfig::default());
         let listener = TcpListener::bind(loopback()).expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let fd = socket::tcp_socket(&addr).expect("socket").into_raw_fd();
+        let fd = SocketFd::from(socket::tcp_socket(&addr).expect("socket"));
         let token = Token::new(OpKind::Connect, 3, 1);
-        d.connect(fd, addr, token);
+        d.connect(&fd, addr, token);
         run_until(&mut d, "connect", |_, c| {
             assert_eq!(c.token, token);
             assert_eq!(c.result, 0, "{backend}: {c:?}");
@@ -143,7 +266,7 @@ fn connect_then_send_to_a_std_listener() {
         let (mut peer, _) = listener.accept().expect("accept");
         peer.set_read_timeout(Some(DEADLINE)).expect("timeout");
         let send = Token::new(OpKind::Send, 3, 1);
-        d.send(fd, send, [Bytes::from_static(b"ping")]);
+        d.send(&fd, send, [Bytes::from_static(b"ping")]);
         run_until(&mut d, "send", |_, c| {
             assert_eq!((c.token, c.result), (send, 4), "{backend}");
             true
@@ -151,8 +274,9 @@ fn connect_then_send_to_a_std_listener() {
         let mut buf = [0u8; 4];
         peer.read_exact(&mut buf).expect("read");
         assert_eq!(&buf, b"ping");
-        assert_eq!(socket::peer_addr(fd).expect("peer addr"), addr, "{backend}");
-        d.close(fd, None);
+        let peer_addr = socket::peer_addr(fd.as_fd().expect("open")).expect("peer addr");
+        assert_eq!(peer_addr, addr, "{backend}");
+        d.close(fd);
         d.submit().expect("submit");
     }
 }
@@ -162,8 +286,8 @@ const BIG: usize = 4 << 20;
 
 /// Shrinks `fd`'s send buffer to 16 KiB and sends `BIG` bytes as 64 frames of 64 KiB in
 /// one send: more than the socket takes at once. Returns the send's token.
-fn send_big(d: &mut Driver, fd: RawFd, data: &Bytes) -> Token {
-    socket::set_send_buffer_size(fd, 16 * 1024).expect("sndbuf");
+fn send_big(d: &mut Driver, fd: &SocketFd, data: &Bytes) -> Token {
+    socket::set_send_buffer_size(fd.as_fd().expect("open"), 16 * 1024).expect("sndbuf");
     let token = Token::new(OpKind::Send, 9, 0);
     let frames = (0..BIG)
         .step_by(64 * 1024)
@@ -192,7 +316,7 @@ fn a_send_larger_than_the_socket_buffer_completes_whole() {
             }
             got
         });
-        let token = send_big(&mut d, fd, &data);
+        let token = send_big(&mut d, &fd, &data);
         let mut completions = 0;
         run_until(&mut d, "the send's completion", |_, c| {
             assert_eq!(c.token, token);
@@ -207,7 +331,7 @@ fn a_send_larger_than_the_socket_buffer_completes_whole() {
         assert_eq!(d.stats().sends_in_flight, 0);
         let got = reader.join().expect("reader thread");
         assert!(got == data, "{backend}: bytes differ");
-        d.close(fd, None);
+        d.close(fd);
     }
 }
 
@@ -224,7 +348,7 @@ fn a_send_cut_short_by_the_peer_ends_with_an_error() {
             let n = client.read(&mut buf).expect("read");
             assert!(n > 0);
         });
-        let token = send_big(&mut d, fd, &data);
+        let token = send_big(&mut d, &fd, &data);
         run_until(&mut d, "the send's completion", |_, c| {
             assert_eq!(c.token, token);
             assert!(
@@ -235,7 +359,7 @@ fn a_send_cut_short_by_the_peer_ends_with_an_error() {
         });
         reader.join().expect("reader thread");
         assert_eq!(d.stats().sends_in_flight, 0);
-        d.close(fd, None);
+        d.close(fd);
     }
 }
 
@@ -252,7 +376,7 @@ fn multishot_recv_rearms_after_enobufs() {
         let mut d = driver(backend, &config);
         let (_listener, fd, client) = accepted_pair(&mut d);
         let token = Token::new(OpKind::Recv, 4, 2);
-        d.recv(fd, token);
+        d.recv(&fd, token);
         let data = pattern(TOTAL);
         let to_send = data.clone();
         let writer = std::thread::spawn(move || {
@@ -280,7 +404,7 @@ fn multishot_recv_rearms_after_enobufs() {
                 );
                 held.clear();
                 rearms += 1;
-                d.recv(fd, token);
+                d.recv(&fd, token);
             }
             got.len() >= TOTAL
         });
@@ -290,7 +414,44 @@ fn multishot_recv_rearms_after_enobufs() {
             assert!(rearms > 0);
         }
         drop(writer.join().expect("writer"));
-        d.close(fd, None);
+        d.close(fd);
+    }
+}
+
+#[test]
+fn stop_recv_ends_the_receive_and_bytes_wait_in_the_socket() {
+    for backend in Backend::ALL {
+        let mut d = driver(backend, &DriverConfig::default());
+        let (_listener, fd, mut client) = accepted_pair(&mut d);
+        let token = Token::new(OpKind::Recv, 5, 1);
+        d.recv(&fd, token);
+        d.stop_recv(&fd, token);
+        run_until(&mut d, "the receive's final completion", |_, c| {
+            assert_eq!(c.token, token);
+            assert!(
+                c.result == -libc::ECANCELED || c.result > 0,
+                "{backend}: {c:?}"
+            );
+            !c.more
+        });
+        client.write_all(b"later").expect("write");
+        // Nothing is received while stopped: the bytes stay in the socket.
+        d.submit_and_wait(Some(Duration::from_millis(50)))
+            .expect("wait");
+        assert!(
+            d.next_completion().is_none(),
+            "{backend}: received while stopped"
+        );
+        d.recv(&fd, token);
+        let mut got = Vec::new();
+        run_until(&mut d, "the bytes after re-arming", |_, c| {
+            if let Some(buf) = c.buffer {
+                got.extend_from_slice(buf.as_slice());
+            }
+            got.len() >= 5
+        });
+        assert_eq!(got, b"later", "{backend}");
+        d.close(fd);
     }
 }
 
@@ -367,8 +528,8 @@ fn tracked_frame(len: usize) -> (Bytes, Arc<AtomicBool>) {
 
 /// Sends tracked 1 MiB frames to a peer that does not read until one send has to wait (no
 /// completion right after submission). Returns the drop flag of that waiting frame.
-fn send_until_one_waits(d: &mut Driver, fd: RawFd, token: Token) -> Arc<AtomicBool> {
-    socket::set_send_buffer_size(fd, 16 * 1024).expect("sndbuf");
+fn send_until_one_waits(d: &mut Driver, fd: &SocketFd, token: Token) -> Arc<AtomicBool> {
+    socket::set_send_buffer_size(fd.as_fd().expect("open"), 16 * 1024).expect("sndbuf");
     for _ in 0..64 {
         let (frame, dropped) = tracked_frame(1 << 20);
         d.send(fd, token, [frame]);
@@ -399,9 +560,9 @@ fn close_with_send_in_flight_keeps_the_buffer_until_its_completion() {
         let mut d = driver(backend, &DriverConfig::default());
         let (_listener, fd, client) = accepted_pair(&mut d);
         let token = Token::new(OpKind::Send, 6, 3);
-        let dropped = send_until_one_waits(&mut d, fd, token);
+        let dropped = send_until_one_waits(&mut d, &fd, token);
 
-        d.close(fd, None);
+        d.close(fd);
         if backend == Backend::Uring {
             // Nothing reaped yet: the kernel may still hold the iovec, so the frame is parked.
             assert!(
@@ -435,8 +596,8 @@ fn dropping_the_driver_with_a_send_in_flight_drains_it() {
     for backend in Backend::ALL {
         let mut d = driver(backend, &DriverConfig::default());
         let (_listener, fd, client) = accepted_pair(&mut d);
-        d.recv(fd, Token::new(OpKind::Recv, 8, 0));
-        let dropped = send_until_one_waits(&mut d, fd, Token::new(OpKind::Send, 8, 0));
+        d.recv(&fd, Token::new(OpKind::Recv, 8, 0));
+        let dropped = send_until_one_waits(&mut d, &fd, Token::new(OpKind::Send, 8, 0));
         drop(d);
         assert!(
             dropped.load(Ordering::SeqCst),
@@ -459,19 +620,12 @@ fn emfile_child() {
         return;
     };
     let mut d = driver(backend, &DriverConfig::default());
-    let listener = socket::listeners(&loopback(), 1, 16)
-        .expect("listener")
-        .pop()
-        .expect("one");
-    let addr = socket::local_addr(listener.as_raw_fd()).expect("addr");
-    let clients: Vec<RawFd> = (0..2)
-        .map(|_| {
-            socket::tcp_socket(&addr)
-                .expect("client socket")
-                .into_raw_fd()
-        })
+    let listener = listener();
+    let addr = local_addr(&listener);
+    let clients: Vec<SocketFd> = (0..2)
+        .map(|_| SocketFd::from(socket::tcp_socket(&addr).expect("client socket")))
         .collect();
-    for (i, &c) in clients.iter().enumerate() {
+    for (i, c) in clients.iter().enumerate() {
         d.connect(c, addr, Token::new(OpKind::Connect, i as u32, 0));
     }
     let mut connected = 0;
@@ -497,10 +651,11 @@ fn emfile_child() {
     );
 
     let token = Token::new(OpKind::Accept, 0, 0);
-    d.accept(listener.as_raw_fd(), token);
+    d.accept(&listener, token);
     run_until(&mut d, "EMFILE", |_, c| {
         assert_eq!(c.token, token);
         assert_eq!(c.result, -libc::EMFILE, "{c:?}");
+        assert!(c.socket.is_none());
         assert!(!c.more, "an accept error must end the operation");
         true
     });
@@ -510,10 +665,11 @@ fn emfile_child() {
     assert!(d.next_completion().is_none(), "accept spun after EMFILE");
 
     fillers.clear();
-    d.accept(listener.as_raw_fd(), token);
+    d.accept(&listener, token);
     run_until(&mut d, "accept after re-arm", |_, c| {
         assert_eq!(c.token, token);
         assert!(c.result >= 0, "{c:?}");
+        assert!(c.socket.is_some());
         true
     });
     println!("EMFILE-CHILD-OK {backend}");
@@ -524,7 +680,12 @@ fn accept_reports_emfile_and_can_be_rearmed() {
     let exe = std::env::current_exe().expect("test binary");
     for backend in Backend::ALL {
         let mut child = std::process::Command::new(&exe)
-            .args(["--exact", "emfile_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "sys::tests::emfile_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(EMFILE_CHILD, backend.name())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -566,9 +727,33 @@ fn backend_from_env_and_features() {
             Backend::Uring => "io_uring",
             Backend::Epoll => "epoll",
         }));
-        eprintln!("{features}");
     }
     let (d, why) =
         Driver::new_or_fallback(Backend::Uring, &DriverConfig::default()).expect("some backend");
     assert!(why.is_none() || d.backend() == Backend::Epoll);
+}
+
+/// An accept completion dropped unread closes its socket: the descriptor is owned by the
+/// completion, not leaked.
+#[test]
+fn an_accept_completion_dropped_unread_closes_its_socket() {
+    for backend in Backend::ALL {
+        let mut d = driver(backend, &DriverConfig::default());
+        let listener = listener();
+        d.accept(&listener, Token::new(OpKind::Accept, 0, 0));
+        let mut client = TcpStream::connect(local_addr(&listener)).expect("connect");
+        client
+            .set_read_timeout(Some(DEADLINE))
+            .expect("read timeout");
+        run_until(&mut d, "accept", |_, c| {
+            assert!(c.socket.is_some(), "{backend}: {c:?}");
+            true // dropped here, socket and all
+        });
+        let mut byte = [0u8; 1];
+        let n = client
+            .read(&mut byte)
+            .expect("end of stream, not a timeout");
+        assert_eq!(n, 0, "{backend}: the accepted socket was closed");
+        d.close(listener);
+    }
 }
