@@ -97,7 +97,7 @@ impl Upgrader {
     /// use std::convert::Infallible;
     /// use bytes::Bytes;
     /// use http_body_util::Full;
-    /// use ringcast::{MessageType, Upgrader};
+    /// use ringcast::Upgrader;
     ///
     /// async fn service(
     ///     mut request: http::Request<hyper::body::Incoming>,

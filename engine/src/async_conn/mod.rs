@@ -21,7 +21,6 @@
 //!
 //! ```no_run
 //! use futures_util::{SinkExt, StreamExt};
-//! use ringcast::async_conn::Message;
 //! use ringcast::Upgrader;
 //!
 //! # async fn serve() -> Result<(), ringcast::Error> {
@@ -40,6 +39,7 @@
 //!     });
 //! }
 //! # }
+//! # let _ = serve;
 //! ```
 
 #[macro_use]
