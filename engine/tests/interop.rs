@@ -9,12 +9,11 @@
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ringcast::client::Proxy;
 use ringcast::conn::Control;
@@ -214,7 +213,7 @@ impl ringcast::server::Handler for EngineEcho {
 
 /// A self-signed certificate for localhost as PEM files in a temporary directory.
 #[cfg(feature = "engine")]
-fn localhost_pem() -> (PathBuf, PathBuf) {
+fn localhost_pem() -> (std::path::PathBuf, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("ringcast-interop-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
@@ -253,7 +252,7 @@ fn python_and_node_clients_talk_to_the_engine_plain_and_over_tls() {
                     enable_compression: true,
                     ..Upgrader::default()
                 },
-                shutdown_timeout: Duration::from_secs(1),
+                shutdown_timeout: std::time::Duration::from_secs(1),
                 ..ServerConfig::default()
             })
             .start(move |_| EngineEcho { closed: tx.clone() })
