@@ -65,8 +65,8 @@ impl Upgrader {
     /// `request` is that head, `read_past_head` the bytes it read beyond it, `stream`
     /// the connection, positioned after them. Answers as
     /// [`upgrade_async`](Self::upgrade_async) does, within the handshake timeout. (Inside
-    /// hyper or axum, [`upgrade_hyper`](Self::upgrade_hyper) and
-    /// [`WebSocketUpgrade`](super::WebSocketUpgrade) do this for you.)
+    /// hyper or axum, `Upgrader::upgrade_hyper` (feature `hyper`) and the
+    /// `WebSocketUpgrade` extractor (feature `axum`) do this for you.)
     pub async fn upgrade_request_async<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         stream: S,
