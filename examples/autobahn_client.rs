@@ -1,8 +1,9 @@
 //! `autobahn-client`: runs every case that an Autobahn fuzzing server (kosoku) serves,
-//! with ringcast's blocking Dialer and Conn, echoing what each case sends, then asks the
-//! server to write its reports.
+//! with ringcast's blocking Dialer and Conn (or, with `--async`, `Dialer::dial_async` and
+//! `AsyncConn` on a tokio runtime), echoing what each case sends, then asks the server to
+//! write its reports.
 //!
-//! `cargo run --release --bin autobahn-client -- --url ws://127.0.0.1:9001 [--compress]`
+//! `cargo run --release --bin autobahn-client -- --url ws://127.0.0.1:9001 [--compress] [--async]`
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,46 @@ struct Args {
     /// The agent name in the reports (default: ringcast, or ringcast-deflate).
     #[arg(long)]
     agent: Option<String>,
+    /// Run the cases over `AsyncConn` (tokio) instead of the blocking `Conn`.
+    #[arg(long = "async")]
+    use_async: bool,
+}
+
+/// The connection each case runs over.
+enum Client {
+    Blocking(Dialer),
+    Async(Dialer, tokio::runtime::Runtime),
+}
+
+impl Client {
+    /// Dial `url` and echo every message until the connection ends; `first_only`: stop
+    /// after reading the first message and return it instead.
+    fn echo(&self, url: &str, first_only: bool) -> Result<Vec<u8>, Error> {
+        match self {
+            Client::Blocking(dialer) => {
+                let (mut conn, _) = dialer.dial(url, &[])?;
+                conn.set_read_deadline(Some(Instant::now() + CASE_DEADLINE));
+                loop {
+                    let (kind, payload) = conn.read_message()?;
+                    if first_only {
+                        return Ok(payload);
+                    }
+                    conn.write_message(kind, &payload)?;
+                }
+            }
+            Client::Async(dialer, runtime) => runtime.block_on(async {
+                let (mut conn, _) = dialer.dial_async(url, &[]).await?;
+                conn.set_read_deadline(Some(Instant::now() + CASE_DEADLINE));
+                loop {
+                    let (kind, payload) = conn.read_message().await?;
+                    if first_only {
+                        return Ok(payload);
+                    }
+                    conn.write_message(kind, &payload).await?;
+                }
+            }),
+        }
+    }
 }
 
 /// The longest one case may run; the suite's own case timeouts are shorter.
@@ -41,23 +82,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "ringcast".into()
         }
     });
+    let agent = if args.use_async {
+        format!("{agent}-async")
+    } else {
+        agent
+    };
     let dialer = Dialer {
         proxy: Proxy::None,
         enable_compression: args.compress,
         handshake_timeout: Some(Duration::from_secs(10)),
         ..Dialer::default()
     };
+    let client = if args.use_async {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Client::Async(dialer, runtime)
+    } else {
+        Client::Blocking(dialer)
+    };
 
-    let (mut conn, _) = dialer.dial(&format!("{base}/getCaseCount"), &[])?;
-    let (_, count) = conn.read_message()?;
+    let count = client.echo(&format!("{base}/getCaseCount"), true)?;
     let count: usize = String::from_utf8_lossy(&count).trim().parse()?;
-    drop(conn);
     println!("running {count} cases as {agent}");
 
     for case in 1..=count {
         let url = format!("{base}/runCase?case={case}&agent={agent}");
-        match run_case(&dialer, &url) {
-            Ok(())
+        match client.echo(&url, false) {
+            Ok(_)
             | Err(Error::Closed(_))
             | Err(Error::Protocol(_))
             | Err(Error::ReadLimit { .. }) => {}
@@ -68,19 +120,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
 
-    let (mut conn, _) = dialer.dial(&format!("{base}/updateReports?agent={agent}"), &[])?;
     // The server closes once the reports are written.
-    while conn.read_message().is_ok() {}
+    let _ = client.echo(&format!("{base}/updateReports?agent={agent}"), false);
     println!("reports updated for {agent}");
     Ok(())
-}
-
-/// Echo every message of one case until the connection ends.
-fn run_case(dialer: &Dialer, url: &str) -> Result<(), Error> {
-    let (mut conn, _) = dialer.dial(url, &[])?;
-    conn.set_read_deadline(Some(Instant::now() + CASE_DEADLINE));
-    loop {
-        let (kind, payload) = conn.read_message()?;
-        conn.write_message(kind, &payload)?;
-    }
 }

@@ -1,12 +1,15 @@
 //! `echo-server`: echoes every text and binary message back to its sender.
 //!
 //! It is also the server the Autobahn suite drives:
-//! `cargo run --release --bin echo-server -- --addr 127.0.0.1:9001 [--backend uring|epoll|blocking] [--workers N] [--compress]`.
+//! `cargo run --release --bin echo-server -- --addr 127.0.0.1:9001 [--backend uring|epoll|blocking|async] [--workers N] [--compress]`.
 //! It prints `listening on ADDR` once it accepts connections and runs until killed.
 //!
 //! The blocking backend is the seed's shape, one thread per connection, with the bounds a
 //! server needs: at most `--max-conns` connections (more are answered 503, as is one
 //! for which no thread can be made), an idle timeout and a write timeout per connection.
+//!
+//! The async backend (the `async-echo` of docs/async.md) is the same server as tokio
+//! tasks over `AsyncConn`, with the same bounds, on `--workers` runtime threads.
 //!
 //! It runs on the system allocator, not mimalloc like the chat: a thread per connection
 //! that sits idle in `read` never gives mimalloc the chance to return its pages, and the
@@ -25,6 +28,8 @@ use ringcast::proto::handshake::HandshakeError;
 use ringcast::server::{Handler, Server, ServerConfig, Socket};
 use ringcast::{CloseCode, Error, MessageType, Upgrader};
 
+mod echo_async;
+
 /// Which I/O model serves the connections.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Backend {
@@ -34,6 +39,8 @@ enum Backend {
     Epoll,
     /// One thread per connection over the blocking `Conn`.
     Blocking,
+    /// One tokio task per connection over `AsyncConn`.
+    Async,
 }
 
 /// Echo every WebSocket message back to its sender.
@@ -46,7 +53,7 @@ struct Args {
     /// The I/O backend.
     #[arg(long, value_enum, default_value = "uring")]
     backend: Backend,
-    /// Engine worker threads (0: one per CPU).
+    /// Engine worker threads, or the async backend's runtime threads (0: one per CPU).
     #[arg(long, default_value_t = 0)]
     workers: usize,
     /// Negotiate permessage-deflate when clients offer it.
@@ -59,14 +66,16 @@ struct Args {
     /// up to 16 MiB back at once).
     #[arg(long, default_value_t = 64 << 20)]
     max_queued: usize,
-    /// Blocking backend: the most connections served at once; more are answered 503.
+    /// Blocking and async backends: the most connections served at once; more are
+    /// answered 503.
     #[arg(long, default_value_t = 1024)]
     max_conns: usize,
-    /// Blocking backend: close a connection that sent nothing for this many seconds
+    /// Blocking and async backends: close a connection that sent nothing for this many seconds
     /// (the engine's default idle timeout).
     #[arg(long, default_value_t = 120)]
     idle_timeout_secs: u64,
-    /// Blocking backend: end a connection whose peer takes no echo for this many seconds.
+    /// Blocking and async backends: end a connection whose peer takes no echo for this
+    /// many seconds.
     #[arg(long, default_value_t = 30)]
     write_timeout_secs: u64,
     /// Blocking backend: the stack of each connection thread, in KiB (Rust's default).
@@ -82,6 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     match args.backend {
         Backend::Blocking => run_blocking(&args),
+        Backend::Async => echo_async::run(&args),
         Backend::Uring => run_engine(&args, ringcast::server::Backend::Uring),
         Backend::Epoll => run_engine(&args, ringcast::server::Backend::Epoll),
     }
@@ -131,6 +141,11 @@ fn run_engine(
     Ok(())
 }
 
+/// The answer to a connection past `--max-conns`.
+fn server_full() -> HandshakeError {
+    HandshakeError::new(503, "server full, try again later")
+}
+
 /// Answers 503 on a thread of its own, so that the accept loop never waits on a client.
 /// Holds at most [`REFUSALS_QUEUED`] connections; past that, one is closed unanswered.
 struct Refuser {
@@ -153,9 +168,7 @@ impl Refuser {
             .name("refuser".into())
             .spawn(move || {
                 for stream in refused {
-                    let _ = upgrader.upgrade_with(stream, |_| {
-                        Err(HandshakeError::new(503, "server full, try again later"))
-                    });
+                    let _ = upgrader.upgrade_with(stream, |_| Err(server_full()));
                 }
             })?;
         Ok(Refuser { queue })
@@ -184,15 +197,45 @@ struct Timeouts {
     write: Duration,
 }
 
+impl Timeouts {
+    fn new(args: &Args) -> Timeouts {
+        Timeouts {
+            idle: Duration::from_secs(args.idle_timeout_secs),
+            write: Duration::from_secs(args.write_timeout_secs),
+        }
+    }
+}
+
+/// Log why a connection ended (at debug level; a normal close is not logged).
+fn log_end(err: &Error) {
+    match err {
+        Error::Closed(_) => {
+            if ringcast::is_unexpected_close_error(
+                err,
+                &[CloseCode::NORMAL_CLOSURE, CloseCode::GOING_AWAY],
+            ) {
+                tracing::debug!(%err, "closed");
+            }
+        }
+        Error::Io(io) if io.kind() == io::ErrorKind::TimedOut => {
+            tracing::debug!(%err, "timed out");
+        }
+        _ => tracing::debug!(%err, "connection ended"),
+    }
+}
+
+/// Whether `err` is a timeout (idle, or a peer that takes no writes): the connection
+/// says so with a 1001 close before it ends.
+fn is_timeout(err: &Error) -> bool {
+    matches!(err, Error::Io(io) if io.kind() == io::ErrorKind::TimedOut)
+}
+
 fn run_blocking(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(&args.addr)?;
     let upgrader = Arc::new(upgrader(args));
     let refuser = Refuser::start(&upgrader)?;
     let live = Arc::new(AtomicUsize::new(0));
-    let timeouts = Timeouts {
-        idle: Duration::from_secs(args.idle_timeout_secs),
-        write: Duration::from_secs(args.write_timeout_secs),
-    };
+    let timeouts = Timeouts::new(args);
     println!("listening on {}", listener.local_addr()?);
     for stream in listener.incoming() {
         let stream = match stream {
@@ -243,33 +286,18 @@ fn serve(upgrader: &Upgrader, stream: TcpStream, timeouts: &Timeouts) {
     };
     conn.set_idle_timeout(Some(timeouts.idle));
     conn.set_write_timeout(Some(timeouts.write));
-    loop {
+    let err = loop {
         let result = conn
             .read_message()
             .and_then(|(message_type, payload)| conn.write_message(message_type, &payload));
-        match result {
-            Ok(()) => {}
-            Err(err @ Error::Closed(_)) => {
-                if ringcast::is_unexpected_close_error(
-                    &err,
-                    &[CloseCode::NORMAL_CLOSURE, CloseCode::GOING_AWAY],
-                ) {
-                    tracing::debug!(%err, "closed");
-                }
-                return;
-            }
-            Err(Error::Io(err)) if err.kind() == io::ErrorKind::TimedOut => {
-                // Idle for too long (or a peer that takes no writes): say so, briefly.
-                tracing::debug!(%err, "timed out");
-                let payload = ringcast::format_close_message(CloseCode::GOING_AWAY, "idle");
-                let deadline = Some(Instant::now() + Duration::from_secs(1));
-                let _ = conn.write_control(MessageType::Close, &payload, deadline);
-                return;
-            }
-            Err(err) => {
-                tracing::debug!(%err, "connection ended");
-                return;
-            }
+        if let Err(err) = result {
+            break err;
         }
+    };
+    log_end(&err);
+    if is_timeout(&err) {
+        let payload = ringcast::format_close_message(CloseCode::GOING_AWAY, "idle");
+        let deadline = Some(Instant::now() + Duration::from_secs(1));
+        let _ = conn.write_control(MessageType::Close, &payload, deadline);
     }
 }

@@ -69,6 +69,8 @@
 #![doc(test(attr(deny(warnings))))]
 #![warn(missing_docs)]
 
+#[cfg(feature = "tokio")]
+pub mod async_conn;
 pub mod client;
 pub mod conn;
 pub mod error;
@@ -87,6 +89,8 @@ compile_error!(
      use the blocking API (Upgrader, Dialer, Conn) with `default-features = false`"
 );
 
+#[cfg(feature = "tokio")]
+pub use async_conn::AsyncConn;
 pub use client::Dialer;
 pub use conn::{join_messages, Conn};
 pub use error::{

@@ -183,12 +183,7 @@ impl Upgrader {
         S: Stream,
         F: FnOnce(&Request) -> Result<Vec<(String, String)>, HandshakeError>,
     {
-        let decided = self.accept(request).and_then(|mut accepted| {
-            let extra = inspect(request)?;
-            self.check_response_headers(&mut accepted, request, &extra)?;
-            Ok((accepted, extra))
-        });
-        let (accepted, extra) = match decided {
+        let (accepted, extra) = match self.decide(request, inspect) {
             Ok(decided) => decided,
             Err(err) => return Err(self.refuse(&mut stream, Some(request), err, deadline)),
         };
@@ -197,15 +192,41 @@ impl Upgrader {
         write_all_by(&mut stream, &response, deadline)?;
         stream.set_read_timeout(None)?;
         stream.set_write_timeout(None)?;
-        let config = ConnConfig {
+        Ok(Conn::new(
+            stream,
+            Role::Server,
+            self.conn_config(&accepted),
+            leftover,
+        ))
+    }
+
+    /// The decisions on a parsed request, with no I/O (every I/O model makes them so):
+    /// check it, let `inspect` refuse it or add headers, check those against the
+    /// negotiation. What was agreed and the headers to add to the 101, or why not.
+    pub(crate) fn decide<F>(
+        &self,
+        request: &Request,
+        inspect: F,
+    ) -> Result<(Accepted, Vec<(String, String)>), HandshakeError>
+    where
+        F: FnOnce(&Request) -> Result<Vec<(String, String)>, HandshakeError>,
+    {
+        let mut accepted = self.accept(request)?;
+        let extra = inspect(request)?;
+        self.check_response_headers(&mut accepted, request, &extra)?;
+        Ok((accepted, extra))
+    }
+
+    /// The settings a connection upgraded with `accepted` starts with.
+    pub(crate) fn conn_config(&self, accepted: &Accepted) -> ConnConfig {
+        ConnConfig {
             read_buffer_size: self.read_buffer_size,
             write_buffer_size: self.write_buffer_size,
             write_buffer_pool: self.write_buffer_pool.clone(),
-            subprotocol: accepted.subprotocol,
+            subprotocol: accepted.subprotocol.clone(),
             compression: accepted.compression,
             read_limit: self.read_limit,
-        };
-        Ok(Conn::new(stream, Role::Server, config, leftover))
+        }
     }
 
     fn options(&self) -> ServerOptions<'_> {
@@ -244,9 +265,15 @@ impl Upgrader {
         err: &HandshakeError,
         out: &mut Vec<u8>,
     ) {
+        self.error_response(request, err).write(out);
+    }
+
+    /// The answer to a refused handshake: the error responder's, or the default
+    /// plain-text one ([`ErrorResponse::from_error`]).
+    pub fn error_response(&self, request: Option<&Request>, err: &HandshakeError) -> ErrorResponse {
         match &self.error {
-            Some(responder) => responder(request, err).write(out),
-            None => handshake::write_error_response(err, out),
+            Some(responder) => responder(request, err),
+            None => ErrorResponse::from_error(err),
         }
     }
 
@@ -321,28 +348,54 @@ where
     P: Fn(&[u8], &Limits) -> Result<Option<(T, usize)>, HandshakeError>,
 {
     let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
+    let mut chunk = [0u8; HEAD_CHUNK];
     loop {
-        match parse(&buf, limits) {
-            Ok(Some((head, used))) => return Ok((head, buf.split_off(used))),
-            Ok(None) => {}
-            Err(err) => return Err(HeadError::Handshake(err)),
+        if let Some(parsed) = parse_head(&mut buf, limits, &parse)? {
+            return Ok(parsed);
         }
-        let room = (limits.max_head_bytes + chunk.len())
-            .saturating_sub(buf.len())
-            .min(chunk.len());
+        let room = head_room(buf.len(), limits);
         let left = time_left(deadline, "handshake").map_err(HeadError::Io)?;
         stream.set_read_timeout(left).map_err(HeadError::Io)?;
-        match stream.read_by(&mut chunk[..room.max(1)], deadline) {
-            Ok(0) => {
-                return Err(HeadError::Io(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("connection closed after {} bytes of handshake", buf.len()),
-                )))
-            }
+        match stream.read_by(&mut chunk[..room], deadline) {
+            Ok(0) => return Err(head_cut_short(buf.len())),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(HeadError::Io(timeout_kind(e, deadline))),
         }
     }
+}
+
+/// The most bytes one read of a head asks for.
+pub(crate) const HEAD_CHUNK: usize = 2048;
+
+/// The head in `buf` once whole, with the bytes read past it; `None`: read more.
+pub(crate) fn parse_head<T, P>(
+    buf: &mut Vec<u8>,
+    limits: &Limits,
+    parse: &P,
+) -> Result<Option<(T, Vec<u8>)>, HeadError>
+where
+    P: Fn(&[u8], &Limits) -> Result<Option<(T, usize)>, HandshakeError>,
+{
+    match parse(buf, limits) {
+        Ok(Some((head, used))) => Ok(Some((head, buf.split_off(used)))),
+        Ok(None) => Ok(None),
+        Err(err) => Err(HeadError::Handshake(err)),
+    }
+}
+
+/// How many bytes the next read of a head may take when `have` are read: never more
+/// than the head may hold plus one read past it, whatever the peer sends.
+pub(crate) fn head_room(have: usize, limits: &Limits) -> usize {
+    (limits.max_head_bytes + HEAD_CHUNK)
+        .saturating_sub(have)
+        .clamp(1, HEAD_CHUNK)
+}
+
+/// The error for a stream that ended inside a head.
+pub(crate) fn head_cut_short(have: usize) -> HeadError {
+    HeadError::Io(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("connection closed after {have} bytes of handshake"),
+    ))
 }

@@ -10,7 +10,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::tls_configs;
+use common::{tls_configs, Dante, Tinyproxy, SOCKS_PASSWORD, SOCKS_USER};
 use ringcast::client::{CancelToken, ClientStream, MemoryJar, Proxy};
 use ringcast::conn::Control;
 use ringcast::proto::handshake::HandshakeError;
@@ -473,53 +473,12 @@ fn proxy_refusal_is_a_bad_handshake_with_the_proxy_response() {
 /// A real HTTP proxy (Debian's tinyproxy) on loopback, stopped by PID at the end.
 #[test]
 fn real_tinyproxy_tunnels_the_connection() {
-    let Some(binary) = ["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-    else {
-        assert!(
-            std::env::var_os("RINGCAST_REQUIRE_PEERS").is_none(),
-            "tinyproxy is required but not installed"
-        );
-        eprintln!("SKIPPED: tinyproxy not installed (scripts/test-all installs it)");
+    let Some(binary) = Tinyproxy::binary() else {
         return;
     };
     let (target, _) = echo_server(Upgrader::default(), 1);
-    let port = {
-        let probe = TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let dir = std::env::temp_dir().join(format!("ringcast-tinyproxy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("tinyproxy.conf");
-    std::fs::write(
-        &conf,
-        format!("Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nConnectPort {}\nMaxClients 10\nLogLevel Error\n", target.port()),
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(binary)
-        .args(["-d", "-c"])
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < WAIT, "tinyproxy did not start");
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("tinyproxy exited: {status}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    let _guard = Kill(child);
+    let tinyproxy = Tinyproxy::start(binary, target.port());
+    let port = tinyproxy.port;
     let dialer = Dialer {
         proxy: Proxy::Fixed(url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap()),
         ..dialer()
@@ -528,7 +487,6 @@ fn real_tinyproxy_tunnels_the_connection() {
     conn.write_message(MessageType::Text, b"via tinyproxy")
         .unwrap();
     assert_eq!(conn.read_message().unwrap().1, b"via tinyproxy");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -673,102 +631,6 @@ fn unsupported_proxy_scheme_is_a_clear_error_before_anything_is_sent() {
                 other.map(|_| ())
             ),
         }
-    }
-}
-
-/// The SOCKS5 user the tests sign in as: `scripts/test-all` (tools stage) creates this
-/// system user, with this password, for Dante's username method (RFC 1929), which checks
-/// the system's password database.
-const SOCKS_USER: &str = "ringcast-socks";
-const SOCKS_PASSWORD: &str = "ringcast-socks-1928";
-
-/// A real SOCKS5 server (Debian's `dante-server`) on a loopback port, stopped by PID
-/// when dropped. `None` (after saying why) when it is not installed.
-struct Dante {
-    child: std::process::Child,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl Dante {
-    fn start(method: &str) -> Option<Dante> {
-        let binary = "/usr/sbin/danted";
-        let ready = std::path::Path::new(binary).exists()
-            && (method == "none"
-                || std::process::Command::new("id")
-                    .arg(SOCKS_USER)
-                    .stdout(std::process::Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success()));
-        if !ready {
-            assert!(
-                std::env::var_os("RINGCAST_REQUIRE_PEERS").is_none(),
-                "dante-server and the user {SOCKS_USER} are required (scripts/test-all tools)"
-            );
-            eprintln!("SKIPPED: dante-server or user {SOCKS_USER} missing (scripts/test-all installs them)");
-            return None;
-        }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir =
-            std::env::temp_dir().join(format!("ringcast-dante-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let conf = dir.join("danted.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "logoutput: stderr\ninternal: 127.0.0.1 port = {port}\nexternal: 127.0.0.1\n\
-                 socksmethod: {method}\nclientmethod: none\nuser.privileged: root\n\
-                 user.unprivileged: nobody\n\
-                 client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
-                 socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect }}\n"
-            ),
-        )
-        .unwrap();
-        let mut child = std::process::Command::new(binary)
-            .arg("-f")
-            .arg(&conf)
-            .arg("-p")
-            .arg(dir.join("danted.pid"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("danted exited: {status}");
-            }
-            assert!(started.elapsed() < WAIT, "danted did not start");
-            thread::sleep(Duration::from_millis(20));
-        }
-        Some(Dante { child, port, dir })
-    }
-
-    fn url(&self, scheme: &str, user_info: &str) -> url::Url {
-        url::Url::parse(&format!("{scheme}://{user_info}127.0.0.1:{}", self.port)).unwrap()
-    }
-}
-
-impl Drop for Dante {
-    fn drop(&mut self) {
-        // SIGTERM: danted stops its worker processes too.
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

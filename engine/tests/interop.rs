@@ -7,127 +7,22 @@
 //! without them, a test whose peer is missing says so and passes vacuously only when
 //! `RINGCAST_REQUIRE_PEERS` is unset.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ringcast::client::Proxy;
 use ringcast::conn::Control;
 use ringcast::{CloseCode, Dialer, Error, MessageType, Upgrader};
 
-const WAIT: Duration = Duration::from_secs(20);
+#[path = "common/peers.rs"]
+mod peers;
 
-fn peers_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers")
-}
-
-/// The command for a peer, or `None` (after saying why) when it is not installed.
-fn peer(kind: &str) -> Option<Command> {
-    let found = match kind {
-        "python" => {
-            let python = std::env::var("RINGCAST_PYTHON").unwrap_or_else(|_| "python3".into());
-            let ok = Command::new(&python)
-                .args(["-c", "import websockets"])
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            ok.then(|| Command::new(python))
-        }
-        _ => {
-            let node_path = std::env::var("RINGCAST_NODE_PATH").ok();
-            let mut probe = Command::new("node");
-            probe.args(["-e", "require('ws')"]).stderr(Stdio::null());
-            if let Some(path) = &node_path {
-                probe.env("NODE_PATH", path);
-            }
-            probe.status().is_ok_and(|s| s.success()).then(|| {
-                let mut node = Command::new("node");
-                if let Some(path) = node_path {
-                    node.env("NODE_PATH", path);
-                }
-                node
-            })
-        }
-    };
-    if found.is_none() {
-        assert!(
-            std::env::var_os("RINGCAST_REQUIRE_PEERS").is_none(),
-            "{kind} peer required but not installed (run scripts/test-all)"
-        );
-        eprintln!("SKIPPED: {kind} peer not installed (scripts/test-all installs it)");
-    }
-    found
-}
-
-/// A child process killed and reaped when the test ends, whatever happens.
-struct Peer {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Peer {
-    fn spawn(mut command: Command) -> Peer {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn peer");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Peer { child, lines }
-    }
-
-    fn line(&self) -> String {
-        self.lines
-            .recv_timeout(WAIT)
-            .expect("a line from the peer in time")
-    }
-
-    /// Wait for the line that starts with `prefix`, returning the rest.
-    fn wait_for(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no {prefix:?} line from the peer"));
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return rest.trim().to_owned();
-            }
-        }
-    }
-
-    fn wait_exit(&mut self) -> bool {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.success();
-            }
-            assert!(Instant::now() < deadline, "peer did not exit in time");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
+use peers::{peer, peers_dir, Peer, WAIT};
 
 /// ringcast's Dialer against a peer's echo server: every kind of message, then the
 /// server closes with 4001 on request.
@@ -318,7 +213,7 @@ impl ringcast::server::Handler for EngineEcho {
 
 /// A self-signed certificate for localhost as PEM files in a temporary directory.
 #[cfg(feature = "engine")]
-fn localhost_pem() -> (PathBuf, PathBuf) {
+fn localhost_pem() -> (std::path::PathBuf, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("ringcast-interop-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
@@ -357,7 +252,7 @@ fn python_and_node_clients_talk_to_the_engine_plain_and_over_tls() {
                     enable_compression: true,
                     ..Upgrader::default()
                 },
-                shutdown_timeout: Duration::from_secs(1),
+                shutdown_timeout: std::time::Duration::from_secs(1),
                 ..ServerConfig::default()
             })
             .start(move |_| EngineEcho { closed: tx.clone() })

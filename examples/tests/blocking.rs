@@ -1,5 +1,6 @@
 //! `echo-server --backend blocking`: one thread per connection, with a connection cap
-//! that answers 503 (also when no thread can be made), an idle timeout, and echoes.
+//! that answers 503 (also when no thread can be made), an idle timeout, and echoes. And
+//! `--backend async` (tokio tasks over `AsyncConn`) with the same cap and idle timeout.
 
 mod support;
 
@@ -20,7 +21,13 @@ fn status_of(result: Result<ringcast::Conn<ringcast::client::ClientStream>, Erro
 
 #[test]
 fn connections_past_the_cap_are_answered_503_and_a_freed_place_is_taken_again() {
-    let server = Program::start(ECHO, &["--backend", "blocking", "--max-conns", "2"]);
+    for backend in ["blocking", "async"] {
+        capped(backend);
+    }
+}
+
+fn capped(backend: &str) {
+    let server = Program::start(ECHO, &["--backend", backend, "--max-conns", "2"]);
     let url = format!("ws://{}/", server.addr);
     let mut first = dial(&url).unwrap();
     let second = dial(&url).unwrap();
@@ -34,7 +41,10 @@ fn connections_past_the_cap_are_answered_503_and_a_freed_place_is_taken_again() 
         match dial(&url) {
             Ok(conn) => break conn,
             Err(Error::Handshake(err)) if err.status() == 503 => {
-                assert!(started.elapsed() < WAIT, "the place was never freed");
+                assert!(
+                    started.elapsed() < WAIT,
+                    "{backend}: the place was never freed"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(other) => panic!("unexpected dial error {other:?}"),
@@ -61,14 +71,23 @@ fn a_connection_no_thread_can_be_made_for_is_answered_503_and_the_server_goes_on
 
 #[test]
 fn an_idle_connection_is_closed_with_1001() {
-    let server = Program::start(ECHO, &["--backend", "blocking", "--idle-timeout-secs", "1"]);
+    for backend in ["blocking", "async"] {
+        idle(backend);
+    }
+}
+
+fn idle(backend: &str) {
+    let server = Program::start(ECHO, &["--backend", backend, "--idle-timeout-secs", "1"]);
     let mut conn = dial(&format!("ws://{}/", server.addr)).unwrap();
     conn.write_message(MessageType::Text, b"still here")
         .unwrap();
     assert_eq!(conn.read_message().unwrap().1, b"still here");
     // Then silence: the server says goodbye within its idle timeout.
     match conn.read_message() {
-        Err(Error::Closed(close)) => assert_eq!(close.code, CloseCode::GOING_AWAY),
-        other => panic!("expected close 1001, got {:?}", other.map(|_| ())),
+        Err(Error::Closed(close)) => assert_eq!(close.code, CloseCode::GOING_AWAY, "{backend}"),
+        other => panic!(
+            "{backend}: expected close 1001, got {:?}",
+            other.map(|_| ())
+        ),
     }
 }

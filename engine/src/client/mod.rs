@@ -3,10 +3,10 @@
 //! handshake with cookies, subprotocols and compression, all within one deadline.
 
 mod cookies;
-mod proxy;
+pub(crate) mod proxy;
 mod resolve;
-mod socks;
-mod tls;
+pub(crate) mod socks;
+pub(crate) mod tls;
 
 use std::io;
 use std::net::TcpStream;
@@ -39,15 +39,15 @@ pub type ProxyFn = Arc<dyn Fn(&Url) -> Result<Option<Url>, Error> + Send + Sync>
 type Headers = Vec<(String, String)>;
 
 /// A parsed `ws://` or `wss://` URL.
-struct Target {
-    url: Url,
-    tls: bool,
-    host: String,
-    port: u16,
+pub(crate) struct Target {
+    pub(crate) url: Url,
+    pub(crate) tls: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
 }
 
 impl Target {
-    fn parse(url: &str) -> Result<Target, Error> {
+    pub(crate) fn parse(url: &str) -> Result<Target, Error> {
         let url = Url::parse(url)
             .map_err(|e| Error::InvalidArgument(format!("malformed ws or wss url {url:?}: {e}")))?;
         let tls = match url.scheme() {
@@ -76,7 +76,7 @@ impl Target {
 }
 
 /// The request's header fields, checked.
-struct Prepared {
+pub(crate) struct Prepared {
     extra: Headers,
     offered: Vec<String>,
     /// A `Host` the caller gave, which replaces the URL's.
@@ -321,7 +321,7 @@ impl Dialer {
     }
 
     /// The dial's deadline: the earlier of `deadline` and the handshake timeout.
-    fn deadline(&self, deadline: Option<Instant>) -> Option<Instant> {
+    pub(crate) fn deadline(&self, deadline: Option<Instant>) -> Option<Instant> {
         let timeout = self.handshake_timeout.map(|t| Instant::now() + t);
         match (deadline, timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -342,15 +342,7 @@ impl Dialer {
         if cancel.is_some_and(CancelToken::is_cancelled) {
             return Err(cancelled());
         }
-        let proxy = match &self.proxy {
-            Proxy::None => None,
-            Proxy::FromEnvironment => proxy::from_environment(&target.url),
-            Proxy::Fixed(proxy) => Some(proxy.clone()),
-            Proxy::Custom(choose) => choose(&target.url)?,
-        };
-        if let Some(proxy) = &proxy {
-            proxy::check_scheme(proxy)?;
-        }
+        let proxy = self.proxy_for(&target)?;
         let mut tcp = match &proxy {
             Some(proxy) => {
                 let proxy_host = proxy.host_str().unwrap_or("").to_owned();
@@ -383,6 +375,20 @@ impl Dialer {
         self.handshake(stream, &target, &prepared, deadline)
     }
 
+    /// The proxy a dial to `target` goes through (the seed's `Proxy`), its scheme checked.
+    pub(crate) fn proxy_for(&self, target: &Target) -> Result<Option<Url>, Error> {
+        let proxy = match &self.proxy {
+            Proxy::None => None,
+            Proxy::FromEnvironment => proxy::from_environment(&target.url),
+            Proxy::Fixed(proxy) => Some(proxy.clone()),
+            Proxy::Custom(choose) => choose(&target.url)?,
+        };
+        if let Some(proxy) = &proxy {
+            proxy::check_scheme(proxy)?;
+        }
+        Ok(proxy)
+    }
+
     /// The HTTP exchange of the opening handshake on a ready stream, by `deadline`.
     fn handshake<S: Stream>(
         &self,
@@ -391,20 +397,8 @@ impl Dialer {
         prepared: &Prepared,
         deadline: Option<Instant>,
     ) -> Result<(Conn<S>, Response), Error> {
-        let key = handshake::generate_key();
-        let path = match target.url.query() {
-            Some(query) => format!("{}?{query}", target.url.path()),
-            None => target.url.path().to_owned(),
-        };
-        let authority = authority(&target.host, target.port, target.tls);
-        let request = ClientRequest {
-            host: prepared.host.as_deref().unwrap_or(&authority),
-            target: &path,
-            key: &key,
-            subprotocols: &prepared.offered,
-            enable_compression: self.enable_compression,
-            extra_headers: &prepared.extra,
-        };
+        let opening = Opening::new(target, prepared);
+        let request = opening.request(self, prepared);
         let mut head = Vec::with_capacity(512);
         handshake::write_request(&request, &mut head);
         write_all_by(&mut stream, &head, deadline)?;
@@ -421,29 +415,39 @@ impl Dialer {
         self.keep_cookies(&target.url, &response);
         if response.status != 101 {
             read_body_start(&mut stream, &mut response, leftover, deadline);
-            let message = format!("server answered {} {}", response.status, response.reason);
-            return Err(Error::Handshake(HandshakeError::with_response(
-                message, response,
-            )));
+            return Err(refused(response));
         }
-        let agreed = handshake::validate_response(&response, &request)?;
+        let config = self.conn_config(&response, &request)?;
         stream.set_read_timeout(None)?;
         stream.set_write_timeout(None)?;
-        let config = ConnConfig {
+        // Frames the server sent right after its 101 are already in `leftover`.
+        let conn = Conn::new(stream, Role::Client, config, &leftover);
+        Ok((conn, response))
+    }
+
+    /// Check a 101 against the request, and the settings of the connection it opens.
+    pub(crate) fn conn_config(
+        &self,
+        response: &Response,
+        request: &ClientRequest<'_>,
+    ) -> Result<ConnConfig, Error> {
+        let agreed = handshake::validate_response(response, request)?;
+        Ok(ConnConfig {
             read_buffer_size: self.read_buffer_size,
             write_buffer_size: self.write_buffer_size,
             write_buffer_pool: self.write_buffer_pool.clone(),
             subprotocol: agreed.subprotocol,
             compression: agreed.compression,
             read_limit: self.read_limit,
-        };
-        // Frames the server sent right after its 101 are already in `leftover`.
-        let conn = Conn::new(stream, Role::Client, config, &leftover);
-        Ok((conn, response))
+        })
     }
 
     /// The request's header fields: the caller's (checked), plus what the dialer adds.
-    fn prepare(&self, target: &Target, headers: &[(String, String)]) -> Result<Prepared, Error> {
+    pub(crate) fn prepare(
+        &self,
+        target: &Target,
+        headers: &[(String, String)],
+    ) -> Result<Prepared, Error> {
         let (extra, offered) = self.request_headers(&target.url, headers)?;
         let host = headers
             .iter()
@@ -514,7 +518,7 @@ impl Dialer {
         Ok((extra, offered))
     }
 
-    fn keep_cookies(&self, url: &Url, response: &Response) {
+    pub(crate) fn keep_cookies(&self, url: &Url, response: &Response) {
         let Some(jar) = &self.jar else {
             return;
         };
@@ -564,19 +568,72 @@ fn timed_out(what: &str) -> Error {
     ))
 }
 
-/// Keep up to [`MAX_BODY`] bytes of a refused handshake's body: what came with the head,
-/// then, when `Content-Length` says more is coming, up to that much (by the deadline).
+/// The opening request's own values: a fresh key, the target, the `Host` header.
+pub(crate) struct Opening {
+    key: String,
+    path: String,
+    host: String,
+}
+
+impl Opening {
+    pub(crate) fn new(target: &Target, prepared: &Prepared) -> Opening {
+        let path = match target.url.query() {
+            Some(query) => format!("{}?{query}", target.url.path()),
+            None => target.url.path().to_owned(),
+        };
+        let host = match &prepared.host {
+            Some(host) => host.clone(),
+            None => authority(&target.host, target.port, target.tls),
+        };
+        Opening {
+            key: handshake::generate_key(),
+            path,
+            host,
+        }
+    }
+
+    /// The request to write (and to check the answer against).
+    pub(crate) fn request<'a>(
+        &'a self,
+        dialer: &'a Dialer,
+        prepared: &'a Prepared,
+    ) -> ClientRequest<'a> {
+        ClientRequest {
+            host: &self.host,
+            target: &self.path,
+            key: &self.key,
+            subprotocols: &prepared.offered,
+            enable_compression: dialer.enable_compression,
+            extra_headers: &prepared.extra,
+        }
+    }
+}
+
+/// The error for an answer other than 101, carrying the response.
+pub(crate) fn refused(response: Response) -> Error {
+    let message = format!("server answered {} {}", response.status, response.reason);
+    Error::Handshake(HandshakeError::with_response(message, response))
+}
+
+/// How much of a refused handshake's body to keep, of which `leftover` came with the
+/// head: up to [`MAX_BODY`] bytes, as much as `Content-Length` says is coming.
+pub(crate) fn body_wanted(response: &Response, leftover: usize) -> usize {
+    let length = response
+        .header("Content-Length")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    length.unwrap_or(leftover).min(MAX_BODY)
+}
+
+/// Keep the start of a refused handshake's body ([`body_wanted`]): what came with the
+/// head, then what more arrives by the deadline.
 fn read_body_start<S: Stream>(
     stream: &mut S,
     response: &mut Response,
     leftover: Vec<u8>,
     deadline: Option<Instant>,
 ) {
-    let length = response
-        .header("Content-Length")
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.trim().parse::<usize>().ok());
-    let want = length.unwrap_or(leftover.len()).min(MAX_BODY);
+    let want = body_wanted(response, leftover.len());
     let mut body = leftover;
     body.truncate(want);
     let mut chunk = [0u8; 512];

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use url::Url;
 
 use crate::error::Error;
-use crate::proto::handshake::{self, HandshakeError, Limits};
+use crate::proto::handshake::{self, HandshakeError, Limits, Response};
 use crate::upgrade::{read_head, write_all_by, HeadError};
 
 /// The proxy schemes a dial can go through.
@@ -36,6 +36,44 @@ pub(crate) fn default_port(proxy: &Url) -> u16 {
         .unwrap_or(if proxy.scheme() == "http" { 80 } else { 1080 })
 }
 
+/// How to ask a proxy for a tunnel, decided with no I/O so every I/O model asks the same.
+pub(crate) enum Tunnel {
+    /// Send this `CONNECT` request, then read the head of the answer and check it with
+    /// [`check_connect_answer`].
+    Http(Vec<u8>),
+    /// Hold this SOCKS5 [`Conversation`](super::socks::Conversation).
+    Socks5 {
+        /// The target's host, bare (no brackets around an IPv6 address).
+        host: String,
+        /// The user name and password from the proxy URL, if it has them.
+        credentials: Option<(String, String)>,
+    },
+}
+
+impl Tunnel {
+    /// The tunnel to `host:port` through `proxy`.
+    pub(crate) fn to(proxy: &Url, host: &str, port: u16) -> Result<Tunnel, Error> {
+        check_scheme(proxy)?;
+        let user = percent_decode(proxy.username());
+        let password = percent_decode(proxy.password().unwrap_or(""));
+        let credentials = (!user.is_empty()).then_some((user, password));
+        if proxy.scheme() == "http" {
+            let authority = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            };
+            Ok(Tunnel::Http(connect_request(&authority, credentials)))
+        } else {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Ok(Tunnel::Socks5 {
+                host: host.to_owned(),
+                credentials,
+            })
+        }
+    }
+}
+
 /// Open a tunnel through the proxy on `stream` to `host:port`, by `deadline`.
 pub(crate) fn tunnel(
     stream: &mut TcpStream,
@@ -45,20 +83,14 @@ pub(crate) fn tunnel(
     limits: &Limits,
     deadline: Option<Instant>,
 ) -> Result<(), Error> {
-    check_scheme(proxy)?;
-    if proxy.scheme() == "http" {
-        let authority = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
-        connect(stream, proxy, &authority, limits, deadline)
-    } else {
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let user = percent_decode(proxy.username());
-        let password = percent_decode(proxy.password().unwrap_or(""));
-        let credentials = (!user.is_empty()).then_some((user.as_str(), password.as_str()));
-        super::socks::connect(stream, host, port, credentials, deadline)
+    match Tunnel::to(proxy, host, port)? {
+        Tunnel::Http(request) => connect(stream, &request, limits, deadline),
+        Tunnel::Socks5 { host, credentials } => {
+            let credentials = credentials
+                .as_ref()
+                .map(|(user, password)| (user.as_str(), password.as_str()));
+            super::socks::connect(stream, &host, port, credentials, deadline)
+        }
     }
 }
 
@@ -137,31 +169,38 @@ pub(crate) fn no_proxy_matches(no_proxy: &str, host: &str, port: Option<u16>) ->
         })
 }
 
-/// Ask the HTTP proxy on `stream` for a tunnel to `authority` (host:port), with Basic
-/// auth from the proxy URL's user info, by `deadline`. Anything but a 2xx answer is a bad
-/// handshake that carries the proxy's response.
-fn connect(
-    stream: &mut TcpStream,
-    proxy: &Url,
-    authority: &str,
-    limits: &Limits,
-    deadline: Option<Instant>,
-) -> Result<(), Error> {
+/// The `CONNECT` request for a tunnel to `authority` (host:port), with Basic auth when
+/// the proxy URL carries user info.
+fn connect_request(authority: &str, credentials: Option<(String, String)>) -> Vec<u8> {
     let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
-    if !proxy.username().is_empty() {
-        let user = percent_decode(proxy.username());
-        let password = percent_decode(proxy.password().unwrap_or(""));
+    if let Some((user, password)) = credentials {
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         request.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
     }
     request.push_str("\r\n");
-    write_all_by(stream, request.as_bytes(), deadline)?;
+    request.into_bytes()
+}
+
+/// Ask the HTTP proxy on `stream` for a tunnel with `request`, by `deadline`.
+fn connect(
+    stream: &mut TcpStream,
+    request: &[u8],
+    limits: &Limits,
+    deadline: Option<Instant>,
+) -> Result<(), Error> {
+    write_all_by(stream, request, deadline)?;
     let (response, leftover) = match read_head(stream, limits, deadline, handshake::parse_response)
     {
         Ok(parsed) => parsed,
         Err(HeadError::Io(err)) => return Err(Error::Io(err)),
         Err(HeadError::Handshake(err)) => return Err(Error::Handshake(err)),
     };
+    check_connect_answer(response, &leftover)
+}
+
+/// The proxy's answer to `CONNECT`: anything but a 2xx is a bad handshake that carries
+/// the proxy's response, and so are bytes after the head (`leftover`).
+pub(crate) fn check_connect_answer(response: Response, leftover: &[u8]) -> Result<(), Error> {
     if !(200..300).contains(&response.status) {
         let message = format!("proxy answered {} {}", response.status, response.reason);
         return Err(Error::Handshake(HandshakeError::with_response(

@@ -205,7 +205,15 @@ pub(crate) fn connect(
     mut tcp: TcpStream,
     deadline: Option<Instant>,
 ) -> io::Result<ClientStream> {
-    let name = ServerName::try_from(
+    let mut conn = ClientConnection::new(config, server_name(host)?).map_err(io::Error::other)?;
+    conn_tls::handshake(&mut conn, &mut tcp, deadline)?;
+    Ok(ClientStream::Tls(Box::new(StreamOwned::new(conn, tcp))))
+}
+
+/// The name TLS checks the server's certificate against (SNI): `host` without the
+/// brackets of an IPv6 literal.
+pub(crate) fn server_name(host: &str) -> io::Result<ServerName<'static>> {
+    ServerName::try_from(
         host.trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned(),
@@ -215,8 +223,5 @@ pub(crate) fn connect(
             io::ErrorKind::InvalidInput,
             format!("tls server name {host:?}: {e}"),
         )
-    })?;
-    let mut conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
-    conn_tls::handshake(&mut conn, &mut tcp, deadline)?;
-    Ok(ClientStream::Tls(Box::new(StreamOwned::new(conn, tcp))))
+    })
 }

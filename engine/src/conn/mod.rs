@@ -19,12 +19,12 @@
 
 pub mod control;
 mod lock;
-mod read;
-mod reader;
+pub(crate) mod read;
+pub(crate) mod reader;
 mod split;
 pub mod stream;
 pub mod tls;
-mod write;
+pub(crate) mod write;
 mod writer;
 
 use std::io;
@@ -56,7 +56,7 @@ pub const CLOSE_WRITE_WAIT: Duration = Duration::from_secs(5);
 
 /// A close payload for `close_with`: a reason that does not fit a control frame is an
 /// error, never cut.
-fn close_payload(code: CloseCode, reason: &str) -> Result<Vec<u8>, Error> {
+pub(crate) fn close_payload(code: CloseCode, reason: &str) -> Result<Vec<u8>, Error> {
     if reason.len() > crate::proto::close::MAX_REASON_BYTES {
         return Err(Error::InvalidArgument(format!(
             "close reason of {} bytes exceeds the {} a close frame can carry",
@@ -76,6 +76,41 @@ pub(crate) struct ConnConfig {
     pub subprotocol: Option<String>,
     pub compression: Option<PerMessageDeflate>,
     pub read_limit: Option<u64>,
+}
+
+impl ConnConfig {
+    /// The read side a connection of side `role` starts with: the agreed compression,
+    /// the read limit, and `leftover` (bytes read past the handshake) to decode first.
+    /// Shared by every I/O model.
+    pub(crate) fn read_state(&self, role: Role, leftover: &[u8]) -> ReadState {
+        let mut reader = ReadState::new(role, nonzero(self.read_buffer_size), leftover);
+        if let Some(limit) = self.read_limit {
+            reader.decoder_mut().set_read_limit(limit);
+        }
+        reader
+            .decoder_mut()
+            .set_compression(self.compression.is_some());
+        reader
+    }
+
+    /// The write side a connection of side `role` starts with.
+    pub(crate) fn write_state(&self, role: Role) -> WriteState {
+        // The window this side compresses with is the one the peer asked it to keep to.
+        let deflate = self.compression.map(|agreed| DeflateSettings {
+            window_bits: match role {
+                Role::Server => agreed.server_max_window_bits,
+                Role::Client => agreed.client_max_window_bits.flatten(),
+            }
+            .unwrap_or(15),
+            ..DeflateSettings::default()
+        });
+        WriteState::new(
+            role,
+            deflate,
+            nonzero(self.write_buffer_size),
+            self.write_buffer_pool.clone(),
+        )
+    }
 }
 
 /// A WebSocket connection over a blocking stream: the seed's `Conn`.
@@ -104,28 +139,8 @@ impl<S: Stream> Conn<S> {
     /// Wrap a stream on which the opening handshake is done. `leftover` holds bytes read
     /// past the handshake (frames the peer sent at once).
     pub(crate) fn new(stream: S, role: Role, config: ConnConfig, leftover: &[u8]) -> Conn<S> {
-        let mut reader = ReadState::new(role, nonzero(config.read_buffer_size), leftover);
-        if let Some(limit) = config.read_limit {
-            reader.decoder_mut().set_read_limit(limit);
-        }
-        reader
-            .decoder_mut()
-            .set_compression(config.compression.is_some());
-        // The window this side compresses with is the one the peer asked it to keep to.
-        let deflate = config.compression.map(|agreed| DeflateSettings {
-            window_bits: match role {
-                Role::Server => agreed.server_max_window_bits,
-                Role::Client => agreed.client_max_window_bits.flatten(),
-            }
-            .unwrap_or(15),
-            ..DeflateSettings::default()
-        });
-        let state = WriteState::new(
-            role,
-            deflate,
-            nonzero(config.write_buffer_size),
-            config.write_buffer_pool,
-        );
+        let reader = config.read_state(role, leftover);
+        let state = config.write_state(role);
         Conn {
             side: WriteSide { stream, state },
             reader,

@@ -31,6 +31,32 @@ pub(crate) trait ReadIo: ControlWrite {
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
 }
 
+/// The error a non-blocking driver's [`ReadIo`] returns when no bytes are there yet (its
+/// stream said "pending"). Unlike every other read error it is not remembered: the read
+/// state is as it was, and the same call made again goes on from there. The blocking
+/// streams never return it.
+#[derive(Debug)]
+pub(crate) struct Pending;
+
+impl std::fmt::Display for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no bytes yet")
+    }
+}
+
+impl std::error::Error for Pending {}
+
+/// A [`Pending`] as an `io::Error`, for a [`ReadIo`] to return.
+#[cfg_attr(not(feature = "tokio"), allow(dead_code))] // only the async driver reads so
+pub(crate) fn pending() -> io::Error {
+    io::Error::new(io::ErrorKind::WouldBlock, Pending)
+}
+
+/// Whether `err` is a [`Pending`].
+pub(crate) fn is_pending(err: &io::Error) -> bool {
+    err.get_ref().is_some_and(|inner| inner.is::<Pending>())
+}
+
 /// Where the bytes of a message part go.
 pub(crate) enum Dst<'a> {
     /// As much as fits; the rest waits in the pending buffer.
@@ -393,6 +419,8 @@ impl ReadState {
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            // Nothing yet on a non-blocking stream: nothing happened, nothing to remember.
+            Err(e) if is_pending(&e) => Err(Error::Io(e)),
             // A TLS stream reports a drop without close_notify so; it is a 1006 too.
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 Err(self.remember(abnormal_closure("unexpected eof")))

@@ -137,30 +137,16 @@ impl WriteState {
     }
 }
 
-impl<W: WriteEnd> WriteSide<W> {
+impl WriteState {
+    /// Whether a frame may be written: not after a failure, not after a close was sent.
     pub(crate) fn check(&self) -> Result<(), Error> {
-        if let Some((kind, text)) = &self.state.failure {
-            return Err(Error::Io(io::Error::new(*kind, text.clone())));
+        if let Some(err) = self.failure() {
+            return Err(err);
         }
-        if self.state.close_sent {
+        if self.close_sent {
             return Err(Error::CloseSent);
         }
         Ok(())
-    }
-
-    /// Write a whole data message as one frame.
-    pub(crate) fn write_data(
-        &mut self,
-        message_type: MessageType,
-        data: &[u8],
-    ) -> Result<(), Error> {
-        self.check()?;
-        let mut buf = self.state.take_buf();
-        self.encode_data(message_type.opcode(), true, true, data, &mut buf);
-        let deadline = self.state.data_deadline();
-        let result = self.send(&buf, deadline, Frame::Data);
-        self.state.give_buf(buf);
-        result
     }
 
     /// Encode one frame of a data message into `out`; the first frame of a message may be
@@ -173,28 +159,98 @@ impl<W: WriteEnd> WriteSide<W> {
         data: &[u8],
         out: &mut Vec<u8>,
     ) {
-        let s = &mut self.state;
-        if s.compress && may_compress && fin {
+        if self.compress && may_compress && fin {
             // One compressor per thread and level (they are large), not per connection.
             let mut compressed = Vec::with_capacity(data.len() / 2 + 64);
-            crate::prepared::compress_message(s.deflate, data, &mut compressed);
-            s.encoder.encode_frame(opcode, true, true, &compressed, out);
+            crate::prepared::compress_message(self.deflate, data, &mut compressed);
+            self.encoder
+                .encode_frame(opcode, true, true, &compressed, out);
         } else {
-            s.encoder.encode_frame(opcode, fin, false, data, out);
+            self.encoder.encode_frame(opcode, fin, false, data, out);
         }
     }
 
-    /// Write a prepared message's shared frame for this side and compression setting.
-    pub(crate) fn write_prepared(&mut self, message: &crate::PreparedMessage) -> Result<(), Error> {
+    /// Check a control frame and encode it into `out`; a close marks the close as sent.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))] // the async driver's queue
+    pub(crate) fn encode_control(
+        &mut self,
+        message_type: MessageType,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        check_control(message_type, data)?;
         self.check()?;
-        let compression = self.state.compress.then_some(self.state.deflate);
-        let frame = message.frame(self.state.role, compression);
-        let deadline = self.state.data_deadline();
-        self.send(&frame, deadline, Frame::Data)?;
-        if message.message_type() == MessageType::Close {
-            self.state.close_sent = true;
+        self.encoder
+            .encode_frame(message_type.opcode(), true, false, data, out);
+        if message_type == MessageType::Close {
+            self.close_sent = true;
         }
         Ok(())
+    }
+
+    /// A prepared message's shared frame for this side and compression setting; a close
+    /// message marks the close as sent.
+    pub(crate) fn prepared_frame(
+        &mut self,
+        message: &crate::PreparedMessage,
+    ) -> Result<bytes::Bytes, Error> {
+        self.check()?;
+        let compression = self.compress.then_some(self.deflate);
+        let frame = message.frame(self.role, compression);
+        if message.message_type() == MessageType::Close {
+            self.close_sent = true;
+        }
+        Ok(frame)
+    }
+
+    /// The error that broke the write side for good, if one did.
+    pub(crate) fn failure(&self) -> Option<Error> {
+        self.failure
+            .as_ref()
+            .map(|(kind, text)| Error::Io(io::Error::new(*kind, text.clone())))
+    }
+
+    /// Whether a close frame was sent (or queued, by a non-blocking driver).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))] // the async driver's queue
+    pub(crate) fn close_sent(&self) -> bool {
+        self.close_sent
+    }
+
+    /// Remember `err` so every later write fails with it, and return it.
+    pub(crate) fn fail(&mut self, err: io::Error) -> Error {
+        self.failure = Some((err.kind(), err.to_string()));
+        Error::Io(err)
+    }
+}
+
+impl<W: WriteEnd> WriteSide<W> {
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        self.state.check()
+    }
+
+    /// Write a whole data message as one frame.
+    pub(crate) fn write_data(
+        &mut self,
+        message_type: MessageType,
+        data: &[u8],
+    ) -> Result<(), Error> {
+        self.check()?;
+        let mut buf = self.state.take_buf();
+        self.state
+            .encode_data(message_type.opcode(), true, true, data, &mut buf);
+        let deadline = self.state.data_deadline();
+        let result = self.send(&buf, deadline, Frame::Data);
+        self.state.give_buf(buf);
+        result
+    }
+
+    /// Write a prepared message's shared frame for this side and compression setting.
+    /// (A prepared close counts as sent even if its write fails: a failed data write
+    /// breaks the write side for good anyway.)
+    pub(crate) fn write_prepared(&mut self, message: &crate::PreparedMessage) -> Result<(), Error> {
+        let frame = self.state.prepared_frame(message)?;
+        let deadline = self.state.data_deadline();
+        self.send(&frame, deadline, Frame::Data)
     }
 
     /// Write `bytes` whole by `deadline`. Any failure breaks the write side for good,
@@ -231,10 +287,8 @@ impl<W: WriteEnd> WriteSide<W> {
             .map_err(|e| self.fail(timeout_kind(e, deadline)))
     }
 
-    /// Remember `err` so every later write fails with it, and return it.
     fn fail(&mut self, err: io::Error) -> Error {
-        self.state.failure = Some((err.kind(), err.to_string()));
-        Error::Io(err)
+        self.state.fail(err)
     }
 }
 
@@ -279,7 +333,8 @@ impl<W: WriteEnd> WritePath for WriteSide<W> {
     ) -> Result<(), Error> {
         self.check()?;
         frame.clear();
-        self.encode_data(opcode, fin, may_compress, payload, frame);
+        self.state
+            .encode_data(opcode, fin, may_compress, payload, frame);
         let deadline = self.state.data_deadline();
         self.send(frame, deadline, Frame::Data)
     }

@@ -426,25 +426,44 @@ fn is_token(name: &str) -> bool {
 /// first: the subprotocol comes from `accepted`, so a `Sec-WebSocket-Protocol` among
 /// them is not written twice, and a header with a line break is left out.
 pub fn write_response(accepted: &Accepted, extra_headers: &[(String, String)], out: &mut Vec<u8>) {
-    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
-    out.extend_from_slice(accepted.accept.as_bytes());
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    for_each_response_header(accepted, extra_headers, |name, value| {
+        write_header(out, name, value);
+    });
     out.extend_from_slice(b"\r\n");
+}
+
+/// The header fields of the `101 Switching Protocols` response, in order, for a server
+/// that writes its own response head (hyper, axum): the WebSocket ones, then
+/// `extra_headers` (checked with [`check_response_headers`]; a `Sec-WebSocket-Protocol`
+/// among them is the agreed one, written once).
+///
+/// ```
+/// use ringcast::proto::handshake::{for_each_response_header, Accepted};
+/// let accepted = Accepted { accept: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into(), subprotocol: None, compression: None };
+/// let mut names = Vec::new();
+/// for_each_response_header(&accepted, &[], |name, _| names.push(name.to_owned()));
+/// assert_eq!(names, ["Upgrade", "Connection", "Sec-WebSocket-Accept"]);
+/// ```
+pub fn for_each_response_header(
+    accepted: &Accepted,
+    extra_headers: &[(String, String)],
+    mut header: impl FnMut(&str, &str),
+) {
+    header("Upgrade", "websocket");
+    header("Connection", "Upgrade");
+    header("Sec-WebSocket-Accept", &accepted.accept);
     if let Some(protocol) = &accepted.subprotocol {
-        write_header(out, "Sec-WebSocket-Protocol", protocol);
+        header("Sec-WebSocket-Protocol", protocol);
     }
     if let Some(compression) = &accepted.compression {
-        write_header(
-            out,
-            "Sec-WebSocket-Extensions",
-            &compression.to_header_value(),
-        );
+        header("Sec-WebSocket-Extensions", &compression.to_header_value());
     }
     for (name, value) in extra_headers {
         if !name.eq_ignore_ascii_case("sec-websocket-protocol") {
-            write_header(out, name, value);
+            header(name, value);
         }
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// An HTTP error response to a refused handshake (the seed's `Upgrader.Error` writes
@@ -514,25 +533,43 @@ impl ErrorResponse {
             400
         };
         let _ = write!(out, "HTTP/1.1 {status} {}\r\n", reason_phrase(status));
-        for (name, value) in &self.headers {
-            let owned = ["content-length", "connection", "transfer-encoding"];
-            if is_token(name) && !owned.contains(&name.to_ascii_lowercase().as_str()) {
-                write_header(out, name, value);
-            }
+        for (name, value) in self.header_fields() {
+            write_header(out, name, value);
         }
         let _ = write!(
             out,
             "Content-Length: {}\r\nConnection: close\r\n",
             self.body.len()
         );
-        match status {
-            426 => out.extend_from_slice(b"Sec-WebSocket-Version: 13\r\n"),
-            // RFC 9110 section 15.5.6: a 405 lists the methods that are allowed.
-            405 => out.extend_from_slice(b"Allow: GET\r\n"),
-            _ => {}
-        }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&self.body);
+    }
+
+    /// The header fields a server that writes its own response head (hyper, axum) sends
+    /// with this response: the valid ones given, then the one the status requires
+    /// (`Sec-WebSocket-Version: 13` on a 426, `Allow: GET` on a 405). The length and
+    /// `Connection: close` are the server's to write.
+    pub fn header_fields(&self) -> impl Iterator<Item = (&str, &str)> {
+        let owned = ["content-length", "connection", "transfer-encoding"];
+        self.headers
+            .iter()
+            .filter(move |(name, value)| {
+                is_token(name)
+                    && !owned.contains(&name.to_ascii_lowercase().as_str())
+                    && !value.bytes().any(|b| b == b'\r' || b == b'\n')
+            })
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .chain(status_header(self.status))
+    }
+}
+
+/// The header field a status requires: RFC 6455 section 4.4 (426 names the version),
+/// RFC 9110 section 15.5.6 (405 lists the methods that are allowed).
+fn status_header(status: u16) -> Option<(&'static str, &'static str)> {
+    match status {
+        426 => Some(("Sec-WebSocket-Version", "13")),
+        405 => Some(("Allow", "GET")),
+        _ => None,
     }
 }
 

@@ -8,6 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -141,6 +142,8 @@ pub(crate) struct Shared {
     interest: Mutex<HashMap<Bytes, usize>>,
     pub(crate) local_addr: Option<SocketAddr>,
     pub(crate) threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The worker threads not yet ended.
+    pub(crate) running: Running,
     next_dial: AtomicUsize,
 }
 
@@ -151,6 +154,7 @@ impl Shared {
         broker: Option<Arc<dyn Broker>>,
     ) -> Shared {
         Shared {
+            running: Running::new(workers.len()),
             workers,
             broker,
             interest: Mutex::new(HashMap::new()),
@@ -250,6 +254,41 @@ impl Shared {
             }
             std::thread::park_timeout(deadline - now);
         }
+        self.put_all(publish, skip, cost)
+    }
+
+    /// One poll of an async publish to every worker: handed over when every worker has
+    /// room, else the task's waker is registered with the full worker (woken when it
+    /// frees bytes) and `Pending`. Nothing is reserved while pending, so dropping the
+    /// future between polls publishes nothing. On a worker thread it never waits, as
+    /// [`publish`](Self::publish) does not.
+    pub(crate) fn poll_publish(
+        &self,
+        publish: &Arc<Publish>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>> {
+        let cost = Command::Publish(Arc::clone(publish)).cost();
+        if let Err(full) = self.reserve_all(None, cost) {
+            if on_worker_thread() {
+                return Poll::Ready(Err(self.refuse(full)));
+            }
+            self.workers[full].budget.register(cx.waker());
+            // Registered before this look: a release from now on wakes the task.
+            if self.reserve_all(None, cost).is_err() {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(self.put_all(publish, None, cost))
+    }
+
+    /// Puts `publish`, its `cost` reserved on every worker but `skip`, on their channels.
+    /// Every worker that runs gets it, even if one has stopped.
+    fn put_all(
+        &self,
+        publish: &Arc<Publish>,
+        skip: Option<usize>,
+        cost: usize,
+    ) -> Result<(), Error> {
         let mut failed = None;
         for index in (0..self.workers.len()).filter(|&i| Some(i) != skip) {
             if let Err(err) = self.put(index, Command::Publish(Arc::clone(publish)), cost) {
@@ -258,6 +297,68 @@ impl Shared {
         }
         failed.map_or(Ok(()), Err)
     }
+}
+
+/// The workers still running, and the tasks awaiting their end
+/// ([`ServerHandle::wait_async`]).
+#[derive(Debug)]
+pub(crate) struct Running {
+    workers: AtomicUsize,
+    waiters: Mutex<Vec<std::task::Waker>>,
+}
+
+impl Running {
+    fn new(workers: usize) -> Running {
+        Running {
+            workers: AtomicUsize::new(workers),
+            waiters: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn poll_stopped(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.workers.load(Ordering::SeqCst) == 0 {
+            return Poll::Ready(());
+        }
+        {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+        }
+        // Registered before this look: the last worker's exit from now on wakes the task.
+        if self.workers.load(Ordering::SeqCst) == 0 {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
+/// Held by a worker thread for its whole life (a panic included): its drop counts the
+/// worker out and, for the last one, wakes the tasks awaiting the end.
+pub(crate) struct WorkerAlive(pub(crate) Arc<Shared>);
+
+impl Drop for WorkerAlive {
+    fn drop(&mut self) {
+        let running = &self.0.running;
+        if running.workers.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let waiters =
+                std::mem::take(&mut *running.waiters.lock().unwrap_or_else(|e| e.into_inner()));
+            for waker in waiters {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// A publish from a handle (no origin connection), its topic checked.
+fn new_publish(topic: &[u8], message: Arc<PreparedMessage>) -> Result<Arc<Publish>, Error> {
+    check_topic(topic)?;
+    Ok(Arc::new(Publish {
+        topic: Bytes::copy_from_slice(topic),
+        message,
+        origin: None,
+        include_origin: false,
+    }))
 }
 
 /// Refuses topic names over [`MAX_TOPIC_LEN`] bytes.
@@ -426,19 +527,63 @@ impl ServerHandle {
         self.publish_here(topic, message, None).map(drop)
     }
 
+    /// As [`publish`](Self::publish), but when a worker's command queue is full the task
+    /// waits for room instead of being refused: the task's waker is kept by that worker
+    /// and woken as it drains its queue (no thread, no polling), so a task publishing
+    /// faster than the workers deliver slows down to their pace with at most
+    /// [`max_handoff_bytes`](super::ServerConfig::max_handoff_bytes) queued per worker.
+    /// Works on any executor.
+    ///
+    /// Cancellation: dropped before it completes (a `tokio::time::timeout` that elapsed,
+    /// the branch a `select!` did not take), it published nothing; completed, it was
+    /// handed to every worker. On a worker thread it does not wait: refused with
+    /// [`Error::QueueFull`] as [`publish`](Self::publish) is.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ringcast::server::ServerHandle;
+    /// use ringcast::MessageType;
+    ///
+    /// /// A feed that slows down to the workers' pace, giving up on a message after 1 s.
+    /// async fn forward(handle: &ServerHandle, line: String) -> Result<(), ringcast::Error> {
+    ///     let publish = handle.publish_async(b"feed", MessageType::Text, line);
+    ///     match tokio::time::timeout(Duration::from_secs(1), publish).await {
+    ///         Ok(published) => published,
+    ///         Err(_elapsed) => Ok(()), // not published; the next line goes on
+    ///     }
+    /// }
+    /// # let _ = forward;
+    /// ```
+    pub async fn publish_async(
+        &self,
+        topic: &[u8],
+        message_type: MessageType,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), Error> {
+        let message = PreparedMessage::new(message_type, payload)?;
+        self.publish_prepared_async(topic, Arc::new(message)).await
+    }
+
+    /// As [`publish_prepared`](Self::publish_prepared), waiting for room as
+    /// [`publish_async`](Self::publish_async) does.
+    pub async fn publish_prepared_async(
+        &self,
+        topic: &[u8],
+        message: Arc<PreparedMessage>,
+    ) -> Result<(), Error> {
+        let publish = new_publish(topic, message)?;
+        std::future::poll_fn(|cx| self.shared.poll_publish(&publish, cx)).await?;
+        self.shared.forward(&publish);
+        Ok(())
+    }
+
     fn publish_here(
         &self,
         topic: &[u8],
         message: Arc<PreparedMessage>,
         deadline: Option<Instant>,
     ) -> Result<Arc<Publish>, Error> {
-        check_topic(topic)?;
-        let publish = Arc::new(Publish {
-            topic: Bytes::copy_from_slice(topic),
-            message,
-            origin: None,
-            include_origin: false,
-        });
+        let publish = new_publish(topic, message)?;
         self.shared.publish(&publish, None, deadline)?;
         Ok(publish)
     }
@@ -508,6 +653,26 @@ impl ServerHandle {
             // A worker that already stopped needs no telling.
             let _ = self.shared.send(index, Command::Shutdown);
         }
+    }
+
+    /// The async [`wait`](Self::wait): completes when every worker has stopped (after
+    /// [`shutdown`](Self::shutdown), or a fatal error of its ring), without blocking the
+    /// executor's thread while they run; then does what `wait` does (the threads, ended,
+    /// are joined at once, and a broker is detached). Works on any executor; dropping it
+    /// stops nothing.
+    ///
+    /// ```no_run
+    /// use ringcast::server::ServerHandle;
+    ///
+    /// async fn stop(handle: ServerHandle) {
+    ///     handle.shutdown();
+    ///     handle.wait_async().await;
+    /// }
+    /// # let _ = stop;
+    /// ```
+    pub async fn wait_async(&self) {
+        std::future::poll_fn(|cx| self.shared.running.poll_stopped(cx)).await;
+        self.wait();
     }
 
     /// Blocks until every worker has stopped (after [`shutdown`](Self::shutdown), or a

@@ -173,6 +173,8 @@ impl Server {
             let thread = std::thread::Builder::new()
                 .name(format!("ringcast-{index}"))
                 .spawn(move || {
+                    // Counts this worker out when the thread ends, however it ends.
+                    let _alive = handle::WorkerAlive(shared.clone());
                     if let Some(cpu) = cpu {
                         if let Err(err) = sys::socket::pin_to_cpu(cpu) {
                             tracing::warn!(worker = index, cpu, %err, "could not pin worker");

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ringcast::proto::deflate::Inflater;
 use ringcast::proto::{Decoder, Encoder, Event, OpCode, Role};
@@ -274,4 +274,168 @@ pub fn upgrade_request(host: &str) -> Vec<u8> {
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     )
     .into_bytes()
+}
+
+/// How long a proxy the tests start may take to listen (or to stop).
+const PROXY_START: Duration = Duration::from_secs(10);
+
+/// Wait until the proxy `child` (called `name`) accepts on `port`; fail if it exits or
+/// takes longer than [`PROXY_START`].
+fn wait_listening(child: &mut std::process::Child, port: u16, name: &str) {
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{name} exited: {status}");
+        }
+        assert!(started.elapsed() < PROXY_START, "{name} did not start");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A real HTTP proxy (Debian's tinyproxy) on a loopback port that allows CONNECT to one
+/// port, stopped by PID when dropped.
+pub struct Tinyproxy {
+    child: std::process::Child,
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Tinyproxy {
+    /// The installed binary, or `None` (after saying why) when it is not installed.
+    pub fn binary() -> Option<&'static str> {
+        let found = ["/usr/bin/tinyproxy", "/usr/sbin/tinyproxy"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists());
+        if found.is_none() {
+            assert!(
+                std::env::var_os("RINGCAST_REQUIRE_PEERS").is_none(),
+                "tinyproxy is required but not installed"
+            );
+            eprintln!("SKIPPED: tinyproxy not installed (scripts/test-all installs it)");
+        }
+        found
+    }
+
+    /// Start `binary`, allowing tunnels to `connect_port`.
+    pub fn start(binary: &str, connect_port: u16) -> Tinyproxy {
+        let port = {
+            let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let dir =
+            std::env::temp_dir().join(format!("ringcast-tinyproxy-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("tinyproxy.conf");
+        std::fs::write(
+            &conf,
+            format!("Port {port}\nListen 127.0.0.1\nTimeout 30\nAllow 127.0.0.1\nConnectPort {connect_port}\nMaxClients 10\nLogLevel Error\n"),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(binary)
+            .args(["-d", "-c"])
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_listening(&mut child, port, "tinyproxy");
+        Tinyproxy { child, port, dir }
+    }
+}
+
+impl Drop for Tinyproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The SOCKS5 user the tests sign in as: `scripts/test-all` (tools stage) creates this
+/// system user, with this password, for Dante's username method (RFC 1929), which checks
+/// the system's password database.
+pub const SOCKS_USER: &str = "ringcast-socks";
+pub const SOCKS_PASSWORD: &str = "ringcast-socks-1928";
+
+/// A real SOCKS5 server (Debian's `dante-server`) on a loopback port, stopped by PID
+/// when dropped. `None` (after saying why) when it is not installed.
+pub struct Dante {
+    child: std::process::Child,
+    pub port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Dante {
+    pub fn start(method: &str) -> Option<Dante> {
+        let binary = "/usr/sbin/danted";
+        let ready = std::path::Path::new(binary).exists()
+            && (method == "none"
+                || std::process::Command::new("id")
+                    .arg(SOCKS_USER)
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success()));
+        if !ready {
+            assert!(
+                std::env::var_os("RINGCAST_REQUIRE_PEERS").is_none(),
+                "dante-server and the user {SOCKS_USER} are required (scripts/test-all tools)"
+            );
+            eprintln!("SKIPPED: dante-server or user {SOCKS_USER} missing (scripts/test-all installs them)");
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("ringcast-dante-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("danted.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "logoutput: stderr\ninternal: 127.0.0.1 port = {port}\nexternal: 127.0.0.1\n\
+                 socksmethod: {method}\nclientmethod: none\nuser.privileged: root\n\
+                 user.unprivileged: nobody\n\
+                 client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
+                 socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect }}\n"
+            ),
+        )
+        .unwrap();
+        let mut child = std::process::Command::new(binary)
+            .arg("-f")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir.join("danted.pid"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_listening(&mut child, port, "danted");
+        Some(Dante { child, port, dir })
+    }
+
+    pub fn url(&self, scheme: &str, user_info: &str) -> url::Url {
+        url::Url::parse(&format!("{scheme}://{user_info}127.0.0.1:{}", self.port)).unwrap()
+    }
+}
+
+impl Drop for Dante {
+    fn drop(&mut self) {
+        // SIGTERM: danted stops its worker processes too.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + PROXY_START;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
