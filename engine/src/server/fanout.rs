@@ -130,6 +130,17 @@ impl Budget {
             self.waiting.fetch_add(1, Ordering::SeqCst);
         }
     }
+
+    /// Takes back a waker registered by a caller that stops waiting (it got room
+    /// without being woken, or its deadline passed), so that callers giving up while the
+    /// worker stays full do not pile up in the list.
+    pub(crate) fn unregister(&self, waker: &Waker) {
+        let mut list = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let before = list.len();
+        list.retain(|w| !w.will_wake(waker));
+        self.waiting
+            .fetch_sub(before - list.len(), Ordering::SeqCst);
+    }
 }
 
 /// Wakes a thread parked in a waiting call.
@@ -242,6 +253,22 @@ mod tests {
         assert_eq!(budget.waiting.load(Ordering::SeqCst), 0);
         budget.release(5); // nobody waits: no wake-up, no lock
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_waiter_that_gives_up_is_taken_off_the_list() {
+        let budget = Budget::new(10);
+        let gone = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let stays = Waker::from(Arc::clone(&count));
+        budget.register(&gone);
+        budget.register(&stays);
+        budget.unregister(&gone);
+        budget.unregister(&gone); // twice: nothing more to take
+        assert_eq!(budget.waiters(), 1);
+        budget.release(0);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(budget.waiters(), 0);
     }
 
     #[test]

@@ -238,23 +238,41 @@ impl Shared {
         let cost = Command::Publish(Arc::clone(publish)).cost();
         let deadline = deadline.filter(|_| !on_worker_thread());
         let mut waker = None;
-        while let Err(full) = self.reserve_all(skip, cost) {
-            let Some(deadline) = deadline else {
-                return Err(self.refuse(full));
+        // The workers this thread registered with, to be taken back from when it stops
+        // waiting (a release drains the list, but one that never comes must not leave
+        // this thread's waker behind).
+        let mut registered = Vec::new();
+        let outcome = loop {
+            let Err(full) = self.reserve_all(skip, cost) else {
+                break Ok(());
             };
-            let budget = &self.workers[full].budget;
-            budget.register(waker.get_or_insert_with(thread_waker));
+            let Some(deadline) = deadline else {
+                break Err(full);
+            };
+            let waker = waker.get_or_insert_with(thread_waker);
+            self.workers[full].budget.register(waker);
+            if !registered.contains(&full) {
+                registered.push(full);
+            }
             // Registered before this look: a release from now on wakes this thread.
             if self.reserve_all(skip, cost).is_ok() {
-                break;
+                break Ok(());
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(self.refuse(full));
+                break Err(full);
             }
             std::thread::park_timeout(deadline - now);
+        };
+        if let Some(waker) = &waker {
+            for index in registered {
+                self.workers[index].budget.unregister(waker);
+            }
         }
-        self.put_all(publish, skip, cost)
+        match outcome {
+            Ok(()) => self.put_all(publish, skip, cost),
+            Err(full) => Err(self.refuse(full)),
+        }
     }
 
     /// One poll of an async publish to every worker: handed over when every worker has
