@@ -23,7 +23,7 @@ use crate::sys::{socket, SendBuf, SocketFd};
 
 use super::conn::{Connection, Phase};
 use super::handle::{Publish, Shared};
-use super::outbox::Backpressure;
+use super::outbox::{Backpressure, Overflow};
 use super::stats::{Counter, Counters};
 use super::timers::TimerWheel;
 use super::topics::{OverLimit, Topics};
@@ -364,33 +364,29 @@ impl<D> Core<D> {
         !self.leaving.is_empty()
     }
 
-    /// Queues a data frame, under the connection's cap and the backpressure policy.
+    /// Queues a data frame, under the connection's cap ([`Outbox::push`]) and the
+    /// backpressure policy.
+    ///
+    /// [`Outbox::push`]: super::outbox::Outbox::push
     pub(crate) fn queue_data(
         &mut self,
         key: usize,
         frame: impl Into<SendBuf>,
     ) -> Result<(), SendError> {
-        let frame = frame.into();
         let cap = self.config.max_queued_bytes;
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.is_open()) else {
             return Err(SendError::Closed);
         };
-        if !conn.is_open() {
-            return Err(SendError::Closed);
-        }
-        // The cap is checked before sealing: a TLS record sealed and then refused would
-        // break the record sequence. An empty queue takes any frame (see Outbox::push).
-        if conn.outbox.has_room(frame.len(), cap) {
-            let frame = seal(conn, frame);
-            let len = frame.len();
-            conn.outbox.push_unbounded(frame);
-            if conn.outbox.queued_bytes() > cap / 2 {
-                conn.over_half = true;
+        let tls = &mut conn.tls;
+        match conn
+            .outbox
+            .push(frame.into(), cap, |frame| seal(tls, frame))
+        {
+            Ok(len) => {
+                self.queued(key, len);
+                Ok(())
             }
-            self.queued(key, len);
-            Ok(())
-        } else {
-            match self.config.backpressure {
+            Err(Overflow) => match self.config.backpressure {
                 Backpressure::Drop => {
                     self.counters.incr(Counter::Drops);
                     Err(SendError::Dropped)
@@ -404,7 +400,7 @@ impl<D> Core<D> {
                     );
                     Err(SendError::SlowConsumer)
                 }
-            }
+            },
         }
     }
 
@@ -417,14 +413,21 @@ impl<D> Core<D> {
         }
     }
 
-    /// Queues a ping or pong unless the queue is already at its cap: a peer that pings
-    /// without reading must not grow its queue without bound (RFC 6455 section 5.5.3 lets
-    /// a pong answer only the latest ping). Returns whether it was queued.
+    /// Queues a ping or pong unless the queue is already at its cap
+    /// ([`Outbox::push_control`]); a refused one is counted as a drop. Returns whether it
+    /// was queued.
+    ///
+    /// [`Outbox::push_control`]: super::outbox::Outbox::push_control
     pub(crate) fn queue_control(&mut self, key: usize, frame: Bytes) -> bool {
         let cap = self.config.max_queued_bytes;
-        match self.conns.get(key) {
-            Some(conn) if conn.outbox.queued_bytes() < cap => {
-                self.queue_always(key, frame);
+        let queued = self.conns.get_mut(key).map(|conn| {
+            let tls = &mut conn.tls;
+            conn.outbox
+                .push_control(frame.into(), cap, |frame| seal(tls, frame))
+        });
+        match queued {
+            Some(Ok(len)) => {
+                self.queued(key, len);
                 true
             }
             _ => {
@@ -437,7 +440,7 @@ impl<D> Core<D> {
     /// Queues a frame whatever the cap: control frames and handshake answers must get out.
     pub(crate) fn queue_always(&mut self, key: usize, frame: Bytes) {
         if let Some(conn) = self.conns.get_mut(key) {
-            let frame = seal(conn, frame.into());
+            let frame = seal(&mut conn.tls, frame.into());
             let len = frame.len();
             conn.outbox.push_unbounded(frame);
             self.queued(key, len);
@@ -578,8 +581,8 @@ impl<D> Core<D> {
 }
 
 /// The frame as it goes on the wire: sealed into TLS records on a TLS connection.
-fn seal<D>(conn: &mut Connection<D>, frame: SendBuf) -> SendBuf {
-    match conn.tls.as_mut() {
+fn seal(tls: &mut Option<Box<super::tls::Tls>>, frame: SendBuf) -> SendBuf {
+    match tls.as_mut() {
         Some(tls) => tls.seal(&frame).into(),
         None => frame,
     }

@@ -43,10 +43,7 @@ use super::{Broker, ServerHandle};
 mod envelope;
 mod stats;
 
-pub use envelope::{
-    decode_envelope, encode_envelope, Envelope, EnvelopeError, ENVELOPE_HEADER_LEN, ENVELOPE_MAGIC,
-    ENVELOPE_VERSION,
-};
+pub use envelope::{decode_envelope, encode_envelope, Envelope, EnvelopeError};
 pub use stats::RedisStats;
 
 /// The most publishes sent to Redis in one pipelined write.

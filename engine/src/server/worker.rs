@@ -836,7 +836,7 @@ impl<H: Handler> Worker<H> {
         self.core.counters.sub(Counter::QueuedBytes, sent as u64);
         let cap = self.core.config.max_queued_bytes;
         let conn = &mut self.core.conns[key];
-        conn.outbox.sent(sent);
+        let drained = conn.outbox.sent(sent, cap);
         if !conn.outbox.is_empty() {
             if !conn.dirty {
                 conn.dirty = true;
@@ -846,14 +846,11 @@ impl<H: Handler> Worker<H> {
             self.core.doom(key);
             return;
         }
-        if conn.over_half && conn.outbox.queued_bytes() <= cap / 2 {
-            conn.over_half = false;
-            if conn.is_open() {
-                self.core.notices.push_back(Notice::Drain {
-                    key: key as u32,
-                    generation,
-                });
-            }
+        if drained && conn.is_open() {
+            self.core.notices.push_back(Notice::Drain {
+                key: key as u32,
+                generation,
+            });
         }
     }
 
@@ -941,7 +938,7 @@ impl<H: Handler> Worker<H> {
         let mut due = std::mem::take(&mut self.due);
         self.core
             .timers
-            .expire(now, |key, tag, _| due.push((key, tag)));
+            .expire(now, |key, tag| due.push((key, tag)));
         for &(key, tag) in &due {
             self.timer(key as usize, tag);
         }

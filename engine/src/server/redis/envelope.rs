@@ -9,11 +9,11 @@
 use crate::proto::MessageType;
 
 /// The first byte of every envelope: not a ringcast message when it differs.
-pub const ENVELOPE_MAGIC: u8 = 0xB7;
+pub(crate) const ENVELOPE_MAGIC: u8 = 0xB7;
 /// The envelope layout version this code writes and reads.
-pub const ENVELOPE_VERSION: u8 = 1;
+pub(crate) const ENVELOPE_VERSION: u8 = 1;
 /// Bytes before the payload: magic, version, 8-byte node id, message type.
-pub const ENVELOPE_HEADER_LEN: usize = 11;
+pub(crate) const ENVELOPE_HEADER_LEN: usize = 11;
 
 /// A message in its envelope: who published it, its type, its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
