@@ -4,7 +4,6 @@
 //! lists into operations at the end of each step.
 
 use std::collections::VecDeque;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,17 +11,15 @@ use bytes::{Bytes, BytesMut};
 use slab::Slab;
 
 use crate::error::Error;
-use crate::prepared::with_deflater;
 use crate::proto::close::write_close_payload;
-use crate::proto::deflate::DeflateSettings;
-use crate::proto::frame::{FrameHeader, MAX_HEADER_LEN};
-use crate::proto::mask::apply_mask;
+use crate::proto::deflate::{with_deflater, DeflateSettings};
+use crate::proto::encoder::FrameBuf;
 use crate::proto::{CloseCode, Encoder, OpCode, Role};
 use crate::sys::arena::Arena;
 use crate::sys::{socket, SendBuf, SocketFd};
 
 use super::conn::{Connection, Phase};
-use super::handle::{Publish, Shared};
+use super::handle::Shared;
 use super::outbox::{Backpressure, Overflow};
 use super::stats::{Counter, Counters};
 use super::timers::TimerWheel;
@@ -122,11 +119,12 @@ pub(crate) struct Core<D> {
     ///
     /// [`Socket::received_at`]: super::Socket::received_at
     pub(crate) received_at: Option<Instant>,
-    /// Masks frames of outgoing (client) connections.
+    /// Frames of accepted (server) connections, and masked frames of outgoing (client)
+    /// ones.
+    server_encoder: Encoder,
     client_encoder: Encoder,
-    /// Compressed payloads and frame headers are built here before going to the arena.
+    /// Compressed payloads are built here before going to the arena.
     scratch: Vec<u8>,
-    head: Vec<u8>,
 }
 
 impl<D: Default> Core<D> {
@@ -150,9 +148,9 @@ impl<D: Default> Core<D> {
             leaving: VecDeque::new(),
             now,
             received_at: None,
+            server_encoder: Encoder::new(Role::Server),
             client_encoder: Encoder::new(Role::Client),
             scratch: Vec::new(),
-            head: Vec::with_capacity(MAX_HEADER_LEN),
         }
     }
 
@@ -183,8 +181,9 @@ impl<D> Core<D> {
             .filter(|c| c.generation == generation)
     }
 
-    /// Builds one whole frame in arena memory: compressed when `compression` is given and
-    /// the frame is a data frame, masked when `role` is the client's.
+    /// Builds one whole frame in arena memory ([`Encoder::encode_message`]): compressed
+    /// when `compression` is given and the frame is a data frame, masked when `role` is
+    /// the client's.
     pub(crate) fn encode(
         &mut self,
         role: Role,
@@ -192,94 +191,27 @@ impl<D> Core<D> {
         opcode: OpCode,
         payload: &[u8],
     ) -> Bytes {
-        let compressed = compression.is_some() && !opcode.is_control();
-        let body: &[u8] = match compression {
-            Some(settings) if compressed => {
-                self.scratch.clear();
-                with_deflater(settings, |deflater| {
-                    deflater.compress(payload, &mut self.scratch)
-                });
-                &self.scratch
-            }
-            _ => payload,
+        let encoder = match role {
+            Role::Client => &mut self.client_encoder,
+            Role::Server => &mut self.server_encoder,
         };
-        let mask = match role {
-            Role::Client => {
-                self.head.clear();
-                self.client_encoder.encode_header(
+        let mut frame = ArenaFrame {
+            arena: &mut self.arena,
+            frame: BytesMut::new(),
+        };
+        match compression {
+            Some(settings) if !opcode.is_control() => with_deflater(settings, |deflater| {
+                encoder.encode_message(
                     opcode,
-                    true,
-                    compressed,
-                    body.len() as u64,
-                    &mut self.head,
+                    payload,
+                    Some(deflater),
+                    &mut self.scratch,
+                    &mut frame,
                 )
-            }
-            Role::Server => None,
-        };
-        let header = FrameHeader {
-            fin: true,
-            rsv: if compressed { 0b100 } else { 0 },
-            opcode,
-            mask,
-            payload_len: body.len() as u64,
-        };
-        let mut bytes = [0u8; MAX_HEADER_LEN];
-        let n = header.encode(&mut bytes);
-        let mut frame: BytesMut = self.arena.buffer(n + body.len());
-        frame.extend_from_slice(&bytes[..n]);
-        frame.extend_from_slice(body);
-        if let Some(key) = mask {
-            apply_mask(&mut frame[n..], key);
+            }),
+            _ => encoder.encode_message(opcode, payload, None, &mut self.scratch, &mut frame),
         }
-        frame.freeze()
-    }
-
-    /// Queues a published message on every local subscriber of its topic (but its origin,
-    /// unless asked), each frame form built once per publish. Returns the deliveries.
-    pub(crate) fn deliver(&mut self, publish: &Publish) -> usize {
-        self.counters.incr(Counter::Publishes);
-        let Some(id) = self.topics.id(&publish.topic) else {
-            return 0;
-        };
-        let skip = match publish.origin {
-            Some(origin) if !publish.include_origin && origin.worker() == self.worker => {
-                Some(origin.key() as u32)
-            }
-            _ => None,
-        };
-        // Most topics see one or two forms (plain, compressed): a short list beats asking
-        // the prepared message (a lock for compressed forms) once per subscriber. Each form
-        // is wrapped once in an `Rc`: the outboxes share it without atomic counting.
-        let mut forms: Vec<(Role, Option<DeflateSettings>, Rc<Bytes>)> = Vec::new();
-        let subscribers = self.topics.take(id);
-        let mut delivered = 0;
-        for &key in &subscribers {
-            if Some(key) == skip {
-                continue;
-            }
-            let conn = &self.conns[key as usize];
-            if !conn.is_open() {
-                continue;
-            }
-            let (role, compression) = (conn.role, conn.compression);
-            let frame = match forms
-                .iter()
-                .find(|(r, c, _)| *r == role && *c == compression)
-            {
-                Some((_, _, frame)) => Rc::clone(frame),
-                None => {
-                    let frame = Rc::new(publish.message.frame(role, compression));
-                    forms.push((role, compression, Rc::clone(&frame)));
-                    frame
-                }
-            };
-            if self.queue_data(key as usize, frame).is_ok() {
-                delivered += 1;
-            }
-        }
-        self.topics.put_back(id, subscribers);
-        self.counters.add(Counter::Deliveries, delivered as u64);
-        delivered
+        frame.frame.freeze()
     }
 
     /// Subscribes connection `key` to `topic`; false if it already was. O(1).
@@ -588,6 +520,31 @@ fn seal(tls: &mut Option<Box<super::tls::Tls>>, frame: SendBuf) -> SendBuf {
     }
 }
 
+/// A frame built in the worker's arena: room is taken once, for the whole frame.
+struct ArenaFrame<'a> {
+    arena: &'a mut Arena,
+    frame: BytesMut,
+}
+
+impl FrameBuf for ArenaFrame<'_> {
+    fn len(&self) -> usize {
+        self.frame.len()
+    }
+    fn reserve(&mut self, additional: usize) {
+        if self.frame.capacity() == 0 {
+            self.frame = self.arena.buffer(additional);
+        } else {
+            self.frame.reserve(additional);
+        }
+    }
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.frame.extend_from_slice(bytes);
+    }
+    fn written_mut(&mut self, start: usize) -> &mut [u8] {
+        &mut self.frame[start..]
+    }
+}
+
 /// A close reason must fit the 125-byte control payload with its 2-byte code; cut it at
 /// a character boundary.
 fn truncate_reason(reason: &str) -> &str {
@@ -642,6 +599,7 @@ impl Core<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fanout::Publish;
     use super::*;
     use crate::prepared::PreparedMessage;
     use crate::proto::MessageType;

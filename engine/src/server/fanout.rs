@@ -1,6 +1,30 @@
-//! The hand-off to a worker, bounded in bytes: every command another thread (or another
-//! worker) puts on a worker's channel first reserves its size in that worker's [`Budget`],
-//! and the worker gives the bytes back once per loop turn, after handling what it took.
+//! Fan-out: the publish path from the call to every worker's subscribers, and the
+//! hand-off to a worker, bounded in bytes.
+//!
+//! One publish ([`Shared::publish`], behind [`ServerHandle::publish`] and
+//! [`Socket::publish`]) becomes one [`Publish`] behind an `Arc`, handed to each worker
+//! once (never per subscriber); each worker queues it on its own subscribers with
+//! [`Core::deliver`], each frame form built once per publish.
+//!
+//! ## Ordering
+//!
+//! The publishes of one thread reach every subscriber in the order they were made, per
+//! topic and across topics, whichever of [`Socket::publish`] and [`ServerHandle::publish`]
+//! made them. Each worker's channel is FIFO. Inside a callback, `Socket::publish` queues
+//! on the worker's own subscribers at once; a `ServerHandle::publish` made in the same
+//! callback is kept for them in this thread's pending list ([`deliver_pending`]), which
+//! is delivered before the next `Socket::publish` and as soon as the callback returns.
+//! So `handle.publish(a); socket.publish(b)` reaches the local subscribers as `a, b`,
+//! like the other workers' (before issue 14, `b, a`: the handle went through the worker's
+//! own channel, taken later in the turn). Publishes of different threads have no order
+//! between them.
+//!
+//! ## The hand-off is bounded in bytes
+//!
+//! Every command another thread (or another worker) puts on a worker's channel first
+//! reserves its size in that worker's [`Budget`], and the worker gives the bytes back once
+//! per loop turn, after handling what it took. A publish kept in the pending list of a
+//! worker's own thread is charged to that worker's budget the same way.
 //!
 //! Policy when a worker's budget is full:
 //!
@@ -19,15 +43,176 @@
 //!
 //! The budget is accounted per command, never per subscriber: one atomic add per command
 //! per worker on the sending side, one atomic subtract per loop turn on the worker's.
+//!
+//! [`ServerHandle::publish`]: super::ServerHandle::publish
+//! [`Socket::publish`]: super::Socket::publish
 
-use std::cell::Cell;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Wake, Waker};
 use std::thread::Thread;
+use std::time::Instant;
 
-use super::handle::{Command, Outgoing, Publish};
+use bytes::Bytes;
+
+use super::core::Core;
+use super::handle::{Command, Outgoing, Shared};
+use super::stats::Counter;
+use super::ConnId;
+use crate::error::Error;
 use crate::prepared::PreparedMessage;
+use crate::proto::deflate::DeflateSettings;
+use crate::proto::Role;
+
+/// A message published to a topic, handed to every worker once.
+#[derive(Debug)]
+pub(crate) struct Publish {
+    pub(crate) topic: Bytes,
+    pub(crate) message: Arc<PreparedMessage>,
+    /// The publishing connection, when a socket published.
+    pub(crate) origin: Option<ConnId>,
+    /// Whether the publishing connection receives it too (if subscribed).
+    pub(crate) include_origin: bool,
+}
+
+impl Shared {
+    /// Hands `publish` to every worker but `skip` (the caller's own worker, for a
+    /// [`Socket::publish`](super::Socket::publish) that delivers there itself), all or
+    /// none. Without a `deadline`, a full worker refuses it at once; with one, the calling
+    /// thread waits for room until then (never on a worker thread: two full workers
+    /// waiting on each other would never drain). Every worker that runs gets it, even if
+    /// one has stopped.
+    ///
+    /// On a worker thread of this server, inside a callback, that worker's share is not
+    /// put on its own channel but kept in the thread's pending list, delivered before the
+    /// next `Socket::publish` and when the callback returns (the ordering rule above).
+    pub(crate) fn publish(
+        &self,
+        publish: &Arc<Publish>,
+        skip: Option<usize>,
+        deadline: Option<Instant>,
+    ) -> Result<(), Error> {
+        let cost = Command::Publish(Arc::clone(publish)).cost();
+        let deadline = deadline.filter(|_| !on_worker_thread());
+        let mut waker = None;
+        while let Err(full) = self.reserve_all(skip, cost) {
+            let Some(deadline) = deadline else {
+                return Err(self.refuse(full));
+            };
+            let budget = &self.workers[full].budget;
+            budget.register(waker.get_or_insert_with(thread_waker));
+            // Registered before this look: a release from now on wakes this thread.
+            if self.reserve_all(skip, cost).is_ok() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(self.refuse(full));
+            }
+            std::thread::park_timeout(deadline - now);
+        }
+        let here = match skip {
+            Some(_) => None,
+            None => this_worker(self),
+        };
+        let mut failed = None;
+        for index in (0..self.workers.len()).filter(|&i| Some(i) != skip) {
+            if Some(index) == here {
+                keep_pending(Arc::clone(publish), cost);
+            } else if let Err(err) = self.put(index, Command::Publish(Arc::clone(publish)), cost) {
+                failed = Some(err);
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Reserves `cost` on every worker but `skip`, all or none: the first worker without
+    /// room is returned, and what was reserved before it is given back.
+    fn reserve_all(&self, skip: Option<usize>, cost: usize) -> Result<(), usize> {
+        let targets = || (0..self.workers.len()).filter(move |&i| Some(i) != skip);
+        for index in targets() {
+            if !self.workers[index].budget.try_reserve(cost) {
+                for undo in targets().take_while(|&i| i != index) {
+                    self.workers[undo].budget.release(cost);
+                }
+                return Err(index);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<D> Core<D> {
+    /// Queues a published message on every local subscriber of its topic (but its origin,
+    /// unless asked), each frame form built once per publish. Returns the deliveries.
+    pub(crate) fn deliver(&mut self, publish: &Publish) -> usize {
+        self.counters.incr(Counter::Publishes);
+        let Some(id) = self.topics.id(&publish.topic) else {
+            return 0;
+        };
+        let skip = match publish.origin {
+            Some(origin) if !publish.include_origin && origin.worker() == self.worker => {
+                Some(origin.key() as u32)
+            }
+            _ => None,
+        };
+        // Most topics see one or two forms (plain, compressed): a short list beats asking
+        // the prepared message (a lock for compressed forms) once per subscriber. Each form
+        // is wrapped once in an `Rc`: the outboxes share it without atomic counting.
+        let mut forms: Vec<(Role, Option<DeflateSettings>, Rc<Bytes>)> = Vec::new();
+        let subscribers = self.topics.take(id);
+        let mut delivered = 0;
+        for &key in &subscribers {
+            if Some(key) == skip {
+                continue;
+            }
+            let conn = &self.conns[key as usize];
+            if !conn.is_open() {
+                continue;
+            }
+            let (role, compression) = (conn.role, conn.compression);
+            let frame = match forms
+                .iter()
+                .find(|(r, c, _)| *r == role && *c == compression)
+            {
+                Some((_, _, frame)) => Rc::clone(frame),
+                None => {
+                    let frame = Rc::new(publish.message.frame(role, compression));
+                    forms.push((role, compression, Rc::clone(&frame)));
+                    frame
+                }
+            };
+            if self.queue_data(key as usize, frame).is_ok() {
+                delivered += 1;
+            }
+        }
+        self.topics.put_back(id, subscribers);
+        self.counters.add(Counter::Deliveries, delivered as u64);
+        delivered
+    }
+}
+
+/// Delivers the publishes a [`ServerHandle`](super::ServerHandle) made on this worker's
+/// thread (inside a callback) to this worker's subscribers, in the order made, and gives
+/// their bytes back to its budget. The worker calls it after every callback;
+/// [`Socket::publish`](super::Socket::publish) before its own delivery.
+pub(crate) fn deliver_pending<D>(core: &mut Core<D>) {
+    let mut freed = 0;
+    while let Some((publish, cost)) = WORKER.with(|w| {
+        w.borrow_mut()
+            .as_mut()
+            .and_then(|worker| worker.pending.pop_front())
+    }) {
+        core.deliver(&publish);
+        freed += cost;
+    }
+    if freed > 0 {
+        core.shared.workers[core.worker].budget.release(freed);
+    }
+}
 
 /// One worker's command-queue budget in bytes, and who waits for room in it.
 #[derive(Debug)]
@@ -150,18 +335,53 @@ pub(crate) fn thread_waker() -> Waker {
     Waker::from(Arc::new(Unpark(std::thread::current())))
 }
 
-thread_local! {
-    static ON_WORKER: Cell<bool> = const { Cell::new(false) };
+/// What a worker's thread knows of itself.
+struct ThisWorker {
+    /// Which server (the address of its `Shared`, compared, never dereferenced).
+    shared: usize,
+    index: usize,
+    /// Publishes of a handle used inside a callback, for this worker's own subscribers,
+    /// with the bytes each reserved in its budget.
+    pending: VecDeque<(Arc<Publish>, usize)>,
 }
 
-/// Marks the calling thread as a worker: waiting calls made on it do not wait.
-pub(crate) fn mark_worker_thread() {
-    ON_WORKER.with(|on| on.set(true));
+thread_local! {
+    static WORKER: RefCell<Option<ThisWorker>> = const { RefCell::new(None) };
+}
+
+/// Marks the calling thread as worker `index` of `shared`: waiting calls made on it do
+/// not wait, and its handle publishes keep the ordering rule.
+pub(crate) fn mark_worker_thread(shared: &Arc<Shared>, index: usize) {
+    WORKER.with(|w| {
+        *w.borrow_mut() = Some(ThisWorker {
+            shared: Arc::as_ptr(shared) as usize,
+            index,
+            pending: VecDeque::new(),
+        })
+    });
 }
 
 /// Whether the calling thread is a worker.
 pub(crate) fn on_worker_thread() -> bool {
-    ON_WORKER.with(Cell::get)
+    WORKER.with(|w| w.borrow().is_some())
+}
+
+/// The index of the worker of `shared` the calling thread runs, if it runs one.
+fn this_worker(shared: &Shared) -> Option<usize> {
+    WORKER.with(|w| {
+        w.borrow()
+            .as_ref()
+            .filter(|w| w.shared == shared as *const Shared as usize)
+            .map(|w| w.index)
+    })
+}
+
+fn keep_pending(publish: Arc<Publish>, cost: usize) {
+    WORKER.with(|w| {
+        if let Some(worker) = w.borrow_mut().as_mut() {
+            worker.pending.push_back((publish, cost));
+        }
+    });
 }
 
 /// The bytes of a prepared message a queued command keeps alive: its payload and its
@@ -278,11 +498,62 @@ mod tests {
     fn the_caller_s_thread_is_not_a_worker_unless_marked() {
         assert!(!on_worker_thread());
         std::thread::spawn(|| {
-            mark_worker_thread();
+            let shared = Arc::new(Shared::new(Vec::new(), None, None));
+            mark_worker_thread(&shared, 0);
             assert!(on_worker_thread());
+            assert_eq!(this_worker(&shared), Some(0));
+            let other = Shared::new(Vec::new(), None, None);
+            assert_eq!(this_worker(&other), None, "another server's handle");
         })
         .join()
         .expect("thread");
         assert!(!on_worker_thread());
+    }
+
+    /// The ordering rule: inside a callback, a handle publish and then a socket publish
+    /// reach the worker's own subscribers in that order (before issue 14: the other way
+    /// round), and every publish of the callback is delivered once it returns.
+    #[test]
+    fn handle_and_socket_publishes_of_one_callback_arrive_in_the_order_made() {
+        use crate::proto::MessageType;
+        use crate::server::core::detached_core;
+        use crate::server::Socket;
+        let mut core = detached_core(1 << 20);
+        let (publisher, reader) = (core.insert_detached(None), core.insert_detached(None));
+        core.subscribe(reader, b"room").expect("under the limit");
+        let shared = Arc::clone(&core.shared);
+        mark_worker_thread(&shared, 0);
+        {
+            // What a handler does in one callback.
+            let mut socket = Socket::new(&mut core, publisher);
+            let handle = socket.server();
+            // The detached worker's channel has no receiver: a publish put on it would
+            // fail with "server stopped", so these succeed only by staying pending.
+            handle
+                .publish(b"room", MessageType::Text, "1")
+                .expect("room");
+            socket
+                .publish(b"room", MessageType::Text, b"2")
+                .expect("room");
+            handle
+                .publish(b"room", MessageType::Text, "3")
+                .expect("room");
+        }
+        assert!(
+            shared.workers[0].budget.used() > 0,
+            "charged to the worker's budget"
+        );
+        deliver_pending(&mut core); // the worker, once the callback returns
+        assert_eq!(
+            shared.workers[0].budget.used(),
+            0,
+            "the pending bytes are given back"
+        );
+        let mut frames = Vec::new();
+        core.conns[reader]
+            .outbox
+            .take_batch(&mut core.arena, &mut frames);
+        let wire: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        assert_eq!(wire, b"\x81\x011\x81\x012\x81\x013");
     }
 }

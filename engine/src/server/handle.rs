@@ -21,7 +21,7 @@ use crate::sys::Waker;
 
 use super::broker::Broker;
 use super::dial::{DialRequest, Pending};
-use super::fanout::{on_worker_thread, thread_waker, Budget};
+use super::fanout::{Budget, Publish};
 use super::stats::{SharedCounters, Stats};
 use super::topics::MAX_TOPIC_LEN;
 use super::ConnId;
@@ -40,17 +40,6 @@ pub(crate) enum Command {
     Dial(Box<Pending>),
     Publish(Arc<Publish>),
     Shutdown,
-}
-
-/// A message published to a topic, handed to every worker once.
-#[derive(Debug)]
-pub(crate) struct Publish {
-    pub(crate) topic: Bytes,
-    pub(crate) message: Arc<PreparedMessage>,
-    /// The publishing connection, when a socket published.
-    pub(crate) origin: Option<ConnId>,
-    /// Whether the publishing connection receives it too (if subscribed).
-    pub(crate) include_origin: bool,
 }
 
 /// A message sent from outside a callback.
@@ -181,7 +170,7 @@ impl Shared {
     }
 
     /// Counts a refusal by worker `index` and says why.
-    fn refuse(&self, index: usize) -> Error {
+    pub(crate) fn refuse(&self, index: usize) -> Error {
         let budget = &self.workers[index].budget;
         budget.count_refusal();
         Error::QueueFull {
@@ -191,7 +180,7 @@ impl Shared {
     }
 
     /// Puts a command whose `cost` is reserved on worker `index`'s channel and wakes it.
-    fn put(&self, index: usize, command: Command, cost: usize) -> Result<(), Error> {
+    pub(crate) fn put(&self, index: usize, command: Command, cost: usize) -> Result<(), Error> {
         let link = &self.workers[index];
         if link.commands.send(command).is_err() {
             link.budget.release(cost);
@@ -204,59 +193,6 @@ impl Shared {
             waker.wake();
         }
         Ok(())
-    }
-
-    /// Reserves `cost` on every worker but `skip`, all or none: the first worker without
-    /// room is returned, and what was reserved before it is given back.
-    fn reserve_all(&self, skip: Option<usize>, cost: usize) -> Result<(), usize> {
-        let targets = || (0..self.workers.len()).filter(move |&i| Some(i) != skip);
-        for index in targets() {
-            if !self.workers[index].budget.try_reserve(cost) {
-                for undo in targets().take_while(|&i| i != index) {
-                    self.workers[undo].budget.release(cost);
-                }
-                return Err(index);
-            }
-        }
-        Ok(())
-    }
-
-    /// Hands `publish` to every worker but `skip`, all or none. Without a `deadline`, a
-    /// full worker refuses it at once; with one, the calling thread waits for room until
-    /// then (never on a worker thread: two full workers waiting on each other would never
-    /// drain). Every worker that runs gets it, even if one has stopped.
-    pub(crate) fn publish(
-        &self,
-        publish: &Arc<Publish>,
-        skip: Option<usize>,
-        deadline: Option<Instant>,
-    ) -> Result<(), Error> {
-        let cost = Command::Publish(Arc::clone(publish)).cost();
-        let deadline = deadline.filter(|_| !on_worker_thread());
-        let mut waker = None;
-        while let Err(full) = self.reserve_all(skip, cost) {
-            let Some(deadline) = deadline else {
-                return Err(self.refuse(full));
-            };
-            let budget = &self.workers[full].budget;
-            budget.register(waker.get_or_insert_with(thread_waker));
-            // Registered before this look: a release from now on wakes this thread.
-            if self.reserve_all(skip, cost).is_ok() {
-                break;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(self.refuse(full));
-            }
-            std::thread::park_timeout(deadline - now);
-        }
-        let mut failed = None;
-        for index in (0..self.workers.len()).filter(|&i| Some(i) != skip) {
-            if let Err(err) = self.put(index, Command::Publish(Arc::clone(publish)), cost) {
-                failed = Some(err);
-            }
-        }
-        failed.map_or(Ok(()), Err)
     }
 }
 
@@ -338,7 +274,9 @@ impl ServerHandle {
 
     /// Publishes a message to every subscriber of `topic` on every worker. The message is
     /// framed (and compressed, for connections that agreed to it) once, then shared.
-    /// Messages published from one thread reach each subscriber in the order published.
+    /// Messages published from one thread reach each subscriber in the order published;
+    /// inside a callback that holds with [`Socket::publish`](super::Socket::publish) too
+    /// (the ordering rule: `server::fanout`).
     ///
     /// When a worker's command queue holds
     /// [`max_handoff_bytes`](super::ServerConfig::max_handoff_bytes), the publish is

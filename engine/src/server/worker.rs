@@ -26,6 +26,7 @@ use crate::sys::{socket, Completion, Driver, OpKind, RecvBuf, SendBuf, SocketFd,
 use super::conn::{Paused, Phase};
 use super::core::{Cause, Core, Notice};
 use super::dial::Pending;
+use super::fanout::deliver_pending;
 use super::handle::{Command, Outgoing, Shared};
 use super::stats::Counter;
 use super::{Handler, ServerConfig, Socket};
@@ -89,7 +90,7 @@ impl<H: Handler> Worker<H> {
 
     /// Runs until shut down. Only a failure of the ring itself ends it early.
     pub(crate) fn run(mut self) -> io::Result<()> {
-        super::fanout::mark_worker_thread();
+        super::fanout::mark_worker_thread(&self.core.shared, self.core.worker);
         if let Some(listener) = &self.listener {
             self.driver.accept(listener, ACCEPT);
         }
@@ -1059,7 +1060,13 @@ impl<H: Handler> Worker<H> {
     }
 
     fn settle_notices(&mut self) {
-        while let Some(notice) = self.core.notices.pop_front() {
+        loop {
+            // Publishes a handle made inside the callback just run reach this worker's
+            // subscribers now, in order (`server::fanout`).
+            deliver_pending(&mut self.core);
+            let Some(notice) = self.core.notices.pop_front() else {
+                break;
+            };
             match notice {
                 Notice::Close {
                     key,
