@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::proto::deflate::{with_deflater, DeflateSettings, Deflater};
 use crate::proto::{Encoder, MessageType, Role};
 
-/// A message ready to be sent to many connections (the seed's `PreparedMessage`).
+/// A message ready to be sent to many connections (gorilla/websocket's `PreparedMessage`).
 ///
 /// ```
 /// use ringcast::{MessageType, PreparedMessage};

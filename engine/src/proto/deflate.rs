@@ -63,7 +63,7 @@ impl PerMessageDeflate {
     }
 }
 
-/// The client's offer: the seed's (no context takeover both ways), plus
+/// The client's offer: gorilla/websocket's (no context takeover both ways), plus
 /// `client_max_window_bits` so a server may ask for a smaller client window, which
 /// ringcast can keep to (RFC 7692 section 7.1.2.2).
 pub const CLIENT_OFFER: &str =
@@ -215,14 +215,14 @@ impl std::fmt::Debug for Deflater {
     }
 }
 
-/// The compression level used unless set: 1, as in the seed (fast, most of the gain).
+/// The compression level used unless set: 1, as in gorilla/websocket (fast, most of the gain).
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 1;
 
 /// How one side compresses: level and window. Connections with equal settings can share
 /// compressed frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DeflateSettings {
-    /// The seed's flate level, -2..=9.
+    /// Gorilla/websocket's flate level, -2..=9.
     pub level: i32,
     /// The window, 8..=15 bits (15 unless the peer asked for less).
     pub window_bits: u8,
@@ -276,7 +276,7 @@ impl Deflater {
         }
     }
 
-    /// Set the level: the seed's flate levels -2..=9 (-2, huffman-only, maps to 1; -1,
+    /// Set the level: gorilla/websocket's flate levels -2..=9 (-2, huffman-only, maps to 1; -1,
     /// the default, to 6; 0 stores).
     pub fn set_level(&mut self, level: i32) -> Result<(), String> {
         if !(-2..=9).contains(&level) {

@@ -569,6 +569,13 @@ pub(crate) fn detached_core(max_queued_bytes: usize) -> Core<()> {
 
 /// A core with fake connections and the settings of `config`.
 pub(crate) fn detached_core_with(config: ServerConfig) -> Core<()> {
+    let shared = detached_shared(&config);
+    Core::new(0, Arc::new(config), shared)
+}
+
+/// What one worker with no thread behind it shares: its command channel has no receiver
+/// (a command put on it fails with "server stopped").
+pub(crate) fn detached_shared(config: &ServerConfig) -> Arc<Shared> {
     use super::handle::WorkerLink;
     let (commands, _) = crossbeam_channel::unbounded();
     let link = WorkerLink {
@@ -579,11 +586,7 @@ pub(crate) fn detached_core_with(config: ServerConfig) -> Core<()> {
         features: Default::default(),
         topic_counts: Default::default(),
     };
-    Core::new(
-        0,
-        Arc::new(config),
-        Arc::new(Shared::new(vec![link], None, None)),
-    )
+    Arc::new(Shared::new(vec![link], None, None))
 }
 
 impl Core<()> {

@@ -41,6 +41,7 @@ pub mod bench;
 mod broker;
 mod config;
 mod conn;
+mod connection;
 mod core;
 mod dial;
 mod fanout;

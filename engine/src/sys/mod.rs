@@ -379,25 +379,14 @@ enum RecvBufInner {
 }
 
 impl RecvBuf {
-    /// The received bytes.
-    pub fn as_slice(&self) -> &[u8] {
-        match &self.inner {
-            // SAFETY: this handle holds the lease on `bid`: the kernel reported it for this
-            // completion only, and it goes back to the ring only in our `Drop`.
-            RecvBufInner::Ring { ring, bid, len } => unsafe { &ring.buffer(*bid)[..*len] },
-            RecvBufInner::Scratch { buf, len, .. } => match buf {
-                Some(b) => &b[..*len],
-                None => &[],
-            },
-        }
-    }
-
     /// The received bytes, writable (for unmasking in place).
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         match &mut self.inner {
             RecvBufInner::Ring { ring, bid, len } => {
                 let len = *len;
-                // SAFETY: as in `as_slice`; `&mut self` makes this the only reference.
+                // SAFETY: this handle holds the lease on `bid`: the kernel reported it for
+                // this completion only, and it goes back to the ring only in our `Drop`;
+                // `&mut self` makes this the only reference.
                 unsafe { &mut ring.buffer_mut(*bid)[..len] }
             }
             RecvBufInner::Scratch { buf, len, .. } => match buf {

@@ -73,7 +73,7 @@ pub enum EnvelopeError {
 }
 
 /// Appends the envelope of a message to `out`: magic byte [`ENVELOPE_MAGIC`], version
-/// [`ENVELOPE_VERSION`], the node id (8 bytes, big-endian), the message type (the seed's
+/// [`ENVELOPE_VERSION`], the node id (8 bytes, big-endian), the message type (gorilla/websocket's
 /// numbers: 1 text, 2 binary), then the payload unchanged.
 ///
 /// ```
