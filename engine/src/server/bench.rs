@@ -10,7 +10,7 @@ use crate::proto::deflate::DeflateSettings;
 use crate::sys::SendBuf;
 
 use super::core::{detached_core, Core};
-use super::fanout::Publish;
+use super::handle::Publish;
 
 /// `subscribers` open connections (no sockets) on one topic of one worker core.
 pub struct LocalFanout {

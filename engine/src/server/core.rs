@@ -569,24 +569,8 @@ pub(crate) fn detached_core(max_queued_bytes: usize) -> Core<()> {
 
 /// A core with fake connections and the settings of `config`.
 pub(crate) fn detached_core_with(config: ServerConfig) -> Core<()> {
-    let shared = detached_shared(&config);
+    let shared = Shared::detached(&config);
     Core::new(0, Arc::new(config), shared)
-}
-
-/// What one worker with no thread behind it shares: its command channel has no receiver
-/// (a command put on it fails with "server stopped").
-pub(crate) fn detached_shared(config: &ServerConfig) -> Arc<Shared> {
-    use super::handle::WorkerLink;
-    let (commands, _) = crossbeam_channel::unbounded();
-    let link = WorkerLink {
-        commands,
-        budget: super::fanout::Budget::new(config.max_handoff_bytes),
-        waker: Default::default(),
-        counters: Default::default(),
-        features: Default::default(),
-        topic_counts: Default::default(),
-    };
-    Arc::new(Shared::new(vec![link], None, None))
 }
 
 impl Core<()> {
@@ -602,7 +586,7 @@ impl Core<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fanout::Publish;
+    use super::super::handle::Publish;
     use super::*;
     use crate::prepared::PreparedMessage;
     use crate::proto::MessageType;

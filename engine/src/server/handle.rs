@@ -21,7 +21,7 @@ use crate::sys::Waker;
 
 use super::broker::Broker;
 use super::dial::{DialRequest, Pending};
-use super::fanout::{Budget, Publish};
+use super::handoff::Budget;
 use super::stats::{SharedCounters, Stats};
 use super::topics::MAX_TOPIC_LEN;
 use super::ConnId;
@@ -40,6 +40,17 @@ pub(crate) enum Command {
     Dial(Box<Pending>),
     Publish(Arc<Publish>),
     Shutdown,
+}
+
+/// A message published to a topic, handed to every worker once.
+#[derive(Debug)]
+pub(crate) struct Publish {
+    pub(crate) topic: Bytes,
+    pub(crate) message: Arc<PreparedMessage>,
+    /// The publishing connection, when a socket published.
+    pub(crate) origin: Option<ConnId>,
+    /// Whether the publishing connection receives it too (if subscribed).
+    pub(crate) include_origin: bool,
 }
 
 /// A message sent from outside a callback.
@@ -134,6 +145,21 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// What one worker with no thread behind it shares: its command channel has no receiver
+    /// (a command put on it fails with "server stopped").
+    pub(crate) fn detached(config: &super::ServerConfig) -> Arc<Shared> {
+        let (commands, _) = crossbeam_channel::unbounded();
+        let link = WorkerLink {
+            commands,
+            budget: Budget::new(config.max_handoff_bytes),
+            waker: Default::default(),
+            counters: Default::default(),
+            features: Default::default(),
+            topic_counts: Default::default(),
+        };
+        Arc::new(Shared::new(vec![link], None, None))
+    }
+
     pub(crate) fn new(
         workers: Vec<WorkerLink>,
         local_addr: Option<SocketAddr>,
@@ -479,4 +505,43 @@ impl std::fmt::Debug for ServerHandle {
             .field("workers", &self.shared.workers.len())
             .finish()
     }
+}
+
+/// The bytes of a prepared message a queued command keeps alive: its payload and its
+/// header (the frames built from it come later, on the worker, under the per-connection
+/// caps).
+fn prepared_cost(message: &PreparedMessage) -> usize {
+    std::mem::size_of::<PreparedMessage>() + message.payload().len()
+}
+
+impl Command {
+    /// What this command holds while it waits in a worker's channel, charged to that
+    /// worker's budget: the channel slot, and the heap it keeps alive. A publish handed
+    /// to several workers is charged in full to each, since each keeps it alive until it
+    /// has delivered it. A shutdown costs nothing and is never refused.
+    pub(crate) fn cost(&self) -> usize {
+        let held = match self {
+            Command::Publish(publish) => publish_cost(publish),
+            Command::Send { message, .. } => match message {
+                Outgoing::Message(_, payload) => payload.len(),
+                Outgoing::Prepared(message) => prepared_cost(message),
+            },
+            Command::Close { reason, .. } => reason.len(),
+            Command::Dial(pending) => {
+                let strings = [&pending.host, &pending.target, &pending.key];
+                let headers = pending.headers.iter().map(|(n, v)| n.len() + v.len());
+                std::mem::size_of_val(&**pending)
+                    + strings.iter().map(|s| s.len()).sum::<usize>()
+                    + pending.subprotocols.iter().map(String::len).sum::<usize>()
+                    + headers.sum::<usize>()
+            }
+            Command::Shutdown => return 0,
+        };
+        std::mem::size_of::<Command>() + held
+    }
+}
+
+/// The heap a queued publish keeps alive.
+fn publish_cost(publish: &Publish) -> usize {
+    std::mem::size_of::<Publish>() + publish.topic.len() + prepared_cost(&publish.message)
 }

@@ -47,6 +47,7 @@ mod dial;
 mod fanout;
 mod handle;
 mod handler;
+mod handoff;
 mod id;
 mod outbox;
 #[cfg(feature = "redis")]
@@ -140,7 +141,7 @@ impl Server {
                 receivers.push(rx);
                 WorkerLink {
                     commands: tx,
-                    budget: fanout::Budget::new(config.max_handoff_bytes),
+                    budget: handoff::Budget::new(config.max_handoff_bytes),
                     waker: Default::default(),
                     counters: Default::default(),
                     features: Default::default(),

@@ -14,7 +14,8 @@ use crate::proto::{CloseCode, MessageType, OpCode};
 use crate::sys::socket::peer_addr;
 
 use super::core::{Cause, Core, SendError};
-use super::fanout::{deliver_pending, Publish};
+use super::fanout::deliver_pending;
+use super::handle::Publish;
 use super::handle::{check_topic, ServerHandle};
 use super::ConnId;
 

@@ -9,7 +9,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::super::core::detached_shared;
 use super::super::handle::{Command, Outgoing};
 use super::super::stats::Counter;
 use super::super::{Backpressure, ConnId, Handler, ServerConfig, Socket};
@@ -72,7 +71,7 @@ Sec-WebSocket-Version: 13\r\n\r\n";
 impl Pair {
     fn new(config: ServerConfig) -> Pair {
         let log = Log::default();
-        let shared = detached_shared(&config);
+        let shared = super::super::handle::Shared::detached(&config);
         let machine = Machine::new(
             0,
             Recorder(log.clone()),

@@ -72,9 +72,9 @@ pub enum EnvelopeError {
     BadUtf8,
 }
 
-/// Appends the envelope of a message to `out`: magic byte [`ENVELOPE_MAGIC`], version
-/// [`ENVELOPE_VERSION`], the node id (8 bytes, big-endian), the message type (gorilla/websocket's
-/// numbers: 1 text, 2 binary), then the payload unchanged.
+/// Appends the envelope of a message to `out`: the magic byte 0xB7, the layout version 1,
+/// the node id (8 bytes, big-endian), the message type (WebSocket opcode numbers: 1 text,
+/// 2 binary), then the payload unchanged: 11 bytes before the payload.
 ///
 /// ```
 /// use ringcast::server::{decode_envelope, encode_envelope};
