@@ -65,7 +65,7 @@ impl<H: Handler> Worker<H> {
             self.driver.accept(listener, ACCEPT);
         }
         loop {
-            let timeout = self.machine.wait_time();
+            let timeout = self.machine.wait_time(Instant::now());
             if let Err(err) = self.driver.submit_and_wait(timeout) {
                 // The ring itself failed: still tell the handler about every connection.
                 self.stop();

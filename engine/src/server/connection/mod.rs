@@ -146,10 +146,11 @@ impl<H: Handler> Machine<H> {
         self.flush();
     }
 
-    /// How long the next wait may last: not at all while closed connections are still
-    /// leaving their topics; else until the next timer, accept resumption or shutdown
-    /// deadline; without bound when none is pending.
-    pub(crate) fn wait_time(&self) -> Option<Duration> {
+    /// How long the next wait may last, from `now` (the clock as the worker is about to
+    /// wait): not at all while closed connections are still leaving their topics; else
+    /// until the next timer, accept resumption or shutdown deadline; without bound when
+    /// none is pending.
+    pub(crate) fn wait_time(&self, now: Instant) -> Option<Duration> {
         if self.core.is_leaving() || !self.paused.is_empty() {
             return Some(Duration::ZERO);
         }
@@ -161,7 +162,7 @@ impl<H: Handler> Machine<H> {
         .into_iter()
         .flatten()
         .min()?;
-        Some(next.saturating_duration_since(Instant::now()))
+        Some(next.saturating_duration_since(now))
     }
 
     // --- accept ---------------------------------------------------------------------

@@ -268,6 +268,10 @@ fn a_request_head_that_never_ends_is_dropped_at_the_handshake_timeout() {
     let mut pair = Pair::new(ServerConfig::default());
     let key = pair.accept();
     pair.peer_sends(key, &REQUEST[..40]);
+    // The worker may sleep until the deadline, not past it (one 25 ms tick late at most).
+    let now = pair.machine.core.now;
+    let wait = pair.machine.wait_time(now).expect("a deadline is pending");
+    assert!(wait <= Duration::from_millis(10_025), "{wait:?}");
     pair.advance(Duration::from_secs(9));
     assert!(pair.exists(key), "10 s by default");
     pair.advance(Duration::from_millis(1100));
