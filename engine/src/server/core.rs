@@ -464,6 +464,25 @@ impl<D> Core<D> {
         }
     }
 
+    /// Closes the socket once what is queued has been sent: at once when nothing is
+    /// queued or in flight, else the connection goes `Flushing` (nothing more is read or
+    /// queued) and is closed by the send that empties its queue. `close_timeout` bounds
+    /// the flush from now when `restart_deadline`; else the deadline already set stands
+    /// (a close of ours that was waiting for the peer's).
+    pub(crate) fn close_once_sent(&mut self, key: usize, restart_deadline: bool) {
+        let deadline = self.now + self.config.close_timeout;
+        let conn = &mut self.conns[key];
+        if conn.outbox.is_empty() && !conn.sending {
+            self.doom(key);
+            return;
+        }
+        conn.phase = Phase::Flushing;
+        if restart_deadline {
+            conn.deadline = deadline;
+            self.arm_timer(key);
+        }
+    }
+
     /// Lists the connection to be closed and removed at the end of this step.
     pub(crate) fn doom(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {

@@ -215,13 +215,9 @@ impl<H: Handler> Machine<H> {
                 self.core
                     .close_after_flush(key, code, notify, reason, Cause::Peer);
             }
-            Phase::CloseSent => {
-                if conn.outbox.is_empty() && !conn.sending {
-                    self.core.doom(key);
-                } else {
-                    conn.phase = Phase::Flushing;
-                }
-            }
+            // Our close is answered: the socket closes once the queue is out, within
+            // the close timeout that our close started.
+            Phase::CloseSent => self.core.close_once_sent(key, false),
             _ => {}
         }
     }

@@ -342,15 +342,7 @@ impl<H: Handler> Machine<H> {
             }
             _ => {}
         }
-        let deadline = self.core.now + self.core.config.close_timeout;
-        let conn = &mut self.core.conns[key];
-        if conn.outbox.is_empty() && !conn.sending {
-            self.core.doom(key);
-        } else {
-            conn.phase = Phase::Flushing;
-            conn.deadline = deadline;
-            self.core.arm_timer(key);
-        }
+        self.core.close_once_sent(key, true);
     }
 
     /// Bytes off the wire, or plaintext opened from TLS records.
