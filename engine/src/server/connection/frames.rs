@@ -9,7 +9,7 @@ use crate::proto::{CloseCode, Decoder, Event, OpCode, ProtocolError};
 use super::super::conn::{Paused, Phase};
 use super::super::core::Cause;
 use super::super::stats::Counter;
-use super::super::{Handler, Socket};
+use super::super::Handler;
 use super::{Machine, Op, PAUSED_INPUT_MAX};
 
 impl<H: Handler> Machine<H> {
@@ -93,9 +93,7 @@ impl<H: Handler> Machine<H> {
                         .counters
                         .add(Counter::BytesIn, payload.len() as u64);
                     if open {
-                        let mut socket = Socket::new(&mut self.core, key);
-                        self.handler.on_message(&mut socket, message_type, payload);
-                        self.settle_notices();
+                        self.callback(key, |h, s| h.on_message(s, message_type, payload));
                     }
                 }
                 Event::Ping(payload) => {

@@ -61,10 +61,7 @@ impl<H: Handler> Machine<H> {
         let conn = &mut self.core.conns[key];
         conn.subprotocol = accepted.subprotocol.map(String::into_boxed_str);
         self.open(key, accepted.compression, level);
-        Self::call(&mut self.handler, &mut self.core, key, |h, s| {
-            h.on_open(s, &request)
-        });
-        self.settle_notices();
+        self.callback(key, |h, s| h.on_open(s, &request));
         if !leftover.is_empty() {
             self.frames(key, leftover);
         }
@@ -229,10 +226,7 @@ impl<H: Handler> Machine<H> {
         let level = self.core.config.compression_level;
         self.core.conns[key].subprotocol = agreed.subprotocol.map(String::into_boxed_str);
         self.open(key, agreed.compression, level);
-        Self::call(&mut self.handler, &mut self.core, key, |h, s| {
-            h.on_open(s, &request)
-        });
-        self.settle_notices();
+        self.callback(key, |h, s| h.on_open(s, &request));
         if !leftover.is_empty() {
             self.frames(key, &mut leftover);
         }

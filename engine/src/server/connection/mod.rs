@@ -692,6 +692,14 @@ impl<H: Handler> Machine<H> {
             .publish(&self.core.counters);
     }
 
+    /// Runs a callback of the handler for connection `key`, then the callbacks it made
+    /// owed (`on_close`, `on_drain`) and the publishes its handle made: the one way an
+    /// event reaches the handler (`settle_notices` itself runs the owed ones).
+    fn callback(&mut self, key: usize, f: impl FnOnce(&mut H, &mut Socket<'_, H::Data>)) {
+        Self::call(&mut self.handler, &mut self.core, key, f);
+        self.settle_notices();
+    }
+
     /// Calls the handler with a socket for `key` (split borrows: the handler and the core
     /// are separate fields).
     fn call(
