@@ -1,4 +1,4 @@
-//! The one public [`Error`], [`CloseError`], and the seed's helpers
+//! The one public [`Error`], [`CloseError`], and gorilla/websocket's helpers
 //! [`is_close_error`] and [`is_unexpected_close_error`].
 
 use std::io;
@@ -7,7 +7,7 @@ use crate::proto::{CloseCode, ProtocolError};
 
 pub use crate::proto::handshake::HandshakeError;
 
-/// A close frame received from the peer: the seed's `*CloseError`. Reading it as an
+/// A close frame received from the peer: gorilla/websocket's `*CloseError`. Reading it as an
 /// error does not mean anything went wrong: a normal close (1000) or a browser leaving
 /// (1001) arrive this way too.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,17 +27,17 @@ pub enum Error {
     /// The peer broke a protocol rule; the connection was failed with the rule's code.
     #[error("protocol error: {0}")]
     Protocol(ProtocolError),
-    /// The opening handshake failed (the seed's `ErrBadHandshake` and `HandshakeError`).
+    /// The opening handshake failed (gorilla/websocket's `ErrBadHandshake` and `HandshakeError`).
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
     /// The peer closed the connection. This is how a normal close is reported too:
     /// check the code with [`is_unexpected_close_error`].
     #[error("{0}")]
     Closed(CloseError),
-    /// A message was written after a close frame was sent (the seed's `ErrCloseSent`).
+    /// A message was written after a close frame was sent (gorilla/websocket's `ErrCloseSent`).
     #[error("close sent")]
     CloseSent,
-    /// A message was larger than the read limit (the seed's `ErrReadLimit`); the
+    /// A message was larger than the read limit (gorilla/websocket's `ErrReadLimit`); the
     /// connection was closed with 1009.
     #[error("read limit of {limit} bytes exceeded")]
     ReadLimit {
@@ -122,7 +122,7 @@ impl Error {
     }
 }
 
-/// Whether `err` is a received close with one of `codes` (the seed's `IsCloseError`).
+/// Whether `err` is a received close with one of `codes` (gorilla/websocket's `IsCloseError`).
 ///
 /// ```
 /// use ringcast::{is_close_error, CloseCode, CloseError, Error};
@@ -133,7 +133,7 @@ pub fn is_close_error(err: &Error, codes: &[CloseCode]) -> bool {
     err.as_close().is_some_and(|c| codes.contains(&c.code))
 }
 
-/// Whether `err` is a received close whose code is not in `expected` (the seed's
+/// Whether `err` is a received close whose code is not in `expected` (gorilla/websocket's
 /// `IsUnexpectedCloseError`): useful to log only abnormal closes.
 ///
 /// ```
@@ -145,12 +145,12 @@ pub fn is_unexpected_close_error(err: &Error, expected: &[CloseCode]) -> bool {
     err.as_close().is_some_and(|c| !expected.contains(&c.code))
 }
 
-/// Format a close message payload, as the seed's `FormatCloseMessage`: the code in two
+/// Format a close message payload, as gorilla/websocket's `FormatCloseMessage`: the code in two
 /// bytes then the text; empty for [`CloseCode::NO_STATUS_RECEIVED`].
 ///
 /// The text is never cut. A close frame carries at most 125 bytes, so a text over 123
 /// bytes ([`MAX_REASON_BYTES`](crate::proto::close::MAX_REASON_BYTES)) gives a payload
-/// that `write_control` refuses with [`Error::InvalidArgument`], as the seed's
+/// that `write_control` refuses with [`Error::InvalidArgument`], as gorilla/websocket's
 /// `WriteControl` does; [`Conn::close_with`](crate::Conn::close_with) refuses such a
 /// reason up front.
 ///

@@ -5,16 +5,36 @@
 //! gorilla/websocket (Upgrader, Dialer, Conn, PreparedMessage, close codes), spelled
 //! the Rust way; `docs/api-map.md` lists every Go name with its ringcast name.
 //!
-//! - [`proto`]: the sans-IO protocol core (frames, masking, UTF-8, close codes,
-//!   handshake, permessage-deflate). Bytes in, events and bytes out.
-//! - [`Upgrader`] and [`Conn`]: the seed's blocking API over any [`conn::Stream`].
-//! - [`PreparedMessage`]: one message, each wire form built once, sent to many.
+//! ## The public surface
+//!
+//! What users configure and call (the public modules hold these items and their helper
+//! types); the engine's internals (connection state, queues, timers, the kernel
+//! boundary) are private.
+//!
+//! - The blocking API, one thread (or two) per connection over any [`conn::Stream`]:
+//!   [`Upgrader`] (server handshake settings, [`Upgrader::upgrade`]), [`Dialer`]
+//!   (client settings, [`Dialer::dial`]), [`Conn`] (read and write messages, control
+//!   frames, deadlines, compression; [`conn`] has its readers, writers and split
+//!   halves), [`BufferPool`] for shared write buffers.
+//! - [`PreparedMessage`]: one message, each wire form built once, sent to many
+//!   connections (blocking or engine).
 //! - [`server`]: the engine, one worker thread per core on io_uring (epoll where io_uring
-//!   is unavailable). Its kernel boundary, the only module with `unsafe`, is private: the
-//!   public API has no way to name a kernel operation, a raw descriptor or a driver
-//!   token, so no safe call can reach the driver's memory. What users configure of it is
-//!   re-exported from [`server`] ([`server::Backend`], [`server::DriverConfig`],
+//!   is unavailable), for many connections and fan-out. Users set a
+//!   [`server::ServerConfig`] and call [`server::Server::start`] with a
+//!   [`server::Handler`] (the callbacks, given a [`server::Socket`] for the connection at
+//!   hand); the [`server::ServerHandle`] it returns publishes, sends, closes, dials,
+//!   reads [`server::Stats`] and shuts down from any thread. A [`server::Broker`]
+//!   (`RedisBroker` with the `redis` feature) links the nodes of one service. Its kernel
+//!   boundary, the only module with `unsafe`, is private: the public API has no way to
+//!   name a kernel operation, a raw descriptor or a driver token, so no safe call can
+//!   reach the driver's memory. What users configure of it is re-exported from
+//!   [`server`] ([`server::Backend`], [`server::DriverConfig`],
 //!   [`server::raise_fd_limit`]).
+//! - [`proto`]: the sans-IO protocol core (frames, masking, UTF-8, close codes,
+//!   handshake, permessage-deflate). Bytes in, events and bytes out; for another I/O
+//!   model, or a fuzzer.
+//! - [`Error`] and its helpers ([`is_close_error`], [`CloseError`], [`HandshakeError`]),
+//!   [`CloseCode`], [`MessageType`].
 //!
 //! ## Quick start
 //!

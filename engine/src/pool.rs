@@ -1,4 +1,4 @@
-//! [`BufferPool`]: write buffers shared by many blocking connections (the seed's
+//! [`BufferPool`]: write buffers shared by many blocking connections (gorilla/websocket's
 //! `WriteBufferPool`). With a pool set, a [`Conn`](crate::Conn) holds a write buffer
 //! only while it writes a message.
 //!
@@ -10,7 +10,7 @@
 use std::sync::Mutex;
 
 /// A pool of write buffers. [`SimpleBufferPool`] is a ready one; implement this trait to
-/// share buffers your own way. Use one pool per write buffer size, as the seed advises.
+/// share buffers your own way. Use one pool per write buffer size, as gorilla/websocket advises.
 pub trait BufferPool: Send + Sync {
     /// A buffer from the pool, or `None` when it is empty (the caller allocates).
     fn get(&self) -> Option<Vec<u8>>;

@@ -5,17 +5,16 @@
 //! compression runs once per message (and level), not once per subscriber, and no
 //! subscriber copies the payload.
 
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use bytes::Bytes;
 
 use crate::error::Error;
-use crate::proto::deflate::{DeflateSettings, Deflater};
+use crate::proto::deflate::{with_deflater, DeflateSettings, Deflater};
 use crate::proto::{Encoder, MessageType, Role};
 
-/// A message ready to be sent to many connections (the seed's `PreparedMessage`).
+/// A message ready to be sent to many connections (gorilla/websocket's `PreparedMessage`).
 ///
 /// ```
 /// use ringcast::{MessageType, PreparedMessage};
@@ -94,8 +93,7 @@ impl PreparedMessage {
                     Role::Server => &self.server_plain,
                     Role::Client => &self.client_plain,
                 };
-                cell.get_or_init(|| self.encode(role, &self.payload, false))
-                    .clone()
+                cell.get_or_init(|| self.encode(role, None)).clone()
             }
         }
     }
@@ -112,71 +110,18 @@ impl PreparedMessage {
         if let Some((_, _, frame)) = forms.iter().find(|(r, s, _)| *r == role && *s == settings) {
             return frame.clone();
         }
-        let mut compressed = Vec::with_capacity(self.payload.len() / 2 + 64);
-        with_deflater(settings, |deflater| {
-            deflater.compress(&self.payload, &mut compressed)
-        });
+        let frame = with_deflater(settings, |deflater| self.encode(role, Some(deflater)));
         self.compressions.fetch_add(1, Ordering::Relaxed);
-        let frame = self.encode(role, &compressed, true);
         forms.push((role, settings, frame.clone()));
         frame
     }
 
-    fn encode(&self, role: Role, payload: &[u8], compressed: bool) -> Bytes {
-        let mut out = Vec::with_capacity(payload.len() + 14);
-        Encoder::new(role).encode_frame(
-            self.message_type.opcode(),
-            true,
-            compressed,
-            payload,
-            &mut out,
-        );
+    fn encode(&self, role: Role, deflater: Option<&mut Deflater>) -> Bytes {
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        let opcode = self.message_type.opcode();
+        Encoder::new(role).encode_message(opcode, &self.payload, deflater, &mut scratch, &mut out);
         Bytes::from(out)
     }
-}
-
-thread_local! {
-    /// Compressors are large and costly to set up: keep one per settings per thread
-    /// instead of one per message or per connection.
-    static DEFLATERS: RefCell<Vec<Deflater>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Messages above this size free the thread's deflater once compressed (see
-/// [`compress_message`]).
-const DROP_DEFLATER_ABOVE: usize = 64 * 1024;
-
-/// Compress one message of a blocking connection with this thread's deflater. After a
-/// message above 64 KiB the deflater (about 300 KiB of zlib state) is dropped: with one
-/// thread per connection, a connection that sent one large message would otherwise keep
-/// it while idle, and next to a large message's compression, making a fresh one costs
-/// little. Small messages keep it, so chat-sized traffic never rebuilds it.
-pub(crate) fn compress_message(settings: DeflateSettings, message: &[u8], out: &mut Vec<u8>) {
-    with_deflater(settings, |deflater| deflater.compress(message, out));
-    if message.len() > DROP_DEFLATER_ABOVE {
-        DEFLATERS.with(|cell| {
-            cell.borrow_mut().retain(|d| d.settings() != settings);
-        });
-    }
-}
-
-/// Run `f` with this thread's deflater for `settings` (settings already checked by the
-/// caller; invalid ones fall back to the defaults rather than fail a send).
-pub(crate) fn with_deflater<R>(settings: DeflateSettings, f: impl FnOnce(&mut Deflater) -> R) -> R {
-    DEFLATERS.with(|cell| {
-        let mut deflaters = cell.borrow_mut();
-        let index = match deflaters.iter().position(|d| d.settings() == settings) {
-            Some(index) => index,
-            None => {
-                let deflater = Deflater::with_settings(settings).unwrap_or_else(|_| {
-                    Deflater::with_settings(DeflateSettings::default())
-                        .expect("the default deflate settings are valid")
-                });
-                deflaters.push(deflater);
-                deflaters.len() - 1
-            }
-        };
-        f(&mut deflaters[index])
-    })
 }
 
 #[cfg(test)]

@@ -4,8 +4,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ringcast::server::{decode_envelope, encode_envelope, EnvelopeError, ENVELOPE_HEADER_LEN};
+use ringcast::server::{decode_envelope, encode_envelope, EnvelopeError};
 use ringcast::MessageType;
+
+/// Bytes before the payload (docs/operations.md, "The envelope"): magic, version, node
+/// id, message type.
+const ENVELOPE_HEADER_LEN: usize = 11;
 
 fuzz_target!(|data: &[u8]| {
     let [limit_hi, limit_lo, bytes @ ..] = data else {

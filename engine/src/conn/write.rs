@@ -18,7 +18,7 @@ use super::stream::{time_left, timeout_kind, Stream, WriteEnd};
 use super::writer::WritePath;
 use crate::error::Error;
 use crate::pool::BufferPool;
-use crate::proto::deflate::DeflateSettings;
+use crate::proto::deflate::{with_message_deflater, DeflateSettings};
 use crate::proto::{Encoder, MessageType, OpCode, Role};
 
 /// A write buffer larger than this many times the configured size (and than
@@ -161,10 +161,11 @@ impl WriteState {
     ) {
         if self.compress && may_compress && fin {
             // One compressor per thread and level (they are large), not per connection.
-            let mut compressed = Vec::with_capacity(data.len() / 2 + 64);
-            crate::prepared::compress_message(self.deflate, data, &mut compressed);
-            self.encoder
-                .encode_frame(opcode, true, true, &compressed, out);
+            let mut compressed = Vec::new();
+            with_message_deflater(self.deflate, data.len(), |deflater| {
+                self.encoder
+                    .encode_message(opcode, data, Some(deflater), &mut compressed, out)
+            });
         } else {
             self.encoder.encode_frame(opcode, fin, false, data, out);
         }
@@ -301,10 +302,11 @@ impl<W: WriteEnd> ControlWrite for WriteSide<W> {
     ) -> Result<(), Error> {
         check_control(message_type, data)?;
         self.check()?;
-        let mut frame = Vec::with_capacity(2 + 4 + data.len());
+        let mut frame = Vec::new();
+        let opcode = message_type.opcode();
         self.state
             .encoder
-            .encode_frame(message_type.opcode(), true, false, data, &mut frame);
+            .encode_message(opcode, data, None, &mut Vec::new(), &mut frame);
         self.send(&frame, deadline, Frame::Control)?;
         if message_type == MessageType::Close {
             self.state.close_sent = true;

@@ -63,7 +63,7 @@ impl std::fmt::Display for CloseCode {
     }
 }
 
-/// Parse a received close payload: empty gives `None` (the seed reports it as
+/// Parse a received close payload: empty gives `None` (gorilla/websocket reports it as
 /// [`CloseCode::NO_STATUS_RECEIVED`]); otherwise a code valid on the wire and a
 /// UTF-8 reason.
 ///
@@ -95,7 +95,7 @@ pub const MAX_REASON_BYTES: usize = 123;
 
 /// Append a close payload (code, then reason) to `out`, for the engine, whose close
 /// reasons are documented as cut. Nothing is appended for
-/// [`CloseCode::NO_STATUS_RECEIVED`], as the seed's `FormatCloseMessage` does. The
+/// [`CloseCode::NO_STATUS_RECEIVED`], as gorilla/websocket's `FormatCloseMessage` does. The
 /// reason is cut at a character boundary so the payload fits a control frame (125
 /// bytes); [`format_close_message`](crate::format_close_message) never cuts.
 pub fn write_close_payload(code: CloseCode, reason: &str, out: &mut Vec<u8>) {

@@ -8,6 +8,8 @@
 //! limit, and can stop at a budget and resume, so that an event loop inflates a large or
 //! hostile message a slice per turn.
 
+use std::cell::RefCell;
+
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 use super::error::ProtocolError;
@@ -61,7 +63,7 @@ impl PerMessageDeflate {
     }
 }
 
-/// The client's offer: the seed's (no context takeover both ways), plus
+/// The client's offer: gorilla/websocket's (no context takeover both ways), plus
 /// `client_max_window_bits` so a server may ask for a smaller client window, which
 /// ringcast can keep to (RFC 7692 section 7.1.2.2).
 pub const CLIENT_OFFER: &str =
@@ -213,14 +215,14 @@ impl std::fmt::Debug for Deflater {
     }
 }
 
-/// The compression level used unless set: 1, as in the seed (fast, most of the gain).
+/// The compression level used unless set: 1, as in gorilla/websocket (fast, most of the gain).
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 1;
 
 /// How one side compresses: level and window. Connections with equal settings can share
 /// compressed frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DeflateSettings {
-    /// The seed's flate level, -2..=9.
+    /// Gorilla/websocket's flate level, -2..=9.
     pub level: i32,
     /// The window, 8..=15 bits (15 unless the peer asked for less).
     pub window_bits: u8,
@@ -274,7 +276,7 @@ impl Deflater {
         }
     }
 
-    /// Set the level: the seed's flate levels -2..=9 (-2, huffman-only, maps to 1; -1,
+    /// Set the level: gorilla/websocket's flate levels -2..=9 (-2, huffman-only, maps to 1; -1,
     /// the default, to 6; 0 stores).
     pub fn set_level(&mut self, level: i32) -> Result<(), String> {
         if !(-2..=9).contains(&level) {
@@ -332,6 +334,54 @@ impl Deflater {
             out.truncate(out.len() - SYNC_MARKER.len());
         }
     }
+}
+
+thread_local! {
+    /// Compressors are large (about 300 KiB of zlib state) and costly to set up: each
+    /// thread keeps one per settings, shared by every connection and message it sends
+    /// (blocking connections, prepared messages, the engine's workers).
+    static DEFLATERS: RefCell<Vec<Deflater>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Run `f` with this thread's deflater for `settings` (settings already checked by the
+/// caller; invalid ones fall back to the defaults rather than fail a send).
+pub(crate) fn with_deflater<R>(settings: DeflateSettings, f: impl FnOnce(&mut Deflater) -> R) -> R {
+    DEFLATERS.with(|cell| {
+        let mut deflaters = cell.borrow_mut();
+        let index = match deflaters.iter().position(|d| d.settings() == settings) {
+            Some(index) => index,
+            None => {
+                let deflater = Deflater::with_settings(settings).unwrap_or_else(|_| {
+                    Deflater::with_settings(DeflateSettings::default())
+                        .expect("the default deflate settings are valid")
+                });
+                deflaters.push(deflater);
+                deflaters.len() - 1
+            }
+        };
+        f(&mut deflaters[index])
+    })
+}
+
+/// Messages above this size free the thread's deflater once compressed (see
+/// [`with_message_deflater`]).
+const DROP_DEFLATER_ABOVE: usize = 64 * 1024;
+
+/// [`with_deflater`] for one message of a blocking connection, `message_len` bytes long.
+/// After a message above 64 KiB the deflater is dropped: with one thread per connection,
+/// a connection that sent one large message would otherwise keep it while idle, and
+/// next to a large message's compression, making a fresh one costs little. Small
+/// messages keep it, so chat-sized traffic never rebuilds it.
+pub(crate) fn with_message_deflater<R>(
+    settings: DeflateSettings,
+    message_len: usize,
+    f: impl FnOnce(&mut Deflater) -> R,
+) -> R {
+    let result = with_deflater(settings, f);
+    if message_len > DROP_DEFLATER_ABOVE {
+        DEFLATERS.with(|cell| cell.borrow_mut().retain(|d| d.settings() != settings));
+    }
+    result
 }
 
 /// Fed after a received payload: the `00 00 ff ff` the sender removed (RFC 7692 section

@@ -3,13 +3,51 @@
 //! A client encoder masks every frame with a fresh key from the operating system's
 //! random source (RFC 6455 sections 5.3 and 10.3: keys must not be predictable from
 //! earlier ones, so a fast non-cryptographic generator will not do); a server encoder
-//! never masks. Compression is the caller's choice per message: pass
-//! the already compressed payload with `compressed = true` (see
-//! [`Deflater`](super::deflate::Deflater)).
+//! never masks.
+//!
+//! [`Encoder::encode_message`] is the one way a whole message becomes a frame, for every
+//! part of the crate (the blocking `Conn`, `PreparedMessage`, the engine): compressed
+//! with the [`Deflater`] it is given (data frames only, RSV1 set), then framed and masked
+//! in the caller's buffer ([`FrameBuf`]). [`Encoder::encode_frame`] and
+//! [`Encoder::encode_header`] are for fragments and streaming writers.
 
+use super::deflate::Deflater;
 use super::frame::{FrameHeader, MAX_HEADER_LEN};
 use super::mask::apply_mask;
 use super::{OpCode, Role};
+
+/// Where [`Encoder::encode_message`] builds a frame: a growable byte buffer whose
+/// written bytes can be masked in place. `Vec<u8>` is one; the engine's write arena
+/// is another.
+pub trait FrameBuf {
+    /// Bytes written so far.
+    fn len(&self) -> usize;
+    /// Whether nothing is written.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Room for `additional` more bytes, asked once per frame with its whole size.
+    fn reserve(&mut self, additional: usize);
+    /// Appends `bytes`.
+    fn extend_from_slice(&mut self, bytes: &[u8]);
+    /// The bytes written from `start` on, to mask in place.
+    fn written_mut(&mut self, start: usize) -> &mut [u8];
+}
+
+impl FrameBuf for Vec<u8> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn reserve(&mut self, additional: usize) {
+        Vec::reserve(self, additional)
+    }
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        Vec::extend_from_slice(self, bytes)
+    }
+    fn written_mut(&mut self, start: usize) -> &mut [u8] {
+        &mut self[start..]
+    }
+}
 
 /// Encodes frames for one side of a connection.
 #[derive(Debug, Clone)]
@@ -115,6 +153,57 @@ impl Encoder {
         }
     }
 
+    /// Append one whole message as one frame: with `deflater`, a data message is
+    /// compressed into `scratch` first (RFC 7692: RSV1 set; control frames are never
+    /// compressed); a client frame is masked with a fresh key. `out` is asked for room
+    /// once, for the whole frame.
+    ///
+    /// ```
+    /// use ringcast::proto::deflate::Deflater;
+    /// use ringcast::proto::{Encoder, OpCode, Role};
+    /// let (mut out, mut scratch) = (Vec::new(), Vec::new());
+    /// let mut deflater = Deflater::new(1)?;
+    /// let mut encoder = Encoder::new(Role::Server);
+    /// encoder.encode_message(OpCode::Text, b"Hello", Some(&mut deflater), &mut scratch, &mut out);
+    /// // RFC 7692 section 7.2.3.1: RSV1, and the compressed "Hello".
+    /// assert_eq!(out, [0xc1, 0x07, 0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+    /// # Ok::<(), String>(())
+    /// ```
+    pub fn encode_message<B: FrameBuf + ?Sized>(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        deflater: Option<&mut Deflater>,
+        scratch: &mut Vec<u8>,
+        out: &mut B,
+    ) {
+        let (compressed, body) = match deflater {
+            Some(deflater) if !opcode.is_control() => {
+                scratch.clear();
+                deflater.compress(payload, scratch);
+                (true, &scratch[..])
+            }
+            _ => (false, payload),
+        };
+        let mask = self.keys.as_mut().map(|keys| keys.next());
+        let header = FrameHeader {
+            fin: true,
+            rsv: if compressed { 0b100 } else { 0 },
+            opcode,
+            mask,
+            payload_len: body.len() as u64,
+        };
+        let mut bytes = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut bytes);
+        out.reserve(n + body.len());
+        out.extend_from_slice(&bytes[..n]);
+        let start = out.len();
+        out.extend_from_slice(body);
+        if let Some(key) = mask {
+            apply_mask(out.written_mut(start), key);
+        }
+    }
+
     /// Append just a frame header for a payload of `payload_len` bytes; returns the
     /// masking key used (client) so the caller can mask the payload it writes itself
     /// (streaming writers, vectored sends).
@@ -170,6 +259,41 @@ mod tests {
         // 100 random 32-bit keys collide with probability about 1e-6.
         assert!(keys.len() >= 99);
         assert!(std::mem::size_of::<Encoder>() <= 16);
+    }
+
+    #[test]
+    fn a_whole_message_is_one_frame_compressed_only_when_data() {
+        use crate::proto::deflate::Deflater;
+        let mut deflater = Deflater::new(1).expect("level 1");
+        let (mut scratch, mut data, mut ping) = (Vec::new(), Vec::new(), Vec::new());
+        let mut encoder = Encoder::new(Role::Client);
+        let text = b"compressible ".repeat(20);
+        encoder.encode_message(
+            OpCode::Text,
+            &text,
+            Some(&mut deflater),
+            &mut scratch,
+            &mut data,
+        );
+        encoder.encode_message(
+            OpCode::Ping,
+            b"p",
+            Some(&mut deflater),
+            &mut scratch,
+            &mut ping,
+        );
+        assert_eq!(data[0], 0xC1, "FIN, RSV1, text");
+        assert!(data.len() < text.len() / 4);
+        assert_eq!(ping[0], 0x89, "a control frame is never compressed");
+        // Masked, and unmasks to the compressed body.
+        let key = [data[2], data[3], data[4], data[5]];
+        let mut body = data[6..].to_vec();
+        apply_mask(&mut body, key);
+        let mut expected = Vec::new();
+        Deflater::new(1)
+            .expect("level 1")
+            .compress(&text, &mut expected);
+        assert_eq!(body, expected);
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub enum ProtocolError {
     /// RFC 6455 section 5.5.1: the close reason must be UTF-8.
     #[error("close reason is not valid utf-8")]
     InvalidCloseReason,
-    /// The message is larger than the read limit (the seed's `ErrReadLimit`).
+    /// The message is larger than the read limit (gorilla/websocket's `ErrReadLimit`).
     #[error("message exceeds the read limit of {limit} bytes")]
     MessageTooBig {
         /// The read limit in force.

@@ -102,7 +102,7 @@ fn find_header<'h>(headers: &'h [Header], name: &str) -> Option<&'h [u8]> {
 
 /// The handshake failed. Server side: `status` is the HTTP status to answer with (400,
 /// 403, 426, 431...). Client side: the server's answer was not a valid 101, and
-/// [`response`](Self::response) holds what it said. This is the seed's
+/// [`response`](Self::response) holds what it said. This is gorilla/websocket's
 /// `HandshakeError` and `ErrBadHandshake`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad handshake: {message} (status {status})")]
@@ -208,7 +208,7 @@ pub fn accept_key(key: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
-/// The safe default origin check of the seed: pass when `Origin` is absent, or when its
+/// The safe default origin check of gorilla/websocket: pass when `Origin` is absent, or when its
 /// host equals the `Host` header (case-insensitive).
 pub fn check_same_origin(request: &Request) -> bool {
     let Some(origin) = request.header("Origin") else {
@@ -217,7 +217,7 @@ pub fn check_same_origin(request: &Request) -> bool {
     let Some(host) = request.header("Host") else {
         return false;
     };
-    // As the seed: the origin URL's host (and port, if written) must equal Host.
+    // As gorilla/websocket: the origin URL's host (and port, if written) must equal Host.
     let Ok(origin) = std::str::from_utf8(origin) else {
         return false;
     };
@@ -333,13 +333,13 @@ const HANDSHAKE_HEADERS: [&str; 4] = [
 ];
 
 /// Check the headers an application adds to the 101 (`Set-Cookie`, ...) against the
-/// negotiation, as the seed's `Upgrade` does; a contradiction is a 500 naming it:
+/// negotiation, as gorilla/websocket's `Upgrade` does; a contradiction is a 500 naming it:
 ///
-/// - `Sec-WebSocket-Extensions`: refused (the seed: "application specific
+/// - `Sec-WebSocket-Extensions`: refused (gorilla/websocket: "application specific
 ///   'Sec-WebSocket-Extensions' headers are unsupported");
 /// - `Sec-WebSocket-Protocol`: must name the subprotocol negotiated; when the server
 ///   lists none (`options.subprotocols` empty), the application may choose one the
-///   client offered this way, and `accepted` records it (the seed's deprecated `Upgrade`
+///   client offered this way, and `accepted` records it (gorilla/websocket's deprecated `Upgrade`
 ///   relies on this);
 /// - `Upgrade`, `Connection`, `Sec-WebSocket-Accept`, `Sec-WebSocket-Version`: refused
 ///   (the handshake writes them);
@@ -466,7 +466,7 @@ pub fn for_each_response_header(
     }
 }
 
-/// An HTTP error response to a refused handshake (the seed's `Upgrader.Error` writes
+/// An HTTP error response to a refused handshake (gorilla/websocket's `Upgrader.Error` writes
 /// one through `http.ResponseWriter`): a status, headers and a body, written whole with
 /// [`ErrorResponse::write`], which adds the status line, `Content-Length`, `Connection:
 /// close`, and what the status requires (`Sec-WebSocket-Version: 13` on a 426, `Allow:
@@ -598,7 +598,7 @@ pub struct ClientRequest<'a> {
     pub key: &'a str,
     /// Subprotocols to offer, in order of preference.
     pub subprotocols: &'a [String],
-    /// Offer permessage-deflate (with no context takeover both ways, as the seed does).
+    /// Offer permessage-deflate (with no context takeover both ways, as gorilla/websocket does).
     pub enable_compression: bool,
     /// More header fields (Origin, Cookie, Authorization...).
     pub extra_headers: &'a [(String, String)],

@@ -82,7 +82,7 @@ impl OpCode {
     }
 }
 
-/// The kind of a message, with the seed's numbers: `TextMessage = 1`,
+/// The kind of a message, with gorilla/websocket's numbers: `TextMessage = 1`,
 /// `BinaryMessage = 2`, `CloseMessage = 8`, `PingMessage = 9`, `PongMessage = 10`
 /// (RFC 6455 section 11.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -118,7 +118,7 @@ impl MessageType {
         self.opcode().is_control()
     }
 
-    /// The message type with the seed's number, or `None` for any other number.
+    /// The message type with gorilla/websocket's number, or `None` for any other number.
     pub fn from_u8(value: u8) -> Option<MessageType> {
         Some(match value {
             1 => MessageType::Text,

@@ -58,7 +58,7 @@ impl LocalFanout {
                 .take_batch(&mut self.core.arena, &mut self.batch);
             self.batch.clear();
             let queued = conn.outbox.queued_bytes();
-            conn.outbox.sent(queued);
+            conn.outbox.sent(queued, usize::MAX);
             conn.dirty = false;
         }
         self.core.dirty.clear();

@@ -33,7 +33,8 @@ pub struct ServerConfig {
     /// [`ServerHandle::local_addr`](super::ServerHandle::local_addr) tells which.
     pub addr: Option<SocketAddr>,
     /// Worker threads, each with its own ring, connections and timers. Default 0: one per
-    /// CPU the process may run on.
+    /// CPU the process may run on, at most 256. Set explicitly, at most 256 too (a
+    /// [`ConnId`](super::ConnId) carries 8 bits of worker index).
     pub workers: usize,
     /// Pin worker `i` to the `i`-th allowed CPU. Default off: pinning pays only when the
     /// machine runs nothing else, and hurts when it does.
@@ -175,6 +176,9 @@ pub(crate) const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// (`Upgrader::read_limit`); the echo server does, for the Autobahn suite's 16 MiB.
 pub const ENGINE_READ_LIMIT: u64 = 1 << 20;
 
+/// The most workers a server runs: a [`ConnId`](super::ConnId) keeps 8 bits of worker index.
+pub(crate) const MAX_WORKERS: usize = 256;
+
 impl ServerConfig {
     /// The read limit in force: the upgrader's, or [`ENGINE_READ_LIMIT`].
     pub(crate) fn read_limit(&self) -> u64 {
@@ -188,10 +192,22 @@ impl ServerConfig {
             .unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT)
     }
 
+    /// The settings as a server runs them: `workers = 0` becomes one per CPU (`cpus()`,
+    /// at most [`MAX_WORKERS`]), then everything is checked. Resolving first matters: a
+    /// default configuration on a 512-thread host must not start 512 workers whose
+    /// connection ids alias (an id keeps 8 bits of worker index).
+    pub(crate) fn resolve(mut self, cpus: impl FnOnce() -> usize) -> Result<Self, Error> {
+        if self.workers == 0 {
+            self.workers = cpus().clamp(1, MAX_WORKERS);
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
     /// Checks the settings; the error names the field.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         let bad = |field: &str, why: &str| Err(Error::InvalidArgument(format!("{field}: {why}")));
-        if self.workers > 256 {
+        if self.workers > MAX_WORKERS {
             return bad(
                 "workers",
                 "at most 256 (connection ids carry 8 bits of worker)",
@@ -252,5 +268,35 @@ mod tests {
             }
             other => panic!("expected InvalidArgument, got {other:?}"),
         }
+    }
+
+    /// Issue 14: `workers = 0` used to be validated before it was resolved, so a
+    /// 512-thread host started 512 workers and ids of workers 256+ reached worker n-256.
+    #[test]
+    fn workers_zero_resolves_to_the_cpu_count_at_most_256_before_validation() {
+        let auto = |cpus: usize| {
+            ServerConfig::default()
+                .resolve(|| cpus)
+                .expect("the default is valid on any host")
+                .workers
+        };
+        assert_eq!(auto(512), MAX_WORKERS);
+        assert_eq!(auto(257), MAX_WORKERS);
+        assert_eq!(auto(8), 8);
+        assert_eq!(auto(0), 1);
+        let explicit = ServerConfig {
+            workers: 512,
+            ..ServerConfig::default()
+        };
+        match explicit.resolve(|| 4) {
+            Err(Error::InvalidArgument(message)) => assert!(message.starts_with("workers")),
+            other => panic!(
+                "expected InvalidArgument, got {:?}",
+                other.map(|c| c.workers)
+            ),
+        }
+        // Every resolved worker index fits a connection id.
+        let last = super::super::ConnId::new(auto(512) - 1, 7, 1);
+        assert_eq!(last.worker(), MAX_WORKERS - 1);
     }
 }

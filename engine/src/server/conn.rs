@@ -79,8 +79,6 @@ pub(crate) struct Connection<D> {
     pub(crate) sending: bool,
     /// Listed in the worker's flush list for this turn.
     pub(crate) dirty: bool,
-    /// The queue went over half its cap: `on_drain` is due when it falls back.
-    pub(crate) over_half: bool,
     /// `on_open` ran and `on_close` is not yet owed: it must run exactly once.
     pub(crate) opened: bool,
     /// Listed to be closed and removed at the end of this step.
@@ -125,7 +123,6 @@ impl<D: Default> Connection<D> {
             tag: 0,
             sending: false,
             dirty: false,
-            over_half: false,
             opened: false,
             doomed: false,
             timer_seq: 0,

@@ -4,7 +4,6 @@
 //! lists into operations at the end of each step.
 
 use std::collections::VecDeque;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,18 +11,16 @@ use bytes::{Bytes, BytesMut};
 use slab::Slab;
 
 use crate::error::Error;
-use crate::prepared::with_deflater;
 use crate::proto::close::write_close_payload;
-use crate::proto::deflate::DeflateSettings;
-use crate::proto::frame::{FrameHeader, MAX_HEADER_LEN};
-use crate::proto::mask::apply_mask;
+use crate::proto::deflate::{with_deflater, DeflateSettings};
+use crate::proto::encoder::FrameBuf;
 use crate::proto::{CloseCode, Encoder, OpCode, Role};
 use crate::sys::arena::Arena;
 use crate::sys::{socket, SendBuf, SocketFd};
 
 use super::conn::{Connection, Phase};
-use super::handle::{Publish, Shared};
-use super::outbox::Backpressure;
+use super::handle::Shared;
+use super::outbox::{Backpressure, Overflow};
 use super::stats::{Counter, Counters};
 use super::timers::TimerWheel;
 use super::topics::{OverLimit, Topics};
@@ -122,11 +119,12 @@ pub(crate) struct Core<D> {
     ///
     /// [`Socket::received_at`]: super::Socket::received_at
     pub(crate) received_at: Option<Instant>,
-    /// Masks frames of outgoing (client) connections.
+    /// Frames of accepted (server) connections, and masked frames of outgoing (client)
+    /// ones.
+    server_encoder: Encoder,
     client_encoder: Encoder,
-    /// Compressed payloads and frame headers are built here before going to the arena.
+    /// Compressed payloads are built here before going to the arena.
     scratch: Vec<u8>,
-    head: Vec<u8>,
 }
 
 impl<D: Default> Core<D> {
@@ -150,9 +148,9 @@ impl<D: Default> Core<D> {
             leaving: VecDeque::new(),
             now,
             received_at: None,
+            server_encoder: Encoder::new(Role::Server),
             client_encoder: Encoder::new(Role::Client),
             scratch: Vec::new(),
-            head: Vec::with_capacity(MAX_HEADER_LEN),
         }
     }
 
@@ -183,8 +181,9 @@ impl<D> Core<D> {
             .filter(|c| c.generation == generation)
     }
 
-    /// Builds one whole frame in arena memory: compressed when `compression` is given and
-    /// the frame is a data frame, masked when `role` is the client's.
+    /// Builds one whole frame in arena memory ([`Encoder::encode_message`]): compressed
+    /// when `compression` is given and the frame is a data frame, masked when `role` is
+    /// the client's.
     pub(crate) fn encode(
         &mut self,
         role: Role,
@@ -192,94 +191,27 @@ impl<D> Core<D> {
         opcode: OpCode,
         payload: &[u8],
     ) -> Bytes {
-        let compressed = compression.is_some() && !opcode.is_control();
-        let body: &[u8] = match compression {
-            Some(settings) if compressed => {
-                self.scratch.clear();
-                with_deflater(settings, |deflater| {
-                    deflater.compress(payload, &mut self.scratch)
-                });
-                &self.scratch
-            }
-            _ => payload,
+        let encoder = match role {
+            Role::Client => &mut self.client_encoder,
+            Role::Server => &mut self.server_encoder,
         };
-        let mask = match role {
-            Role::Client => {
-                self.head.clear();
-                self.client_encoder.encode_header(
+        let mut frame = ArenaFrame {
+            arena: &mut self.arena,
+            frame: BytesMut::new(),
+        };
+        match compression {
+            Some(settings) if !opcode.is_control() => with_deflater(settings, |deflater| {
+                encoder.encode_message(
                     opcode,
-                    true,
-                    compressed,
-                    body.len() as u64,
-                    &mut self.head,
+                    payload,
+                    Some(deflater),
+                    &mut self.scratch,
+                    &mut frame,
                 )
-            }
-            Role::Server => None,
-        };
-        let header = FrameHeader {
-            fin: true,
-            rsv: if compressed { 0b100 } else { 0 },
-            opcode,
-            mask,
-            payload_len: body.len() as u64,
-        };
-        let mut bytes = [0u8; MAX_HEADER_LEN];
-        let n = header.encode(&mut bytes);
-        let mut frame: BytesMut = self.arena.buffer(n + body.len());
-        frame.extend_from_slice(&bytes[..n]);
-        frame.extend_from_slice(body);
-        if let Some(key) = mask {
-            apply_mask(&mut frame[n..], key);
+            }),
+            _ => encoder.encode_message(opcode, payload, None, &mut self.scratch, &mut frame),
         }
-        frame.freeze()
-    }
-
-    /// Queues a published message on every local subscriber of its topic (but its origin,
-    /// unless asked), each frame form built once per publish. Returns the deliveries.
-    pub(crate) fn deliver(&mut self, publish: &Publish) -> usize {
-        self.counters.incr(Counter::Publishes);
-        let Some(id) = self.topics.id(&publish.topic) else {
-            return 0;
-        };
-        let skip = match publish.origin {
-            Some(origin) if !publish.include_origin && origin.worker() == self.worker => {
-                Some(origin.key() as u32)
-            }
-            _ => None,
-        };
-        // Most topics see one or two forms (plain, compressed): a short list beats asking
-        // the prepared message (a lock for compressed forms) once per subscriber. Each form
-        // is wrapped once in an `Rc`: the outboxes share it without atomic counting.
-        let mut forms: Vec<(Role, Option<DeflateSettings>, Rc<Bytes>)> = Vec::new();
-        let subscribers = self.topics.take(id);
-        let mut delivered = 0;
-        for &key in &subscribers {
-            if Some(key) == skip {
-                continue;
-            }
-            let conn = &self.conns[key as usize];
-            if !conn.is_open() {
-                continue;
-            }
-            let (role, compression) = (conn.role, conn.compression);
-            let frame = match forms
-                .iter()
-                .find(|(r, c, _)| *r == role && *c == compression)
-            {
-                Some((_, _, frame)) => Rc::clone(frame),
-                None => {
-                    let frame = Rc::new(publish.message.frame(role, compression));
-                    forms.push((role, compression, Rc::clone(&frame)));
-                    frame
-                }
-            };
-            if self.queue_data(key as usize, frame).is_ok() {
-                delivered += 1;
-            }
-        }
-        self.topics.put_back(id, subscribers);
-        self.counters.add(Counter::Deliveries, delivered as u64);
-        delivered
+        frame.frame.freeze()
     }
 
     /// Subscribes connection `key` to `topic`; false if it already was. O(1).
@@ -364,33 +296,29 @@ impl<D> Core<D> {
         !self.leaving.is_empty()
     }
 
-    /// Queues a data frame, under the connection's cap and the backpressure policy.
+    /// Queues a data frame, under the connection's cap ([`Outbox::push`]) and the
+    /// backpressure policy.
+    ///
+    /// [`Outbox::push`]: super::outbox::Outbox::push
     pub(crate) fn queue_data(
         &mut self,
         key: usize,
         frame: impl Into<SendBuf>,
     ) -> Result<(), SendError> {
-        let frame = frame.into();
         let cap = self.config.max_queued_bytes;
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| c.is_open()) else {
             return Err(SendError::Closed);
         };
-        if !conn.is_open() {
-            return Err(SendError::Closed);
-        }
-        // The cap is checked before sealing: a TLS record sealed and then refused would
-        // break the record sequence. An empty queue takes any frame (see Outbox::push).
-        if conn.outbox.has_room(frame.len(), cap) {
-            let frame = seal(conn, frame);
-            let len = frame.len();
-            conn.outbox.push_unbounded(frame);
-            if conn.outbox.queued_bytes() > cap / 2 {
-                conn.over_half = true;
+        let tls = &mut conn.tls;
+        match conn
+            .outbox
+            .push(frame.into(), cap, |frame| seal(tls, frame))
+        {
+            Ok(len) => {
+                self.queued(key, len);
+                Ok(())
             }
-            self.queued(key, len);
-            Ok(())
-        } else {
-            match self.config.backpressure {
+            Err(Overflow) => match self.config.backpressure {
                 Backpressure::Drop => {
                     self.counters.incr(Counter::Drops);
                     Err(SendError::Dropped)
@@ -404,7 +332,7 @@ impl<D> Core<D> {
                     );
                     Err(SendError::SlowConsumer)
                 }
-            }
+            },
         }
     }
 
@@ -417,14 +345,21 @@ impl<D> Core<D> {
         }
     }
 
-    /// Queues a ping or pong unless the queue is already at its cap: a peer that pings
-    /// without reading must not grow its queue without bound (RFC 6455 section 5.5.3 lets
-    /// a pong answer only the latest ping). Returns whether it was queued.
+    /// Queues a ping or pong unless the queue is already at its cap
+    /// ([`Outbox::push_control`]); a refused one is counted as a drop. Returns whether it
+    /// was queued.
+    ///
+    /// [`Outbox::push_control`]: super::outbox::Outbox::push_control
     pub(crate) fn queue_control(&mut self, key: usize, frame: Bytes) -> bool {
         let cap = self.config.max_queued_bytes;
-        match self.conns.get(key) {
-            Some(conn) if conn.outbox.queued_bytes() < cap => {
-                self.queue_always(key, frame);
+        let queued = self.conns.get_mut(key).map(|conn| {
+            let tls = &mut conn.tls;
+            conn.outbox
+                .push_control(frame.into(), cap, |frame| seal(tls, frame))
+        });
+        match queued {
+            Some(Ok(len)) => {
+                self.queued(key, len);
                 true
             }
             _ => {
@@ -437,7 +372,7 @@ impl<D> Core<D> {
     /// Queues a frame whatever the cap: control frames and handshake answers must get out.
     pub(crate) fn queue_always(&mut self, key: usize, frame: Bytes) {
         if let Some(conn) = self.conns.get_mut(key) {
-            let frame = seal(conn, frame.into());
+            let frame = seal(&mut conn.tls, frame.into());
             let len = frame.len();
             conn.outbox.push_unbounded(frame);
             self.queued(key, len);
@@ -529,6 +464,25 @@ impl<D> Core<D> {
         }
     }
 
+    /// Closes the socket once what is queued has been sent: at once when nothing is
+    /// queued or in flight, else the connection goes `Flushing` (nothing more is read or
+    /// queued) and is closed by the send that empties its queue. `close_timeout` bounds
+    /// the flush from now when `restart_deadline`; else the deadline already set stands
+    /// (a close of ours that was waiting for the peer's).
+    pub(crate) fn close_once_sent(&mut self, key: usize, restart_deadline: bool) {
+        let deadline = self.now + self.config.close_timeout;
+        let conn = &mut self.conns[key];
+        if conn.outbox.is_empty() && !conn.sending {
+            self.doom(key);
+            return;
+        }
+        conn.phase = Phase::Flushing;
+        if restart_deadline {
+            conn.deadline = deadline;
+            self.arm_timer(key);
+        }
+    }
+
     /// Lists the connection to be closed and removed at the end of this step.
     pub(crate) fn doom(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
@@ -578,10 +532,35 @@ impl<D> Core<D> {
 }
 
 /// The frame as it goes on the wire: sealed into TLS records on a TLS connection.
-fn seal<D>(conn: &mut Connection<D>, frame: SendBuf) -> SendBuf {
-    match conn.tls.as_mut() {
+fn seal(tls: &mut Option<Box<super::tls::Tls>>, frame: SendBuf) -> SendBuf {
+    match tls.as_mut() {
         Some(tls) => tls.seal(&frame).into(),
         None => frame,
+    }
+}
+
+/// A frame built in the worker's arena: room is taken once, for the whole frame.
+struct ArenaFrame<'a> {
+    arena: &'a mut Arena,
+    frame: BytesMut,
+}
+
+impl FrameBuf for ArenaFrame<'_> {
+    fn len(&self) -> usize {
+        self.frame.len()
+    }
+    fn reserve(&mut self, additional: usize) {
+        if self.frame.capacity() == 0 {
+            self.frame = self.arena.buffer(additional);
+        } else {
+            self.frame.reserve(additional);
+        }
+    }
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.frame.extend_from_slice(bytes);
+    }
+    fn written_mut(&mut self, start: usize) -> &mut [u8] {
+        &mut self.frame[start..]
     }
 }
 
@@ -609,21 +588,8 @@ pub(crate) fn detached_core(max_queued_bytes: usize) -> Core<()> {
 
 /// A core with fake connections and the settings of `config`.
 pub(crate) fn detached_core_with(config: ServerConfig) -> Core<()> {
-    use super::handle::WorkerLink;
-    let (commands, _) = crossbeam_channel::unbounded();
-    let link = WorkerLink {
-        commands,
-        budget: super::fanout::Budget::new(config.max_handoff_bytes),
-        waker: Default::default(),
-        counters: Default::default(),
-        features: Default::default(),
-        topic_counts: Default::default(),
-    };
-    Core::new(
-        0,
-        Arc::new(config),
-        Arc::new(Shared::new(vec![link], None, None)),
-    )
+    let shared = Shared::detached(&config);
+    Core::new(0, Arc::new(config), shared)
 }
 
 impl Core<()> {
@@ -639,6 +605,7 @@ impl Core<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::handle::Publish;
     use super::*;
     use crate::prepared::PreparedMessage;
     use crate::proto::MessageType;

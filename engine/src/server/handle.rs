@@ -1,7 +1,7 @@
 //! [`ServerHandle`]: the server as other threads see it. Everything it does is a
 //! [`Command`] put on a worker's channel followed by a wake-up of that worker's ring, so
 //! no worker state is ever shared or locked. Each channel is bounded in bytes by the
-//! worker's [`Budget`] (`fanout.rs`).
+//! worker's [`Budget`] (`handoff.rs`).
 
 use std::collections::HashMap;
 use std::io;
@@ -22,7 +22,7 @@ use crate::sys::Waker;
 
 use super::broker::Broker;
 use super::dial::{DialRequest, Pending};
-use super::fanout::{on_worker_thread, thread_waker, Budget};
+use super::handoff::Budget;
 use super::stats::{SharedCounters, Stats};
 use super::topics::MAX_TOPIC_LEN;
 use super::ConnId;
@@ -148,6 +148,21 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// What one worker with no thread behind it shares: its command channel has no receiver
+    /// (a command put on it fails with "server stopped").
+    pub(crate) fn detached(config: &super::ServerConfig) -> Arc<Shared> {
+        let (commands, _) = crossbeam_channel::unbounded();
+        let link = WorkerLink {
+            commands,
+            budget: Budget::new(config.max_handoff_bytes),
+            waker: Default::default(),
+            counters: Default::default(),
+            features: Default::default(),
+            topic_counts: Default::default(),
+        };
+        Arc::new(Shared::new(vec![link], None, None))
+    }
+
     pub(crate) fn new(
         workers: Vec<WorkerLink>,
         local_addr: Option<SocketAddr>,
@@ -185,7 +200,7 @@ impl Shared {
     }
 
     /// Counts a refusal by worker `index` and says why.
-    fn refuse(&self, index: usize) -> Error {
+    pub(crate) fn refuse(&self, index: usize) -> Error {
         let budget = &self.workers[index].budget;
         budget.count_refusal();
         Error::QueueFull {
@@ -195,7 +210,7 @@ impl Shared {
     }
 
     /// Puts a command whose `cost` is reserved on worker `index`'s channel and wakes it.
-    fn put(&self, index: usize, command: Command, cost: usize) -> Result<(), Error> {
+    pub(crate) fn put(&self, index: usize, command: Command, cost: usize) -> Result<(), Error> {
         let link = &self.workers[index];
         if link.commands.send(command).is_err() {
             link.budget.release(cost);
@@ -208,112 +223,6 @@ impl Shared {
             waker.wake();
         }
         Ok(())
-    }
-
-    /// Reserves `cost` on every worker but `skip`, all or none: the first worker without
-    /// room is returned, and what was reserved before it is given back.
-    fn reserve_all(&self, skip: Option<usize>, cost: usize) -> Result<(), usize> {
-        let targets = || (0..self.workers.len()).filter(move |&i| Some(i) != skip);
-        for index in targets() {
-            if !self.workers[index].budget.try_reserve(cost) {
-                for undo in targets().take_while(|&i| i != index) {
-                    self.workers[undo].budget.release(cost);
-                }
-                return Err(index);
-            }
-        }
-        Ok(())
-    }
-
-    /// Hands `publish` to every worker but `skip`, all or none. Without a `deadline`, a
-    /// full worker refuses it at once; with one, the calling thread waits for room until
-    /// then (never on a worker thread: two full workers waiting on each other would never
-    /// drain). Every worker that runs gets it, even if one has stopped.
-    pub(crate) fn publish(
-        &self,
-        publish: &Arc<Publish>,
-        skip: Option<usize>,
-        deadline: Option<Instant>,
-    ) -> Result<(), Error> {
-        let cost = Command::Publish(Arc::clone(publish)).cost();
-        let deadline = deadline.filter(|_| !on_worker_thread());
-        let mut waker = None;
-        // The workers this thread registered with, to be taken back from when it stops
-        // waiting (a release drains the list, but one that never comes must not leave
-        // this thread's waker behind).
-        let mut registered = Vec::new();
-        let outcome = loop {
-            let Err(full) = self.reserve_all(skip, cost) else {
-                break Ok(());
-            };
-            let Some(deadline) = deadline else {
-                break Err(full);
-            };
-            let waker = waker.get_or_insert_with(thread_waker);
-            self.workers[full].budget.register(waker);
-            if !registered.contains(&full) {
-                registered.push(full);
-            }
-            // Registered before this look: a release from now on wakes this thread.
-            if self.reserve_all(skip, cost).is_ok() {
-                break Ok(());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                break Err(full);
-            }
-            std::thread::park_timeout(deadline - now);
-        };
-        if let Some(waker) = &waker {
-            for index in registered {
-                self.workers[index].budget.unregister(waker);
-            }
-        }
-        match outcome {
-            Ok(()) => self.put_all(publish, skip, cost),
-            Err(full) => Err(self.refuse(full)),
-        }
-    }
-
-    /// One poll of an async publish to every worker: handed over when every worker has
-    /// room, else the task's waker is registered with the full worker (woken when it
-    /// frees bytes) and `Pending`. Nothing is reserved while pending, so dropping the
-    /// future between polls publishes nothing. On a worker thread it never waits, as
-    /// [`publish`](Self::publish) does not.
-    pub(crate) fn poll_publish(
-        &self,
-        publish: &Arc<Publish>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Result<(), Error>> {
-        let cost = Command::Publish(Arc::clone(publish)).cost();
-        if let Err(full) = self.reserve_all(None, cost) {
-            if on_worker_thread() {
-                return Poll::Ready(Err(self.refuse(full)));
-            }
-            self.workers[full].budget.register(cx.waker());
-            // Registered before this look: a release from now on wakes the task.
-            if self.reserve_all(None, cost).is_err() {
-                return Poll::Pending;
-            }
-        }
-        Poll::Ready(self.put_all(publish, None, cost))
-    }
-
-    /// Puts `publish`, its `cost` reserved on every worker but `skip`, on their channels.
-    /// Every worker that runs gets it, even if one has stopped.
-    fn put_all(
-        &self,
-        publish: &Arc<Publish>,
-        skip: Option<usize>,
-        cost: usize,
-    ) -> Result<(), Error> {
-        let mut failed = None;
-        for index in (0..self.workers.len()).filter(|&i| Some(i) != skip) {
-            if let Err(err) = self.put(index, Command::Publish(Arc::clone(publish)), cost) {
-                failed = Some(err);
-            }
-        }
-        failed.map_or(Ok(()), Err)
     }
 }
 
@@ -457,7 +366,9 @@ impl ServerHandle {
 
     /// Publishes a message to every subscriber of `topic` on every worker. The message is
     /// framed (and compressed, for connections that agreed to it) once, then shared.
-    /// Messages published from one thread reach each subscriber in the order published.
+    /// Messages published from one thread reach each subscriber in the order published;
+    /// inside a callback that holds with [`Socket::publish`](super::Socket::publish) too
+    /// (the ordering rule: `server::fanout`).
     ///
     /// When a worker's command queue holds
     /// [`max_handoff_bytes`](super::ServerConfig::max_handoff_bytes), the publish is
@@ -724,4 +635,43 @@ impl std::fmt::Debug for ServerHandle {
             .field("workers", &self.shared.workers.len())
             .finish()
     }
+}
+
+/// The bytes of a prepared message a queued command keeps alive: its payload and its
+/// header (the frames built from it come later, on the worker, under the per-connection
+/// caps).
+fn prepared_cost(message: &PreparedMessage) -> usize {
+    std::mem::size_of::<PreparedMessage>() + message.payload().len()
+}
+
+impl Command {
+    /// What this command holds while it waits in a worker's channel, charged to that
+    /// worker's budget: the channel slot, and the heap it keeps alive. A publish handed
+    /// to several workers is charged in full to each, since each keeps it alive until it
+    /// has delivered it. A shutdown costs nothing and is never refused.
+    pub(crate) fn cost(&self) -> usize {
+        let held = match self {
+            Command::Publish(publish) => publish_cost(publish),
+            Command::Send { message, .. } => match message {
+                Outgoing::Message(_, payload) => payload.len(),
+                Outgoing::Prepared(message) => prepared_cost(message),
+            },
+            Command::Close { reason, .. } => reason.len(),
+            Command::Dial(pending) => {
+                let strings = [&pending.host, &pending.target, &pending.key];
+                let headers = pending.headers.iter().map(|(n, v)| n.len() + v.len());
+                std::mem::size_of_val(&**pending)
+                    + strings.iter().map(|s| s.len()).sum::<usize>()
+                    + pending.subprotocols.iter().map(String::len).sum::<usize>()
+                    + headers.sum::<usize>()
+            }
+            Command::Shutdown => return 0,
+        };
+        std::mem::size_of::<Command>() + held
+    }
+}
+
+/// The heap a queued publish keeps alive.
+fn publish_cost(publish: &Publish) -> usize {
+    std::mem::size_of::<Publish>() + publish.topic.len() + prepared_cost(&publish.message)
 }

@@ -41,18 +41,20 @@ pub mod bench;
 mod broker;
 mod config;
 mod conn;
+mod connection;
 mod core;
 mod dial;
 mod fanout;
 mod handle;
 mod handler;
-pub mod id;
+mod handoff;
+mod id;
 mod outbox;
 #[cfg(feature = "redis")]
 mod redis;
 mod socket;
 mod stats;
-pub mod timers;
+mod timers;
 mod tls;
 mod topics;
 mod worker;
@@ -64,8 +66,7 @@ use crossbeam_channel::unbounded;
 pub use self::core::SendError;
 #[cfg(feature = "redis")]
 pub use self::redis::{
-    decode_envelope, encode_envelope, Envelope, EnvelopeError, RedisBroker, RedisConfig,
-    RedisStats, ENVELOPE_HEADER_LEN, ENVELOPE_MAGIC, ENVELOPE_VERSION,
+    decode_envelope, encode_envelope, Envelope, EnvelopeError, RedisBroker, RedisConfig, RedisStats,
 };
 pub use broker::Broker;
 pub use config::{ServerConfig, ENGINE_READ_LIMIT};
@@ -114,11 +115,9 @@ impl Server {
         H: Handler,
         F: Fn(usize) -> H + Send + Sync + 'static,
     {
-        let mut config = self.config;
-        config.validate()?;
-        if config.workers == 0 {
-            config.workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        }
+        let config = self
+            .config
+            .resolve(|| std::thread::available_parallelism().map_or(1, |n| n.get()))?;
         let count = config.workers;
         // Many connections need many descriptors; the soft limit is often far below the hard.
         if let Err(err) = sys::socket::raise_fd_limit() {
@@ -142,7 +141,7 @@ impl Server {
                 receivers.push(rx);
                 WorkerLink {
                     commands: tx,
-                    budget: fanout::Budget::new(config.max_handoff_bytes),
+                    budget: handoff::Budget::new(config.max_handoff_bytes),
                     waker: Default::default(),
                     counters: Default::default(),
                     features: Default::default(),

@@ -24,14 +24,14 @@ use crate::sys::SendBuf;
 
 /// Frames up to this many bytes are copied together with their neighbours when a batch is
 /// taken; larger ones are moved as they are.
-pub const COALESCE_FRAME_MAX: usize = 512;
+pub(crate) const COALESCE_FRAME_MAX: usize = 512;
 
 /// The largest buffer small frames are copied into: half an arena chunk, so it is carved
 /// from a pooled chunk and costs no allocation.
-pub const COALESCE_BUF_MAX: usize = Arena::DEFAULT_CHUNK_SIZE / 2;
+pub(crate) const COALESCE_BUF_MAX: usize = Arena::DEFAULT_CHUNK_SIZE / 2;
 
 /// The most frames one send takes: what the driver takes in one send (Linux's `UIO_MAXIOV`).
-pub const MAX_IOVECS: usize = crate::sys::MAX_SEND_FRAMES;
+pub(crate) const MAX_IOVECS: usize = crate::sys::MAX_SEND_FRAMES;
 
 /// What to do with a connection whose queue is over its cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,23 +44,23 @@ pub enum Backpressure {
     Drop,
 }
 
-/// A frame did not fit under the cap.
-#[cfg(test)]
+/// A frame did not fit under the cap: nothing was queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Overflow {
-    /// Bytes queued before the push.
-    pub queued: usize,
-    /// The size of the frame refused.
-    pub frame: usize,
-}
+pub(crate) struct Overflow;
 
-/// The queue of one connection.
+/// The queue of one connection, and its cap rules: a data frame is refused past the cap
+/// ([`push`](Outbox::push)), a ping or pong once the queue is at it
+/// ([`push_control`](Outbox::push_control)), and a close or handshake answer never
+/// ([`push_unbounded`](Outbox::push_unbounded)).
 #[derive(Debug, Default)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     /// Frames not yet handed to the driver.
     frames: VecDeque<SendBuf>,
     /// Bytes not yet reported sent: those in `frames` and those in a send in flight.
     queued: usize,
+    /// A data frame took the queue over half its cap: the connection is owed `on_drain`
+    /// when a send brings it back to half or less.
+    over_half: bool,
 }
 
 impl Outbox {
@@ -68,29 +68,54 @@ impl Outbox {
     /// one frame, however big, so a message larger than the cap can still be sent to a
     /// reader that keeps up.
     #[inline]
-    pub fn has_room(&self, len: usize, cap: usize) -> bool {
+    fn has_room(&self, len: usize, cap: usize) -> bool {
         self.queued == 0 || self.queued + len <= cap
     }
 
-    /// Queue `frame` unless it would take the queue past `cap` bytes ([`has_room`]).
-    /// The engine checks the room itself before sealing TLS records, then pushes.
-    ///
-    /// [`has_room`]: Self::has_room
-    #[cfg(test)]
-    pub fn push(&mut self, frame: impl Into<SendBuf>, cap: usize) -> Result<(), Overflow> {
-        let frame = frame.into();
+    /// Queues data `frame` unless it would take the queue past `cap` bytes (an empty queue
+    /// takes one frame of any size). `seal` turns the frame into its wire form (TLS
+    /// records) and runs only once the frame is known to fit: a record sealed and then
+    /// refused would break the record sequence. Returns the bytes queued.
+    #[inline]
+    pub(crate) fn push(
+        &mut self,
+        frame: SendBuf,
+        cap: usize,
+        seal: impl FnOnce(SendBuf) -> SendBuf,
+    ) -> Result<usize, Overflow> {
         if !self.has_room(frame.len(), cap) {
-            return Err(Overflow {
-                queued: self.queued,
-                frame: frame.len(),
-            });
+            return Err(Overflow);
         }
+        let frame = seal(frame);
+        let len = frame.len();
         self.push_unbounded(frame);
-        Ok(())
+        if self.queued > cap / 2 {
+            self.over_half = true;
+        }
+        Ok(len)
+    }
+
+    /// Queues a ping or pong unless the queue is already at `cap`: a peer that pings
+    /// without reading must not grow its queue without bound (RFC 6455 section 5.5.3
+    /// lets a pong answer only the latest ping). Returns the bytes queued.
+    #[inline]
+    pub(crate) fn push_control(
+        &mut self,
+        frame: SendBuf,
+        cap: usize,
+        seal: impl FnOnce(SendBuf) -> SendBuf,
+    ) -> Result<usize, Overflow> {
+        if self.queued >= cap {
+            return Err(Overflow);
+        }
+        let frame = seal(frame);
+        let len = frame.len();
+        self.push_unbounded(frame);
+        Ok(len)
     }
 
     /// Queue `frame` whatever the cap (control frames: a close must get out).
-    pub fn push_unbounded(&mut self, frame: impl Into<SendBuf>) {
+    pub(crate) fn push_unbounded(&mut self, frame: impl Into<SendBuf>) {
         let frame = frame.into();
         if frame.is_empty() {
             return;
@@ -104,12 +129,12 @@ impl Outbox {
     }
 
     /// Bytes not yet reported sent (queued here or in a send in flight).
-    pub fn queued_bytes(&self) -> usize {
+    pub(crate) fn queued_bytes(&self) -> usize {
         self.queued
     }
 
     /// Whether nothing waits, here or in a send in flight.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.queued == 0
     }
 
@@ -117,7 +142,7 @@ impl Outbox {
     /// [`MAX_IOVECS`] buffers, oldest first, to be moved into one send. Two or more small
     /// frames in a row become one buffer copied into `arena`; any other frame is moved
     /// as it is. The bytes stay counted until [`sent`](Outbox::sent).
-    pub fn take_batch(&mut self, arena: &mut Arena, out: &mut Vec<SendBuf>) {
+    pub(crate) fn take_batch(&mut self, arena: &mut Arena, out: &mut Vec<SendBuf>) {
         out.clear();
         if self.frames.len() == 1 {
             // The common case (one reply, one broadcast frame): nothing to gather.
@@ -153,13 +178,20 @@ impl Outbox {
         (count, bytes)
     }
 
-    /// A send of `bytes` bytes (all of a batch taken earlier) completed.
-    pub fn sent(&mut self, bytes: usize) {
+    /// A send of `bytes` bytes (all of a batch taken earlier) completed. Returns whether
+    /// this brought a queue that had gone over half of `cap` back to half or less (the
+    /// connection is owed `on_drain`).
+    pub(crate) fn sent(&mut self, bytes: usize, cap: usize) -> bool {
         self.queued = self.queued.saturating_sub(bytes);
         if self.queued == 0 {
             // Give the deque's memory back: an idle connection holds no write buffer.
             self.frames = VecDeque::new();
         }
+        let drained = self.over_half && self.queued <= cap / 2;
+        if drained {
+            self.over_half = false;
+        }
+        drained
     }
 }
 
@@ -173,6 +205,10 @@ mod tests {
         Bytes::from(vec![fill; n])
     }
 
+    fn plain(frame: SendBuf) -> SendBuf {
+        frame
+    }
+
     fn take(outbox: &mut Outbox) -> Vec<SendBuf> {
         let mut out = Vec::new();
         outbox.take_batch(&mut Arena::default(), &mut out);
@@ -182,39 +218,105 @@ mod tests {
     #[test]
     fn push_past_cap_is_refused_and_queue_is_unchanged() {
         let mut outbox = Outbox::default();
-        outbox.push(bytes(60, 1), 100).unwrap();
-        let err = outbox.push(bytes(50, 2), 100).unwrap_err();
-        assert_eq!(
-            err,
-            Overflow {
-                queued: 60,
-                frame: 50
-            }
-        );
+        outbox
+            .push(SendBuf::from(bytes(60, 1)), 100, plain)
+            .unwrap();
+        let err = outbox
+            .push(SendBuf::from(bytes(50, 2)), 100, plain)
+            .unwrap_err();
+        assert_eq!(err, Overflow);
         assert_eq!(outbox.queued_bytes(), 60);
+    }
+
+    #[test]
+    fn a_queue_over_half_its_cap_reports_its_drain_once() {
+        let mut outbox = Outbox::default();
+        outbox
+            .push(SendBuf::from(bytes(40, 1)), 100, plain)
+            .unwrap();
+        assert!(!outbox.sent(40, 100), "never over half: no drain owed");
+        outbox
+            .push(SendBuf::from(bytes(60, 1)), 100, plain)
+            .unwrap();
+        outbox
+            .push(SendBuf::from(bytes(30, 2)), 100, plain)
+            .unwrap();
+        assert!(!outbox.sent(30, 100), "60 left: still over half");
+        assert!(outbox.sent(10, 100), "50 left: back to half");
+        assert!(!outbox.sent(50, 100), "owed once");
+    }
+
+    #[test]
+    fn control_frames_stop_at_the_cap_and_closes_never_do() {
+        let mut outbox = Outbox::default();
+        outbox
+            .push(SendBuf::from(bytes(90, 1)), 100, plain)
+            .unwrap();
+        assert_eq!(
+            outbox.push_control(SendBuf::from(bytes(20, 2)), 100, plain),
+            Ok(20)
+        );
+        assert_eq!(
+            outbox.push_control(SendBuf::from(bytes(2, 3)), 100, plain),
+            Err(Overflow)
+        );
+        outbox.push_unbounded(bytes(4, 8));
+        assert_eq!(outbox.queued_bytes(), 114);
+    }
+
+    #[test]
+    fn the_frame_is_sealed_only_once_it_fits() {
+        let mut outbox = Outbox::default();
+        outbox
+            .push(SendBuf::from(bytes(60, 1)), 100, plain)
+            .unwrap();
+        let mut sealed = 0;
+        let mut seal = |frame: SendBuf| {
+            sealed += 1;
+            // A TLS record is larger than its plaintext.
+            SendBuf::from(bytes(frame.len() + 22, 0))
+        };
+        assert_eq!(
+            outbox.push(SendBuf::from(bytes(50, 2)), 100, &mut seal),
+            Err(Overflow)
+        );
+        assert_eq!(
+            outbox.push(SendBuf::from(bytes(40, 2)), 100, &mut seal),
+            Ok(62)
+        );
+        assert_eq!(sealed, 1);
+        assert_eq!(outbox.queued_bytes(), 122);
     }
 
     #[test]
     fn frame_larger_than_cap_fits_an_empty_queue() {
         let mut outbox = Outbox::default();
-        outbox.push(bytes(500, 1), 100).unwrap();
+        outbox
+            .push(SendBuf::from(bytes(500, 1)), 100, plain)
+            .unwrap();
         assert_eq!(outbox.queued_bytes(), 500);
     }
 
     #[test]
     fn bytes_in_flight_count_against_the_cap_until_sent() {
         let mut outbox = Outbox::default();
-        outbox.push(bytes(60, 1), 100).unwrap();
+        outbox
+            .push(SendBuf::from(bytes(60, 1)), 100, plain)
+            .unwrap();
         assert_eq!(take(&mut outbox).len(), 1);
         // Taken but not reported sent: still queued, so the cap still applies.
         assert_eq!(outbox.queued_bytes(), 60);
-        assert!(outbox.push(bytes(50, 2), 100).is_err());
-        outbox.push(bytes(40, 3), 100).unwrap();
-        outbox.sent(60);
+        assert!(outbox
+            .push(SendBuf::from(bytes(50, 2)), 100, plain)
+            .is_err());
+        outbox
+            .push(SendBuf::from(bytes(40, 3)), 100, plain)
+            .unwrap();
+        outbox.sent(60, usize::MAX);
         assert_eq!(outbox.queued_bytes(), 40);
         let next = take(&mut outbox);
         assert_eq!(&next[0][..], &bytes(40, 3)[..]);
-        outbox.sent(40);
+        outbox.sent(40, usize::MAX);
         assert!(outbox.is_empty());
     }
 
@@ -227,7 +329,9 @@ mod tests {
             Bytes::from(f)
         };
         for i in 0..(MAX_IOVECS + 10) {
-            outbox.push(frame(i), usize::MAX).unwrap();
+            outbox
+                .push(SendBuf::from(frame(i)), usize::MAX, plain)
+                .unwrap();
         }
         let index = |f: &SendBuf| u32::from_le_bytes(f[..4].try_into().unwrap()) as usize;
         let first: Vec<usize> = take(&mut outbox).iter().map(index).collect();
@@ -242,12 +346,20 @@ mod tests {
         let big = Rc::new(bytes(COALESCE_FRAME_MAX + 1, 9));
         let mut expected = Vec::new();
         for i in 0..3u8 {
-            outbox.push(bytes(10, i), usize::MAX).unwrap();
+            outbox
+                .push(SendBuf::from(bytes(10, i)), usize::MAX, plain)
+                .unwrap();
             expected.extend_from_slice(&[i; 10]);
         }
-        outbox.push(Rc::clone(&big), usize::MAX).unwrap();
-        outbox.push(bytes(5, 7), usize::MAX).unwrap();
-        outbox.push(Rc::clone(&big), usize::MAX).unwrap();
+        outbox
+            .push(SendBuf::from(Rc::clone(&big)), usize::MAX, plain)
+            .unwrap();
+        outbox
+            .push(SendBuf::from(bytes(5, 7)), usize::MAX, plain)
+            .unwrap();
+        outbox
+            .push(SendBuf::from(Rc::clone(&big)), usize::MAX, plain)
+            .unwrap();
         let batch = take(&mut outbox);
         let lens: Vec<usize> = batch.iter().map(|b| b.len()).collect();
         assert_eq!(
@@ -268,7 +380,9 @@ mod tests {
         let n = 3 * COALESCE_BUF_MAX / 100;
         let mut expected = Vec::new();
         for i in 0..n {
-            outbox.push(bytes(100, i as u8), usize::MAX).unwrap();
+            outbox
+                .push(SendBuf::from(bytes(100, i as u8)), usize::MAX, plain)
+                .unwrap();
             expected.extend_from_slice(&[i as u8; 100]);
         }
         let batch = take(&mut outbox);
@@ -282,8 +396,10 @@ mod tests {
     fn shared_frame_is_moved_not_copied() {
         let frame = Rc::new(bytes(1000, 7));
         let (mut a, mut b) = (Outbox::default(), Outbox::default());
-        a.push(Rc::clone(&frame), 1 << 20).unwrap();
-        b.push(Rc::clone(&frame), 1 << 20).unwrap();
+        a.push(SendBuf::from(Rc::clone(&frame)), 1 << 20, plain)
+            .unwrap();
+        b.push(SendBuf::from(Rc::clone(&frame)), 1 << 20, plain)
+            .unwrap();
         let ta = take(&mut a);
         let tb = take(&mut b);
         assert_eq!(ta[0].as_ptr(), frame.as_ptr());
@@ -294,9 +410,11 @@ mod tests {
     #[test]
     fn drained_outbox_holds_no_memory() {
         let mut outbox = Outbox::default();
-        outbox.push(bytes(10, 0), 100).unwrap();
+        outbox
+            .push(SendBuf::from(bytes(10, 0)), 100, plain)
+            .unwrap();
         drop(take(&mut outbox));
-        outbox.sent(10);
+        outbox.sent(10, usize::MAX);
         assert_eq!(outbox.frames.capacity(), 0);
     }
 }

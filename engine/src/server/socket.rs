@@ -14,7 +14,9 @@ use crate::proto::{CloseCode, MessageType, OpCode};
 use crate::sys::socket::peer_addr;
 
 use super::core::{Cause, Core, SendError};
-use super::handle::{check_topic, Publish, ServerHandle};
+use super::fanout::deliver_pending;
+use super::handle::Publish;
+use super::handle::{check_topic, ServerHandle};
 use super::ConnId;
 
 /// One connection, inside a handler callback.
@@ -261,6 +263,9 @@ impl<'a, D> Socket<'a, D> {
             origin: Some(self.id()),
             include_origin: include_self,
         });
+        // Publishes a handle made earlier in this callback reach this worker's
+        // subscribers first (the ordering rule, `server::fanout`).
+        deliver_pending(self.core);
         let shared = self.core.shared.clone();
         // The other workers first: when one has no room, nobody gets it. A callback never
         // waits for room (no deadline).

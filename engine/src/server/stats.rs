@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::fanout::Budget;
+use super::handoff::Budget;
 
 /// One counter or gauge of a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

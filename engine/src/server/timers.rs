@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 /// A hashed wheel of `slots` buckets of `tick` each.
 #[derive(Debug)]
-pub struct TimerWheel {
+pub(crate) struct TimerWheel {
     slots: Vec<Vec<(u32, u32)>>,
     tick: Duration,
     /// The instant at which slot `cursor` is due.
@@ -27,7 +27,7 @@ pub struct TimerWheel {
 impl TimerWheel {
     /// A wheel whose resolution is `tick` and which spans `slots * tick` before wrapping
     /// (later deadlines simply go round again).
-    pub fn new(now: Instant, tick: Duration, slots: usize) -> TimerWheel {
+    pub(crate) fn new(now: Instant, tick: Duration, slots: usize) -> TimerWheel {
         TimerWheel {
             slots: (0..slots.max(2)).map(|_| Vec::new()).collect(),
             tick,
@@ -39,7 +39,7 @@ impl TimerWheel {
     }
 
     /// File (key, generation) to be looked at around `at` (never before it).
-    pub fn schedule(&mut self, key: u32, generation: u32, at: Instant) {
+    pub(crate) fn schedule(&mut self, key: u32, generation: u32, at: Instant) {
         let ahead = at.saturating_duration_since(self.cursor_at);
         let ticks = (ahead.as_nanos() / self.tick.as_nanos().max(1)) as usize;
         // A deadline past the wheel's span goes in the last slot and is re-filed then.
@@ -56,7 +56,7 @@ impl TimerWheel {
     /// or `None` when nothing is filed, so a worker sleeps until something happens, not
     /// once per tick. The scan of empty slots is remembered, so asking every loop turn
     /// costs one look at one slot.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         if self.len == 0 {
             return None;
         }
@@ -70,19 +70,10 @@ impl TimerWheel {
         Some(self.cursor_at + self.tick * ahead as u32)
     }
 
-    /// The number of entries filed.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether nothing is filed.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Hand every entry of every slot due by `now` to `due`, which re-files what is not
-    /// really due yet.
-    pub fn expire(&mut self, now: Instant, mut due: impl FnMut(u32, u32, &mut Refile<'_>)) {
+    /// Hand every entry of every slot due by `now` to `due`. An entry handed out is no
+    /// longer filed: the worker files the connection again ([`schedule`](Self::schedule))
+    /// when its real deadline is not due yet.
+    pub(crate) fn expire(&mut self, now: Instant, mut due: impl FnMut(u32, u32)) {
         if self.len == 0 {
             // Nothing to hand out: skip the empty slots in one step instead of one per tick.
             if self.cursor_at <= now {
@@ -90,13 +81,11 @@ impl TimerWheel {
             }
             return;
         }
-        let mut later = Vec::new();
         while self.cursor_at <= now {
             let entries = std::mem::take(&mut self.slots[self.cursor]);
             self.len -= entries.len();
-            let mut refile = Refile { later: &mut later };
             for (key, generation) in &entries {
-                due(*key, *generation, &mut refile);
+                due(*key, *generation);
             }
             // Keep the slot's allocation for reuse.
             let mut entries = entries;
@@ -108,21 +97,6 @@ impl TimerWheel {
             self.cursor_at += self.tick;
             self.empty_ahead.set(0);
         }
-        for (key, generation, at) in later {
-            self.schedule(key, generation, at);
-        }
-    }
-}
-
-/// Lets an expiry callback file an entry again.
-pub struct Refile<'a> {
-    later: &'a mut Vec<(u32, u32, Instant)>,
-}
-
-impl Refile<'_> {
-    /// Look at (key, generation) again around `at`.
-    pub fn at(&mut self, key: u32, generation: u32, at: Instant) {
-        self.later.push((key, generation, at));
     }
 }
 
@@ -138,9 +112,9 @@ mod tests {
         let mut wheel = TimerWheel::new(t0, TICK, 64);
         wheel.schedule(1, 0, t0 + Duration::from_millis(350));
         let mut fired = Vec::new();
-        wheel.expire(t0 + Duration::from_millis(250), |k, _, _| fired.push(k));
+        wheel.expire(t0 + Duration::from_millis(250), |k, _| fired.push(k));
         assert!(fired.is_empty());
-        wheel.expire(t0 + Duration::from_millis(450), |k, _, _| fired.push(k));
+        wheel.expire(t0 + Duration::from_millis(450), |k, _| fired.push(k));
         assert_eq!(fired, vec![1]);
     }
 
@@ -154,13 +128,18 @@ mod tests {
         let mut now = t0;
         while fired_at.is_none() && now < t0 + Duration::from_secs(5) {
             now += TICK;
-            wheel.expire(now, |key, generation, refile| {
+            let mut early = Vec::new();
+            wheel.expire(now, |key, generation| {
                 if now >= due_at {
                     fired_at = Some(now);
                 } else {
-                    refile.at(key, generation, due_at);
+                    early.push((key, generation));
                 }
             });
+            // As the worker does: a connection whose deadline is not due is filed again.
+            for (key, generation) in early {
+                wheel.schedule(key, generation, due_at);
+            }
         }
         let fired_at = fired_at.expect("fired");
         assert!(fired_at >= due_at && fired_at <= due_at + 2 * TICK);
@@ -177,10 +156,10 @@ mod tests {
         let near = wheel.next_deadline().unwrap();
         assert_eq!(near, t0 + Duration::from_millis(300));
         let mut fired = Vec::new();
-        wheel.expire(near, |k, _, _| fired.push(k));
+        wheel.expire(near, |k, _| fired.push(k));
         assert_eq!(fired, vec![2]);
         assert_eq!(wheel.next_deadline(), Some(far));
-        wheel.expire(far, |k, _, _| fired.push(k));
+        wheel.expire(far, |k, _| fired.push(k));
         assert_eq!(fired, vec![2, 1]);
         assert_eq!(wheel.next_deadline(), None);
     }
@@ -191,11 +170,11 @@ mod tests {
         let mut wheel = TimerWheel::new(t0, TICK, 8);
         assert_eq!(wheel.next_deadline(), None);
         let later = t0 + Duration::from_secs(3600);
-        wheel.expire(later, |_, _, _| panic!("nothing is filed"));
+        wheel.expire(later, |_, _| panic!("nothing is filed"));
         wheel.schedule(4, 0, later + TICK);
         let mut fired = Vec::new();
-        wheel.expire(later + 3 * TICK, |k, _, _| fired.push(k));
+        wheel.expire(later + 3 * TICK, |k, _| fired.push(k));
         assert_eq!(fired, vec![4]);
-        assert!(wheel.is_empty());
+        assert_eq!(wheel.next_deadline(), None, "nothing left filed");
     }
 }

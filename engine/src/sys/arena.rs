@@ -1,7 +1,7 @@
 //! Write-buffer arena: per-connection frames (control frames, small unicast messages) are
 //! built in fixed-size chunks that are reused, so sending one costs no heap allocation.
 //!
-//! Each buffer handed out is a slice of a chunk; freezing it gives a [`Bytes`] that keeps the
+//! Each buffer handed out is a slice of a chunk; freezing it gives a [`Bytes`](bytes::Bytes) that keeps the
 //! whole chunk alive by reference count. A chunk is reused only once every `Bytes` cut from it
 //! has been dropped, which for a send happens when its completion has come back (the driver's
 //! in-flight table holds the `Bytes` until then). So memory the kernel may read is never

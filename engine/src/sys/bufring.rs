@@ -148,26 +148,16 @@ impl BufRing {
         }
     }
 
-    /// Buffer `bid`, read-only.
-    ///
-    /// # Safety
-    ///
-    /// The caller holds the lease on `bid`: the kernel reported it in a completion and it has
-    /// not been [`recycle`](Self::recycle)d since, and no `&mut` to it is alive.
-    pub(crate) unsafe fn buffer(&self, bid: u16) -> &[u8] {
-        // SAFETY: the caller's lease means the kernel does not write this buffer and no
-        // other handle aliases it; the pointer is in the mapping, which outlives `&self`.
-        unsafe { std::slice::from_raw_parts(self.buffer_ptr(bid), self.size as usize) }
-    }
-
     /// Buffer `bid`, writable.
     ///
     /// # Safety
     ///
-    /// As for [`buffer`](Self::buffer), and no other reference to it is alive.
+    /// The caller holds the lease on `bid`: the kernel reported it in a completion and it has
+    /// not been [`recycle`](Self::recycle)d since, and no other reference to it is alive.
     #[allow(clippy::mut_from_ref)]
     pub(crate) unsafe fn buffer_mut(&self, bid: u16) -> &mut [u8] {
-        // SAFETY: as in `buffer`, with exclusivity from the caller.
+        // SAFETY: the caller's lease means the kernel does not write this buffer and no
+        // other handle aliases it; the pointer is in the mapping, which outlives `&self`.
         unsafe { std::slice::from_raw_parts_mut(self.buffer_ptr(bid), self.size as usize) }
     }
 

@@ -207,9 +207,9 @@ fn echo_over_loopback_with_multishot_recv_and_vectored_send() {
             assert_eq!(c.token, recv_token);
             assert!(c.result > 0, "{backend}: {c:?}");
             assert!(c.more, "{backend}: multishot recv ended early: {c:?}");
-            let buf = c.buffer.expect("recv completion carries a buffer");
+            let mut buf = c.buffer.expect("recv completion carries a buffer");
             assert_eq!(buf.len(), c.result as usize);
-            got.extend_from_slice(buf.as_slice());
+            got.extend_from_slice(buf.as_mut_slice());
             got.len() >= 21
         });
         assert_eq!(got, b"hello, vectored world");
@@ -391,8 +391,8 @@ fn multishot_recv_rearms_after_enobufs() {
         let mut rearms = 0;
         run_until(&mut d, "all bytes received", |d, mut c| {
             assert_eq!(c.token, token);
-            if let Some(buf) = c.buffer.take() {
-                got.extend_from_slice(buf.as_slice());
+            if let Some(mut buf) = c.buffer.take() {
+                got.extend_from_slice(buf.as_mut_slice());
                 if rearms == 0 && held.len() < 2 {
                     held.push(buf);
                 }
@@ -445,8 +445,8 @@ fn stop_recv_ends_the_receive_and_bytes_wait_in_the_socket() {
         d.recv(&fd, token);
         let mut got = Vec::new();
         run_until(&mut d, "the bytes after re-arming", |_, c| {
-            if let Some(buf) = c.buffer {
-                got.extend_from_slice(buf.as_slice());
+            if let Some(mut buf) = c.buffer {
+                got.extend_from_slice(buf.as_mut_slice());
             }
             got.len() >= 5
         });

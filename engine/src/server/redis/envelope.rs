@@ -9,11 +9,11 @@
 use crate::proto::MessageType;
 
 /// The first byte of every envelope: not a ringcast message when it differs.
-pub const ENVELOPE_MAGIC: u8 = 0xB7;
+pub(crate) const ENVELOPE_MAGIC: u8 = 0xB7;
 /// The envelope layout version this code writes and reads.
-pub const ENVELOPE_VERSION: u8 = 1;
+pub(crate) const ENVELOPE_VERSION: u8 = 1;
 /// Bytes before the payload: magic, version, 8-byte node id, message type.
-pub const ENVELOPE_HEADER_LEN: usize = 11;
+pub(crate) const ENVELOPE_HEADER_LEN: usize = 11;
 
 /// A message in its envelope: who published it, its type, its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,9 +72,9 @@ pub enum EnvelopeError {
     BadUtf8,
 }
 
-/// Appends the envelope of a message to `out`: magic byte [`ENVELOPE_MAGIC`], version
-/// [`ENVELOPE_VERSION`], the node id (8 bytes, big-endian), the message type (the seed's
-/// numbers: 1 text, 2 binary), then the payload unchanged.
+/// Appends the envelope of a message to `out`: the magic byte 0xB7, the layout version 1,
+/// the node id (8 bytes, big-endian), the message type (WebSocket opcode numbers: 1 text,
+/// 2 binary), then the payload unchanged: 11 bytes before the payload.
 ///
 /// ```
 /// use ringcast::server::{decode_envelope, encode_envelope};

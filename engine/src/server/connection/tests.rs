@@ -1,0 +1,502 @@
+//! The connection state machine against an in-memory peer: no socket, no thread, no
+//! waiting. A fake driver carries out the machine's ops (a send's bytes land in the
+//! peer's buffer, and complete at once unless the peer stalls), and time is an input, so
+//! a 10 s handshake timeout takes no time at all.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::super::handle::{Command, Outgoing};
+use super::super::stats::Counter;
+use super::super::{Backpressure, ConnId, Handler, ServerConfig, Socket};
+use super::{Machine, Op};
+use crate::proto::deflate::Inflater;
+use crate::proto::{CloseCode, Decoder, Encoder, Event, MessageType, OpCode, Role};
+use crate::sys::{SendBuf, SocketFd};
+
+/// What the handler was told, in order.
+type Log = Rc<RefCell<Vec<String>>>;
+
+/// Echoes each message; `close` closes with 1000, `big` answers 600 bytes.
+struct Recorder(Log);
+
+impl Handler for Recorder {
+    type Data = ();
+    fn on_open(&mut self, _: &mut Socket<'_, ()>, _: &crate::proto::handshake::Request) {
+        self.0.borrow_mut().push("open".into());
+    }
+    fn on_message(&mut self, socket: &mut Socket<'_, ()>, kind: MessageType, payload: &[u8]) {
+        match payload {
+            b"close" => socket.close(CloseCode::NORMAL_CLOSURE, "done"),
+            _ => {
+                let _ = socket.send(kind, payload);
+            }
+        }
+    }
+    fn on_close(&mut self, _: &mut Socket<'_, ()>, code: CloseCode, reason: &str) {
+        self.0
+            .borrow_mut()
+            .push(format!("close {} {reason}", code.0));
+    }
+    fn on_drain(&mut self, _: &mut Socket<'_, ()>) {
+        self.0.borrow_mut().push("drain".into());
+    }
+}
+
+fn no_dial(_: &super::Pending) -> std::io::Result<SocketFd> {
+    Ok(SocketFd::detached())
+}
+
+/// A worker's machine and the peers of its connections, in memory.
+struct Pair {
+    machine: Machine<Recorder>,
+    log: Log,
+    /// What each connection's peer received, by slab key.
+    wire: HashMap<u32, Vec<u8>>,
+    /// Peers that read nothing: their sends stay in flight.
+    stalled: HashSet<u32>,
+    /// Sends in flight: (key, generation, bytes).
+    in_flight: Vec<(u32, u32, usize)>,
+    listener_open: bool,
+    client: Encoder,
+}
+
+const REQUEST: &[u8] = b"GET /chat HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Version: 13\r\n\r\n";
+
+impl Pair {
+    fn new(config: ServerConfig) -> Pair {
+        let log = Log::default();
+        let shared = super::super::handle::Shared::detached(&config);
+        let machine = Machine::new(
+            0,
+            Recorder(log.clone()),
+            Arc::new(config),
+            shared,
+            true,
+            no_dial,
+        );
+        Pair {
+            machine,
+            log,
+            wire: HashMap::new(),
+            stalled: HashSet::new(),
+            in_flight: Vec::new(),
+            listener_open: true,
+            client: Encoder::new(Role::Client),
+        }
+    }
+
+    fn generation(&self, key: u32) -> u32 {
+        self.machine.core.conns[key as usize].generation
+    }
+
+    fn exists(&self, key: u32) -> bool {
+        self.machine.core.conns.contains(key as usize)
+    }
+
+    /// A peer connects: returns its key.
+    fn accept(&mut self) -> u32 {
+        let key = self.machine.core.conns.vacant_key() as u32;
+        self.machine.on_accept(Some(SocketFd::detached()), 1, true);
+        self.turn();
+        key
+    }
+
+    /// A peer connects and upgrades; its 101 is taken off the wire.
+    fn open(&mut self) -> u32 {
+        let key = self.accept();
+        self.peer_sends(key, REQUEST);
+        let wire = self.wire.remove(&key).expect("an answer");
+        assert!(
+            wire.starts_with(b"HTTP/1.1 101"),
+            "{:?}",
+            String::from_utf8_lossy(&wire)
+        );
+        key
+    }
+
+    /// The peer's bytes arrive (one receive).
+    fn peer_sends(&mut self, key: u32, bytes: &[u8]) {
+        let mut bytes = bytes.to_vec();
+        let generation = self.generation(key);
+        let n = bytes.len() as i32;
+        self.machine
+            .on_recv(key, generation, n, Some(&mut bytes), true);
+        self.machine.settle();
+        self.turn();
+    }
+
+    /// The peer sends one frame (masked, as a client does).
+    fn peer_frame(&mut self, key: u32, opcode: OpCode, payload: &[u8]) {
+        let mut frame = Vec::new();
+        self.client
+            .encode_frame(opcode, true, false, payload, &mut frame);
+        self.peer_sends(key, &frame);
+    }
+
+    /// The peer's close frame with `code`.
+    fn peer_close(&mut self, key: u32, code: u16) {
+        self.peer_frame(key, OpCode::Close, &code.to_be_bytes());
+    }
+
+    /// Another thread's command.
+    fn command(&mut self, command: Command) {
+        self.machine.command(command);
+        self.turn();
+    }
+
+    fn id(&self, key: u32) -> ConnId {
+        ConnId::new(0, key as usize, self.generation(key))
+    }
+
+    /// The clock moves on by `by`, then a loop turn runs.
+    fn advance(&mut self, by: Duration) {
+        self.machine.core.now += by;
+        self.turn();
+    }
+
+    /// The end of a loop turn, then the ops, until the machine asks for nothing more
+    /// (sends to peers that read complete at once, which may queue more).
+    fn turn(&mut self) {
+        loop {
+            self.machine.end_turn();
+            let ops: Vec<Op> = self.machine.ops.drain(..).collect();
+            if ops.is_empty() {
+                return;
+            }
+            let mut completions = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Send { key, generation } => {
+                        let core = &mut self.machine.core;
+                        let conn = &mut core.conns[key as usize];
+                        let mut batch: Vec<SendBuf> = Vec::new();
+                        conn.outbox.take_batch(&mut core.arena, &mut batch);
+                        let wire = self.wire.entry(key).or_default();
+                        let len: usize = batch.iter().map(|b| b.len()).sum();
+                        batch.iter().for_each(|b| wire.extend_from_slice(b));
+                        self.in_flight.push((key, generation, len));
+                        if !self.stalled.contains(&key) {
+                            completions.push((key, generation, len));
+                        }
+                    }
+                    Op::CloseListener => self.listener_open = false,
+                    Op::Accept | Op::Recv { .. } | Op::StopRecv { .. } => {}
+                    Op::Connect { .. } | Op::Close(_) => {}
+                }
+            }
+            for (key, generation, len) in completions {
+                self.complete(key, generation, len);
+            }
+        }
+    }
+
+    fn complete(&mut self, key: u32, generation: u32, len: usize) {
+        self.in_flight
+            .retain(|&(k, g, l)| (k, g, l) != (key, generation, len));
+        self.machine.on_send(key, generation, len as i32);
+        self.machine.settle();
+    }
+
+    /// A stalled peer starts reading: its sends in flight complete.
+    fn peer_reads(&mut self, key: u32) {
+        self.stalled.remove(&key);
+        let done: Vec<_> = self
+            .in_flight
+            .iter()
+            .copied()
+            .filter(|&(k, _, _)| k == key)
+            .collect();
+        for (k, g, l) in done {
+            self.complete(k, g, l);
+        }
+        self.turn();
+    }
+
+    /// The frames the peer received (and takes them off its wire).
+    fn frames(&mut self, key: u32) -> Vec<(OpCode, Vec<u8>)> {
+        let mut wire = self.wire.remove(&key).unwrap_or_default();
+        let mut decoder = Decoder::new(Role::Client);
+        let mut inflater = Inflater::new();
+        let (mut frames, mut pos) = (Vec::new(), 0);
+        while pos < wire.len() {
+            let (used, event) = decoder
+                .decode(&mut wire[pos..], &mut inflater)
+                .expect("the server's frames are valid");
+            pos += used;
+            let frame = match event {
+                Some(Event::Message(kind, payload)) => (kind.opcode(), payload.to_vec()),
+                Some(Event::Ping(payload)) => (OpCode::Ping, payload.to_vec()),
+                Some(Event::Pong(payload)) => (OpCode::Pong, payload.to_vec()),
+                Some(Event::Close(body)) => {
+                    let mut payload = Vec::new();
+                    if let Some((code, reason)) = body {
+                        payload.extend_from_slice(&code.0.to_be_bytes());
+                        payload.extend_from_slice(reason.as_bytes());
+                    }
+                    (OpCode::Close, payload)
+                }
+                Some(Event::Part { .. }) | None => continue,
+            };
+            frames.push(frame);
+        }
+        frames
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.borrow().clone()
+    }
+
+    fn count(&self, counter: Counter) -> u64 {
+        self.machine.core.counters.get(counter)
+    }
+}
+
+fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(reason.as_bytes());
+    payload
+}
+
+#[test]
+fn a_request_head_that_never_ends_is_dropped_at_the_handshake_timeout() {
+    let mut pair = Pair::new(ServerConfig::default());
+    let key = pair.accept();
+    pair.peer_sends(key, &REQUEST[..40]);
+    // The worker may sleep until the deadline, not past it (one 25 ms tick late at most).
+    let now = pair.machine.core.now;
+    let wait = pair.machine.wait_time(now).expect("a deadline is pending");
+    assert!(wait <= Duration::from_millis(10_025), "{wait:?}");
+    pair.advance(Duration::from_secs(9));
+    assert!(pair.exists(key), "10 s by default");
+    pair.advance(Duration::from_millis(1100));
+    assert!(!pair.exists(key), "dropped at the timeout");
+    assert_eq!(pair.count(Counter::ClosedHandshakeTimeout), 1);
+    assert_eq!(pair.count(Counter::HandshakesFailed), 1);
+    assert!(pair.frames(key).is_empty(), "no answer");
+    assert!(pair.log().is_empty(), "never opened: no callback");
+}
+
+#[test]
+fn a_complete_head_upgrades_and_frames_echo() {
+    let mut pair = Pair::new(ServerConfig::default());
+    let key = pair.open();
+    assert_eq!(pair.log(), ["open"]);
+    pair.peer_frame(key, OpCode::Text, b"hello");
+    assert_eq!(pair.frames(key), [(OpCode::Text, b"hello".to_vec())]);
+    assert_eq!(pair.count(Counter::Connections), 1);
+}
+
+#[test]
+fn the_peer_s_close_is_echoed_then_the_socket_closes() {
+    let mut pair = Pair::new(ServerConfig::default());
+    let key = pair.open();
+    pair.peer_close(key, 1000);
+    assert_eq!(
+        pair.frames(key),
+        [(OpCode::Close, 1000u16.to_be_bytes().to_vec())]
+    );
+    assert_eq!(pair.log(), ["open", "close 1000 "]);
+    assert!(!pair.exists(key), "closed once the reply is sent");
+    assert_eq!(pair.count(Counter::ClosedByPeer), 1);
+    assert_eq!(pair.count(Counter::Connections), 0);
+}
+
+#[test]
+fn the_server_s_close_waits_for_the_peer_s_answer() {
+    let mut pair = Pair::new(ServerConfig::default());
+    let key = pair.open();
+    pair.peer_frame(key, OpCode::Text, b"close");
+    assert_eq!(
+        pair.frames(key),
+        [(OpCode::Close, close_payload(1000, "done"))]
+    );
+    assert_eq!(
+        pair.log(),
+        ["open", "close 1000 done"],
+        "on_close when it starts"
+    );
+    assert!(pair.exists(key), "waiting for the peer's close");
+    pair.peer_frame(key, OpCode::Text, b"late");
+    assert!(
+        pair.frames(key).is_empty(),
+        "nothing delivered or sent after our close"
+    );
+    pair.peer_close(key, 1000);
+    assert!(!pair.exists(key));
+    assert!(pair.frames(key).is_empty(), "no second close frame");
+    assert_eq!(pair.count(Counter::ClosedByServer), 1);
+    assert_eq!(pair.log().len(), 2, "on_close once");
+}
+
+#[test]
+fn a_peer_that_never_answers_our_close_is_dropped_at_the_close_timeout() {
+    let mut pair = Pair::new(ServerConfig {
+        close_timeout: Duration::from_secs(5),
+        ..ServerConfig::default()
+    });
+    let key = pair.open();
+    let id = pair.id(key);
+    pair.command(Command::Close {
+        id,
+        code: CloseCode::GOING_AWAY,
+        reason: "bye".into(),
+    });
+    assert_eq!(
+        pair.frames(key),
+        [(OpCode::Close, close_payload(1001, "bye"))]
+    );
+    pair.advance(Duration::from_millis(4900));
+    assert!(pair.exists(key));
+    pair.advance(Duration::from_millis(200));
+    assert!(!pair.exists(key), "dropped at the close timeout");
+    assert_eq!(pair.log(), ["open", "close 1001 bye"], "no second on_close");
+}
+
+#[test]
+fn a_stream_that_ends_without_a_close_is_1006() {
+    let mut pair = Pair::new(ServerConfig::default());
+    let key = pair.open();
+    let generation = pair.generation(key);
+    pair.machine.on_recv(key, generation, 0, None, false);
+    pair.machine.settle();
+    pair.turn();
+    assert!(!pair.exists(key));
+    assert_eq!(pair.log(), ["open", "close 1006 "]);
+    assert_eq!(pair.count(Counter::ClosedAbnormal), 1);
+}
+
+/// Sends `n` binary messages of `len` bytes to connection `key` from another thread.
+fn send_from_outside(pair: &mut Pair, key: u32, n: usize, len: usize) {
+    for _ in 0..n {
+        let id = pair.id(key);
+        let message = Outgoing::Message(MessageType::Binary, vec![7u8; len].into());
+        pair.command(Command::Send { id, message });
+    }
+}
+
+#[test]
+fn past_the_cap_a_slow_reader_is_closed_as_a_slow_consumer() {
+    let mut pair = Pair::new(ServerConfig {
+        max_queued_bytes: 1000,
+        ..ServerConfig::default()
+    });
+    let key = pair.open();
+    pair.stalled.insert(key);
+    send_from_outside(&mut pair, key, 2, 400);
+    assert!(pair.exists(key) && pair.log() == ["open"]);
+    send_from_outside(&mut pair, key, 1, 400);
+    assert_eq!(pair.log(), ["open", "close 1008 slow consumer"]);
+    assert_eq!(pair.count(Counter::ClosedSlowConsumer), 1);
+    // The close frame goes out past the cap, after what was queued.
+    pair.peer_reads(key);
+    let frames = pair.frames(key);
+    assert_eq!(frames.len(), 3);
+    assert_eq!(
+        frames[2],
+        (OpCode::Close, close_payload(1008, "slow consumer"))
+    );
+}
+
+#[test]
+fn under_the_drop_policy_past_the_cap_is_dropped_and_the_drain_follows() {
+    let mut pair = Pair::new(ServerConfig {
+        max_queued_bytes: 1000,
+        backpressure: Backpressure::Drop,
+        ..ServerConfig::default()
+    });
+    let key = pair.open();
+    pair.stalled.insert(key);
+    send_from_outside(&mut pair, key, 3, 400);
+    assert_eq!(pair.count(Counter::Drops), 1, "the third is dropped");
+    assert_eq!(pair.log(), ["open"], "still open, no drain yet");
+    pair.peer_reads(key);
+    assert_eq!(pair.log(), ["open", "drain"]);
+    assert_eq!(pair.frames(key).len(), 2);
+    send_from_outside(&mut pair, key, 1, 400);
+    assert_eq!(pair.frames(key).len(), 1, "it takes messages again");
+}
+
+#[test]
+fn pings_of_a_peer_that_never_reads_stop_at_the_cap() {
+    let mut pair = Pair::new(ServerConfig {
+        max_queued_bytes: 100,
+        ..ServerConfig::default()
+    });
+    let key = pair.open();
+    pair.stalled.insert(key);
+    for _ in 0..100 {
+        pair.peer_frame(key, OpCode::Ping, b"0123456789");
+    }
+    assert!(pair.machine.core.conns[key as usize].outbox.queued_bytes() < 100 + 12);
+    assert!(pair.count(Counter::Drops) >= 90);
+    assert!(pair.exists(key), "pongs are dropped, the connection stays");
+}
+
+#[test]
+fn an_idle_connection_gets_pings_then_is_closed() {
+    let mut pair = Pair::new(ServerConfig {
+        ping_interval: Some(Duration::from_secs(1)),
+        idle_timeout: Some(Duration::from_secs(3)),
+        ..ServerConfig::default()
+    });
+    let key = pair.open();
+    pair.advance(Duration::from_millis(1100));
+    assert_eq!(pair.frames(key), [(OpCode::Ping, Vec::new())]);
+    pair.peer_frame(key, OpCode::Pong, b"");
+    pair.advance(Duration::from_millis(2000));
+    assert_eq!(
+        pair.frames(key),
+        [(OpCode::Ping, Vec::new())],
+        "a pong counts"
+    );
+    assert!(pair.log() == ["open"]);
+    pair.advance(Duration::from_millis(1100));
+    let frames = pair.frames(key);
+    assert_eq!(
+        frames.last(),
+        Some(&(OpCode::Close, close_payload(1001, "idle timeout")))
+    );
+    assert_eq!(pair.log(), ["open", "close 1001 idle timeout"]);
+    assert_eq!(pair.count(Counter::ClosedIdle), 1);
+}
+
+#[test]
+fn shutdown_closes_the_listener_and_every_connection_with_1001() {
+    let mut pair = Pair::new(ServerConfig {
+        shutdown_timeout: Duration::from_secs(5),
+        ..ServerConfig::default()
+    });
+    let (open, answers) = (pair.open(), pair.open());
+    let handshaking = pair.accept();
+    pair.command(Command::Shutdown);
+    assert!(!pair.listener_open, "the listener is closed");
+    assert!(!pair.exists(handshaking), "handshaking sockets are dropped");
+    for key in [open, answers] {
+        let going_away = (OpCode::Close, close_payload(1001, "server shutting down"));
+        assert_eq!(pair.frames(key), [going_away]);
+    }
+    assert_eq!(
+        pair.log()
+            .iter()
+            .filter(|e| *e == "close 1001 server shutting down")
+            .count(),
+        2
+    );
+    let late = pair.accept();
+    assert!(!pair.exists(late), "no new connection during a shutdown");
+    assert_eq!(pair.count(Counter::Rejected), 1);
+    pair.peer_close(answers, 1001);
+    assert!(!pair.exists(answers));
+    assert!(!pair.machine.finished(), "one peer has not answered yet");
+    pair.advance(Duration::from_millis(5100));
+    assert!(pair.machine.finished(), "done at the shutdown timeout");
+    pair.machine.stop();
+    assert!(pair.machine.core.conns.is_empty());
+    assert_eq!(pair.count(Counter::ClosedShutdown), 3);
+}

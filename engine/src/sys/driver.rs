@@ -1,0 +1,280 @@
+//! [`Driver`]: one API over the two backends, its [`Backend`] and [`DriverConfig`].
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::*;
+
+/// Which kernel interface the engine's workers run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// io_uring: multishot accept and recv, provided-buffer ring, vectored sendmsg.
+    Uring,
+    /// epoll, level-triggered: readiness turned into the same completions.
+    Epoll,
+}
+
+impl Backend {
+    /// Every backend, for tests that run once per backend.
+    pub const ALL: [Backend; 2] = [Backend::Uring, Backend::Epoll];
+
+    /// The backend named by `RINGCAST_BACKEND` (`uring` or `epoll`), if set to one of them.
+    pub fn from_env() -> Option<Backend> {
+        std::env::var("RINGCAST_BACKEND")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// The lowercase name, as `RINGCAST_BACKEND` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Uring => "uring",
+            Backend::Epoll => "epoll",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = io::Error;
+    fn from_str(s: &str) -> io::Result<Backend> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "uring" | "io_uring" | "io-uring" => Ok(Backend::Uring),
+            "epoll" => Ok(Backend::Epoll),
+            other => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unknown backend {other:?}, expected uring or epoll"),
+            )),
+        }
+    }
+}
+
+/// Sizes of one driver. Defaults suit a worker with thousands of connections.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Submission queue entries (io_uring). Default 1024: one turn may start a send on
+    /// hundreds of connections; the queue is flushed early when it fills.
+    pub ring_entries: u32,
+    /// Completion queue entries (io_uring), at least `ring_entries`. Default 8192: multishot
+    /// receives can post many completions per submission.
+    pub cq_entries: u32,
+    /// Buffers in the provided-buffer ring (io_uring), a power of two up to 32768.
+    /// Default 256.
+    pub recv_buffers: u16,
+    /// Size of each provided buffer (io_uring; epoll uses `epoll_scratch_size`). Default
+    /// 4 KiB: most WebSocket messages are small, and a large one arrives in several.
+    pub recv_buffer_size: u32,
+    /// Size of the epoll backend's single receive buffer. Default 64 KiB: one read per
+    /// readable socket per turn, so larger reads cost fewer syscalls.
+    pub epoll_scratch_size: usize,
+    /// Readiness events fetched per `epoll_wait`. Default 256.
+    pub epoll_events: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            ring_entries: 1024,
+            cq_entries: 8192,
+            recv_buffers: 256,
+            recv_buffer_size: 4096,
+            epoll_scratch_size: 64 * 1024,
+            epoll_events: 256,
+        }
+    }
+}
+
+/// Most frames one [`Driver::send`] takes; the rest wait for the next send. Linux's
+/// `UIO_MAXIOV`: a fan-out at full speed queues a hundred small frames per connection
+/// between two sends, and each send saved is a TCP segment the kernel does not build.
+pub const MAX_SEND_FRAMES: usize = 1024;
+
+/// Counters of one driver, for the tests.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DriverStats {
+    /// Sends whose buffers the kernel may still read (the in-flight table).
+    pub sends_in_flight: usize,
+    /// Operations submitted whose final completion has not come back yet (io_uring), or
+    /// registrations waiting for readiness (epoll).
+    pub ops_in_flight: usize,
+    /// Receive completions that found the buffer ring empty (`-ENOBUFS`).
+    pub enobufs: u64,
+}
+
+/// One worker's kernel interface. See the [module docs](self) for the contract.
+pub struct Driver {
+    pub(super) inner: Inner,
+}
+
+pub(super) enum Inner {
+    // Boxed: the ring is large and the enum is moved around at set-up.
+    Uring(Box<uring::Uring>),
+    Epoll(epoll::Epoll),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $d:ident => $e:expr) => {
+        match &mut $self.inner {
+            Inner::Uring($d) => $e,
+            Inner::Epoll($d) => $e,
+        }
+    };
+}
+
+impl Driver {
+    /// A driver on `backend`. An io_uring set-up failure (kernel too old, `io_uring_disabled`
+    /// sysctl, seccomp returning `EPERM`/`ENOSYS`) is returned as is; see
+    /// [`Driver::new_or_fallback`].
+    pub fn new(backend: Backend, config: &DriverConfig) -> io::Result<Driver> {
+        let inner = match backend {
+            Backend::Uring => Inner::Uring(Box::new(uring::Uring::new(config)?)),
+            Backend::Epoll => Inner::Epoll(epoll::Epoll::new(config)?),
+        };
+        Ok(Driver { inner })
+    }
+
+    /// A driver on `backend`, or on epoll if io_uring cannot be set up. The second value is
+    /// the reason for the fallback, for the caller to log once.
+    pub fn new_or_fallback(
+        backend: Backend,
+        config: &DriverConfig,
+    ) -> io::Result<(Driver, Option<io::Error>)> {
+        match Driver::new(backend, config) {
+            Ok(d) => Ok((d, None)),
+            Err(e) if backend == Backend::Uring => {
+                Ok((Driver::new(Backend::Epoll, config)?, Some(e)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The backend this driver runs on.
+    pub fn backend(&self) -> Backend {
+        match &self.inner {
+            Inner::Uring(_) => Backend::Uring,
+            Inner::Epoll(_) => Backend::Epoll,
+        }
+    }
+
+    /// One line describing the backend and the kernel features in use, to log once.
+    pub fn features(&self) -> String {
+        match &self.inner {
+            Inner::Uring(u) => u.features(),
+            Inner::Epoll(e) => e.features(),
+        }
+    }
+
+    /// A handle that wakes this driver from another thread.
+    pub fn waker(&self) -> Waker {
+        match &self.inner {
+            Inner::Uring(u) => u.waker(),
+            Inner::Epoll(e) => e.waker(),
+        }
+    }
+
+    /// Counters: in-flight sends and operations, `ENOBUFS` seen (for the tests: the worker
+    /// reads [`enobufs`](Self::enobufs) only).
+    #[cfg(test)]
+    pub fn stats(&self) -> DriverStats {
+        match &self.inner {
+            Inner::Uring(u) => u.stats(),
+            Inner::Epoll(e) => e.stats(),
+        }
+    }
+
+    /// Receives that found the buffer ring empty (`ENOBUFS`) so far; always 0 on epoll.
+    /// O(1), unlike `stats` (for the tests), so a worker may read it every turn.
+    pub fn enobufs(&self) -> u64 {
+        match &self.inner {
+            Inner::Uring(u) => u.enobufs(),
+            Inner::Epoll(_) => 0,
+        }
+    }
+
+    /// Starts accepting on `listener` (multishot). Each accepted connection is one
+    /// completion carrying the new socket ([`Completion::socket`]). An error (`-EMFILE`,
+    /// `-ENFILE`, ...) ends the operation (`more == false`) so it cannot spin: back off,
+    /// then call `accept` again.
+    pub fn accept(&mut self, listener: &SocketFd, token: Token) {
+        dispatch!(self, d => d.accept(listener.raw(), token))
+    }
+
+    /// Starts receiving on `fd` (multishot). Each completion with `result > 0` carries a
+    /// [`RecvBuf`]; `result == 0` is end of stream.
+    pub fn recv(&mut self, fd: &SocketFd, token: Token) {
+        dispatch!(self, d => d.recv(fd.raw(), token))
+    }
+
+    /// Ends the receive started on `fd` with `token`: it finishes with one final completion
+    /// (`-ECANCELED`, or its real result when it raced the stop), and bytes that arrive
+    /// meanwhile wait in the socket, so TCP flow control slows the peer down. Start it
+    /// again with [`recv`](Self::recv) once its final completion has come.
+    pub fn stop_recv(&mut self, fd: &SocketFd, token: Token) {
+        dispatch!(self, d => d.stop_recv(fd.raw(), token))
+    }
+
+    /// Sends the concatenation of `frames` on `fd`: one `send` for one frame, one vectored
+    /// `sendmsg` for several (`MSG_NOSIGNAL`). Takes at most [`MAX_SEND_FRAMES`] frames and
+    /// returns how many it took. The driver owns the frames until the completion and resumes
+    /// a short write itself once the socket has room, so the completion's `result` is every
+    /// byte offered or `-errno` (a failure after part went out is still a failure).
+    /// Have at most one send in flight per connection, so bytes stay in order.
+    pub fn send<I>(&mut self, fd: &SocketFd, token: Token, frames: I) -> usize
+    where
+        I: IntoIterator,
+        I::Item: Into<SendBuf>,
+    {
+        dispatch!(self, d => d.send(fd.raw(), token, frames))
+    }
+
+    /// Connects `fd` (from [`socket::tcp_socket`]) to `addr`; the completion's `result` is 0
+    /// once connected or `-errno`.
+    pub fn connect(&mut self, fd: &SocketFd, addr: SocketAddr, token: Token) {
+        dispatch!(self, d => d.connect(fd.raw(), addr, token))
+    }
+
+    /// Cancels every operation on `fd`, then closes it. Each cancelled operation ends with
+    /// one final completion (see the module docs); the close itself is not reported.
+    /// Buffers of a send still in flight stay in the driver's in-flight table until the
+    /// kernel lets go of them, and a short write is not resumed after this call.
+    pub fn close(&mut self, fd: SocketFd) {
+        if fd.raw() < 0 {
+            return; // detached: nothing to close
+        }
+        dispatch!(self, d => d.close(fd))
+    }
+
+    /// Hands started operations to the kernel and waits until at least one completion is
+    /// ready, the timeout passes, or a [`Waker`] fires. Returns at once when completions are
+    /// already waiting. `None` waits without a deadline.
+    pub fn submit_and_wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        dispatch!(self, d => d.submit_and_wait(timeout))
+    }
+
+    /// Hands started operations to the kernel without waiting.
+    pub fn submit(&mut self) -> io::Result<()> {
+        dispatch!(self, d => d.submit())
+    }
+
+    /// The next ready completion, if any. The driver may be used (new operations started)
+    /// between calls.
+    pub fn next_completion(&mut self) -> Option<Completion> {
+        dispatch!(self, d => d.next_completion())
+    }
+}
+
+impl fmt::Debug for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver")
+            .field("backend", &self.backend())
+            .finish()
+    }
+}
