@@ -544,20 +544,29 @@ impl Inflater {
                 return Err(ProtocolError::MessageTooBig { limit });
             }
             let step = self.budget.min(STEP);
-            // Room for this step's output, within the cap.
-            let want = (self.len + step).min(cap);
-            if self.output.len() < want {
-                let room = if want > WHOLE_LIMIT_FROM && cap < usize::MAX / 2 {
+            if self.len == self.output.len() {
+                // No room left: grow by doubling from FIRST_OUTPUT, within the cap. Room is
+                // taken only when the output is full, so a small message costs 16 KiB once
+                // per inflater, not a step's 64 KiB zeroed each time.
+                let grow = self
+                    .output
+                    .len()
+                    .saturating_mul(2)
+                    .max(FIRST_OUTPUT)
+                    .min(cap);
+                let room = if grow > WHOLE_LIMIT_FROM && cap < usize::MAX / 2 {
                     cap
                 } else {
-                    want.max(self.output.len() * 2).max(FIRST_OUTPUT).min(cap)
+                    grow
                 };
                 if self.output.capacity() < room {
                     // Exact, so a bomb never gets more than the limit out of us.
                     self.output.reserve_exact(room - self.output.len());
                 }
-                self.output.resize(want, 0);
+                self.output.resize(grow, 0);
             }
+            // This step writes at most `step` bytes, into room already initialised.
+            let end = self.output.len().min(self.len + step);
             let input = if self.fed < payload.len() {
                 &payload[self.fed..payload.len().min(self.fed + step)]
             } else {
@@ -567,7 +576,7 @@ impl Inflater {
             let status = stream
                 .decompress(
                     input,
-                    &mut self.output[self.len..want],
+                    &mut self.output[self.len..end],
                     FlushDecompress::None,
                 )
                 .map_err(|_| ProtocolError::BadDeflateStream)?;

@@ -365,3 +365,27 @@ fn a_stream_cut_inside_a_block_fails() {
     assert!(!inflater.is_inflating());
     assert_eq!(inflater.inflate(&payload, 0).unwrap(), &text[..]);
 }
+
+#[test]
+fn small_messages_take_their_first_room_once_and_large_ones_grow_by_doubling() {
+    let mut deflater = Deflater::new(6).unwrap();
+    let mut inflater = Inflater::new();
+    let mut compressed = Vec::new();
+    for round in 0..3 {
+        compressed.clear();
+        deflater.compress(b"a small chat message", &mut compressed);
+        assert_eq!(
+            inflater.inflate(&compressed, 0).unwrap(),
+            b"a small chat message"
+        );
+        // The first room is taken once and kept: not a 64 KiB step per message, and
+        // nothing past it (a connection that frees buffers past 64 KiB keeps this one).
+        assert_eq!(inflater.held_bytes(), FIRST_OUTPUT, "round {round}");
+    }
+    // A message of 100 000 bytes grows the room 16, 32, 64, 128 KiB, and no further.
+    let large: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    compressed.clear();
+    deflater.compress(&large, &mut compressed);
+    assert_eq!(inflater.inflate(&compressed, 0).unwrap(), &large[..]);
+    assert_eq!(inflater.held_bytes(), 8 * FIRST_OUTPUT);
+}
