@@ -1,7 +1,7 @@
 //! `chat-client`: a terminal client for the `chat` server (or any WebSocket server that
 //! takes text): lines typed go out as text messages, messages received are printed.
 //!
-//! The shape of the seed's clients, over ringcast's blocking API:
+//! The shape of gorilla/websocket's example clients, over ringcast's blocking API:
 //!
 //! - a read loop on its own thread (the `ReadHalf`), which
 //!   prints what arrives and runs the pong handler; a peer silent for `--pong-wait-ms`

@@ -1,6 +1,7 @@
 //! `command`: runs a command for each WebSocket connection and joins the two: every
 //! message received is written to the command's stdin as a line, every line it prints
-//! comes back as a text message. The seed's `command` example, over the blocking API:
+//! comes back as a text message. It is gorilla/websocket's `command` example, over the
+//! blocking API:
 //!
 //! - a read loop (the `ReadHalf`) pumping messages into the
 //!   command's stdin, ended by a silent peer (`--pong-wait-ms`, any bytes count);

@@ -4,9 +4,10 @@
 //! `cargo run --release --bin echo-server -- --addr 127.0.0.1:9001 [--backend uring|epoll|blocking|async] [--workers N] [--compress]`.
 //! It prints `listening on ADDR` once it accepts connections and runs until killed.
 //!
-//! The blocking backend is the seed's shape, one thread per connection, with the bounds a
-//! server needs: at most `--max-conns` connections (more are answered 503, as is one
-//! for which no thread can be made), an idle timeout and a write timeout per connection.
+//! The blocking backend has the shape of gorilla/websocket's echo example, one thread per
+//! connection (a goroutine there), with the bounds a server needs: at most `--max-conns`
+//! connections (more are answered 503, as is one for which no thread can be made), an
+//! idle timeout and a write timeout per connection.
 //!
 //! The async backend (the `async-echo` of docs/async.md) is the same server as tokio
 //! tasks over `AsyncConn`, with the same bounds, on `--workers` runtime threads.

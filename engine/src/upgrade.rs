@@ -1,5 +1,5 @@
-//! [`Upgrader`]: the seed's server-side settings and the opening handshake over a
-//! blocking stream.
+//! [`Upgrader`]: the server-side settings (gorilla/websocket's `Upgrader`) and the
+//! opening handshake over a blocking stream.
 //!
 //! The decisions are [`proto::handshake`](crate::proto::handshake)'s (validate the
 //! request, check the application's response headers, write the answer); this module
@@ -21,8 +21,9 @@ use crate::proto::handshake::{
 };
 use crate::proto::Role;
 
-/// Builds the HTTP error response for a refused handshake (the seed's `Upgrader.Error`):
-/// gets the request when one was parsed, and the error (its status and message).
+/// Builds the HTTP error response for a refused handshake (gorilla/websocket's
+/// `Upgrader.Error`): gets the request when one was parsed, and the error (its status and
+/// message).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -36,10 +37,10 @@ use crate::proto::Role;
 pub type ErrorResponder =
     Arc<dyn Fn(Option<&Request>, &HandshakeError) -> ErrorResponse + Send + Sync>;
 
-/// Decides whether a request's `Origin` is acceptable (the seed's `CheckOrigin`).
+/// Decides whether a request's `Origin` is acceptable (gorilla/websocket's `CheckOrigin`).
 pub type OriginCheck = Arc<dyn Fn(&Request) -> bool + Send + Sync>;
 
-/// Settings for upgrading HTTP connections to WebSocket: the seed's `Upgrader`.
+/// Settings for upgrading HTTP connections to WebSocket (gorilla/websocket's `Upgrader`).
 ///
 /// ```
 /// use std::time::Duration;
@@ -71,8 +72,8 @@ pub struct Upgrader {
     /// Builds error responses; `None`: a plain-text response with the status and the
     /// error's message ([`ErrorResponse::from_error`]).
     pub error: Option<ErrorResponder>,
-    /// The origin check; `None`: refuse a present `Origin` whose host is not `Host`
-    /// (403), the seed's safe default.
+    /// The origin check; `None`: the safe same-origin default, which refuses (403) a
+    /// request whose `Origin` is present and whose host is not the `Host` header.
     pub check_origin: Option<OriginCheck>,
     /// Negotiate permessage-deflate (no context takeover) when the client offers it.
     pub enable_compression: bool,
@@ -120,10 +121,11 @@ impl Upgrader {
     }
 
     /// Upgrade a connection whose request head another server already read and parsed
-    /// (the seed's `Upgrade(w, r, responseHeader)` inside an HTTP server): `request` is
-    /// that head, `read_past_head` the bytes it read beyond it (frames a client sent at
-    /// once), `stream` the connection, positioned after them. Answers as
-    /// [`upgrade`](Self::upgrade) does, the answer bounded by the handshake timeout.
+    /// (what gorilla/websocket's `Upgrade(w, r, responseHeader)` does inside an HTTP
+    /// handler): `request` is that head, `read_past_head` the bytes it read beyond it
+    /// (frames a client sent at once), `stream` the connection, positioned after them.
+    /// Answers as [`upgrade`](Self::upgrade) does, the answer bounded by the handshake
+    /// timeout.
     ///
     /// ```no_run
     /// use std::net::TcpListener;
@@ -278,8 +280,8 @@ impl Upgrader {
     }
 
     /// Answer a connection you will not upgrade with the error response for `err`
-    /// (through [`error`](Self::error) when set), then shut it down: the seed's
-    /// `Upgrader.Error`, for refusals of your own (a 503 when full, a 401). The write is
+    /// (through [`error`](Self::error) when set), then shut it down: refusals of your own
+    /// (a 503 when full, a 401) answered as a refused handshake is. The write is
     /// bounded by the handshake timeout; its failure is ignored, since the client may
     /// already be gone. Returns `err` as an [`Error::Handshake`].
     pub fn refuse_with<S: Stream>(

@@ -1,7 +1,7 @@
-//! `AsyncConn` (feature `tokio`): messages through the seed's methods and through the
-//! `Stream` and `Sink`, streaming readers and writers, handlers, closes, limits,
-//! compression, prepared messages, JSON, deadlines, split halves over plain TCP and TLS,
-//! and reads cancelled by `select!` that lose nothing.
+//! `AsyncConn` (feature `tokio`): messages through the read and write methods and
+//! through the `Stream` and `Sink`, streaming readers and writers, handlers, closes,
+//! limits, compression, prepared messages, JSON, deadlines, split halves over plain TCP
+//! and TLS, and reads cancelled by `select!` that lose nothing.
 
 mod async_support;
 mod common;
@@ -248,7 +248,7 @@ async fn a_message_over_the_read_limit_fails_the_read_and_closes_with_1009() {
         guard(server.read_message()).await,
         Err(Error::ReadLimit { limit: 100 })
     ));
-    // Every later read fails the same way, as in the seed.
+    // Every later read fails the same way: read errors are permanent.
     assert!(matches!(
         server.read_message().await,
         Err(Error::ReadLimit { .. })

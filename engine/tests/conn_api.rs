@@ -1,5 +1,5 @@
-//! The seed's Conn API beyond read_message/write_message, over real loopback sockets
-//! against a raw client built on the proto codec.
+//! The Conn API beyond read_message/write_message (the rest of gorilla/websocket's Conn
+//! methods), over real loopback sockets against a raw client built on the proto codec.
 
 mod common;
 
@@ -289,7 +289,7 @@ fn read_half_keeps_the_handlers_and_the_read_limit() {
     reader.set_read_limit(99);
     assert_eq!(reader.read_limit(), 99);
     assert!(Arc::ptr_eq(&reader.pong_handler(), &pong));
-    // Wrap the current ping handler, as the seed's getters allow.
+    // Wrap the current ping handler, which the getter hands back for that.
     let default_ping = reader.ping_handler();
     let pings = Arc::new(Mutex::new(0));
     let counted = Arc::clone(&pings);

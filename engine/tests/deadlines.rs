@@ -1,5 +1,5 @@
 //! The handshake timeout bounds the whole opening handshake, on both sides, plain and
-//! over TLS (the seed's `Upgrader.HandshakeTimeout` and `Dialer.HandshakeTimeout`): a
+//! over TLS (`Upgrader::handshake_timeout` and `Dialer::handshake_timeout`): a
 //! peer that sends one byte every half second, against a 1 s timeout. Before, each read
 //! got the timeout afresh, and such a peer held a handshake for as long as it dripped.
 //!

@@ -507,7 +507,7 @@ fn host_header_given_by_the_caller_replaces_the_urls() {
 #[test]
 fn client_handshake_runs_over_a_stream_you_already_have() {
     let (addr, requests) = echo_server(Upgrader::default(), 1);
-    // Connected by the caller, as the seed's NewClient takes a net.Conn.
+    // Connected by the caller: client_handshake takes a stream you already have.
     let stream = TcpStream::connect(addr).unwrap();
     let dialer = Dialer {
         subprotocols: vec!["v1".into()],

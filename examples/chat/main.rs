@@ -4,9 +4,10 @@
 //! - `GET /` serves the page (examples/chat/index.html); `/ws?room=NAME` is the WebSocket
 //!   (room `lobby` when none is given).
 //! - Every text message from a client goes to every client of its room, the sender
-//!   included, unchanged: the contract of the seed library's chat example, so clients
-//!   written for it work here. Rooms are topics, so a message crosses to each other
-//!   worker once, whatever the number of listeners.
+//!   included, unchanged. gorilla/websocket's chat example also sends every message to
+//!   every client, the sender included, so clients written for it work here. Rooms are
+//!   topics, so a message crosses to each other worker once, whatever the number of
+//!   listeners.
 //! - Joins and leaves are announced to the room as JSON lines:
 //!   `{"type":"join","room":"lobby","count":3}`; the joining client gets its own. A room
 //!   of more than `--announce-limit` members (1000) tells only the joining client: telling
@@ -131,7 +132,7 @@ impl Handler for Chat {
 
     fn on_message(&mut self, socket: &mut Socket<'_, String>, kind: MessageType, payload: &[u8]) {
         if kind != MessageType::Text {
-            return; // the room is for text, as in the seed's example
+            return; // the room is for text: binary messages are dropped
         }
         let topic = room_topic(socket.data());
         let _ = socket.publish_with_self(&topic, MessageType::Text, payload);

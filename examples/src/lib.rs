@@ -39,19 +39,22 @@ pub fn parse_node_id(text: &str) -> Result<u64, String> {
     parsed.map_err(|e| format!("node id {text:?}: {e}"))
 }
 
-/// The keep-alive settings of a blocking peer, as the seed's examples set them: ping
-/// every `ping_interval_ms`, give up on a peer silent for `pong_wait_ms`, bound each
-/// write by `write_wait_ms`. Flatten it into a program's arguments.
+/// The keep-alive settings of a blocking peer: ping every `ping_interval_ms`, give up on a
+/// peer silent for `pong_wait_ms`, bound each write by `write_wait_ms`. The defaults are
+/// those of gorilla/websocket's chat example. Flatten it into a program's arguments.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Keepalive {
-    /// How often to ping the peer, in milliseconds (the seed's pingPeriod).
+    /// How often to ping the peer, in milliseconds (pingPeriod in gorilla/websocket's
+    /// chat example).
     #[arg(long, default_value_t = 54_000)]
     pub ping_interval_ms: u64,
     /// How long the peer may stay silent (no message, no pong) before the connection is
-    /// given up, in milliseconds; longer than the ping interval (the seed's pongWait).
+    /// given up, in milliseconds; longer than the ping interval (pongWait in
+    /// gorilla/websocket's chat example).
     #[arg(long, default_value_t = 60_000)]
     pub pong_wait_ms: u64,
-    /// How long one write may take, in milliseconds (the seed's writeWait).
+    /// How long one write may take, in milliseconds (writeWait in gorilla/websocket's
+    /// chat example).
     #[arg(long, default_value_t = 10_000)]
     pub write_wait_ms: u64,
 }

@@ -1,6 +1,6 @@
-//! The seed's example programs, translated: `chat-client` against the `chat` server and
-//! against a Python `websockets` echo server; `command` (a process per connection)
-//! against ringcast's Dialer and a Python `websockets` client.
+//! gorilla/websocket's example programs, translated: `chat-client` against the `chat`
+//! server and against a Python `websockets` echo server; `command` (a process per
+//! connection) against ringcast's Dialer and a Python `websockets` client.
 //!
 //! Python comes from the venv `scripts/test-all` makes (`RINGCAST_PYTHON`); without it a
 //! Python test says so and passes only when `RINGCAST_REQUIRE_PEERS` is unset.

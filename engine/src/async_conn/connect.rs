@@ -145,10 +145,10 @@ impl Dialer {
         .await
     }
 
-    /// The opening handshake over a stream you already have (the seed's `NewClient`),
-    /// async: [`client_handshake`](Self::client_handshake) over tokio. `url` gives the
-    /// target and `Host`; the dialer's proxy, TLS and connect settings do not apply;
-    /// its handshake timeout bounds the exchange.
+    /// The opening handshake over a stream you already have (gorilla/websocket's
+    /// `NewClient`), async: [`client_handshake`](Self::client_handshake) over tokio. `url`
+    /// gives the target and `Host`; the dialer's proxy, TLS and connect settings do not
+    /// apply; its handshake timeout bounds the exchange.
     pub async fn client_handshake_async<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         stream: S,

@@ -16,9 +16,10 @@ macro_rules! read_methods {
             std::future::poll_fn(|cx| self.poll_read(cx, |core, io| core.poll_message(io))).await
         }
 
-        /// The next data message as an `AsyncRead` that ends with the message (the
-        /// seed's `NextReader`); its bytes are not gathered. An unread rest is skipped
-        /// by the next read. Compressed messages arrive whole (they are inflated whole).
+        /// The next data message as an `AsyncRead` that ends with the message
+        /// (gorilla/websocket's `NextReader`); its bytes are not gathered. An unread rest
+        /// is skipped by the next read. Compressed messages arrive whole (they are
+        /// inflated whole).
         pub async fn next_reader(
             &mut self,
         ) -> Result<(MessageType, $crate::async_conn::AsyncMessageReader<'_, S>), Error> {
@@ -33,7 +34,7 @@ macro_rules! read_methods {
             ))
         }
 
-        /// Read the next message and decode it as JSON (the seed's `ReadJSON`).
+        /// Read the next message and decode it as JSON (gorilla/websocket's `ReadJSON`).
         pub async fn read_json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, Error> {
             let (_, payload) = self.read_message().await?;
             Ok(serde_json::from_slice(&payload)?)
@@ -51,13 +52,15 @@ macro_rules! read_methods {
         }
 
         /// Reads fail with an `Io` error of kind `TimedOut` after `deadline` (`None`:
-        /// never); after that every later read fails, as in the seed.
+        /// never); after that every later read fails with the same error.
         pub fn set_read_deadline(&mut self, deadline: Option<std::time::Instant>) {
             self.read.core.state.deadline = deadline;
         }
 
         /// Reads fail with `TimedOut` once the peer has sent nothing for `timeout`
-        /// (`None`: none): the seed's read deadline pushed back by a pong handler.
+        /// (`None`: none). It does the job of a read deadline that a pong handler pushes
+        /// back (the gorilla/websocket idiom), except that any bytes from the peer count,
+        /// not only pongs; it ends reads for good like a deadline.
         pub fn set_idle_timeout(&mut self, timeout: Option<std::time::Duration>) {
             self.read.core.state.set_idle_timeout(timeout);
         }
@@ -127,11 +130,14 @@ macro_rules! write_methods {
             .await
         }
 
-        /// A writer for the next message (the seed's `NextWriter`), an `AsyncWrite`:
-        /// bytes gather up to the write buffer size and leave as a fragment each time it
-        /// fills; [`finish`]($crate::async_conn::AsyncMessageWriter::finish) sends the
-        /// end. Control frames of the read side and of control handles go out between
-        /// its fragments.
+        /// A writer for the next text or binary message (gorilla/websocket's
+        /// `NextWriter`), an `AsyncWrite`; close, ping and pong are refused with
+        /// [`Error::InvalidArgument`] (use `write_control`). Bytes gather up to the write
+        /// buffer size and leave as a fragment each time it fills (a compressed message is
+        /// gathered whole and sent as one frame);
+        /// [`finish`]($crate::async_conn::AsyncMessageWriter::finish) sends the end.
+        /// Control frames of the read side and of control handles go out between its
+        /// fragments.
         pub fn next_writer(
             &mut self,
             message_type: MessageType,
@@ -140,7 +146,8 @@ macro_rules! write_methods {
             $crate::async_conn::AsyncMessageWriter::new(target, message_type)
         }
 
-        /// Encode `value` as JSON and send it as a text message (the seed's `WriteJSON`).
+        /// Encode `value` as JSON and send it as a text message (gorilla/websocket's
+        /// `WriteJSON`).
         pub async fn write_json<T: serde::Serialize + ?Sized>(
             &mut self,
             value: &T,
@@ -190,8 +197,9 @@ macro_rules! write_methods {
         }
 
         /// Each data write must be out within `timeout` of being queued (`None`: no
-        /// bound but the write deadline): the seed's
-        /// `SetWriteDeadline(time.Now().Add(writeWait))` before every write.
+        /// bound but the write deadline), as gorilla/websocket code gets by calling
+        /// `SetWriteDeadline(time.Now().Add(writeWait))` before every write. A write that
+        /// times out breaks the write side for good.
         pub fn set_write_timeout(&mut self, timeout: Option<std::time::Duration>) {
             self.with_write(|core| core.state.write_timeout = timeout);
         }
@@ -204,8 +212,9 @@ macro_rules! write_methods {
             });
         }
 
-        /// The compression level for later messages: the seed's flate levels -2..=9
-        /// (default 1).
+        /// The compression level for later messages, on the flate scale gorilla/websocket
+        /// takes (Go's `compress/flate` levels, -2..=9; default 1). A level outside that
+        /// range is refused with [`Error::InvalidArgument`].
         pub fn set_compression_level(&mut self, level: i32) -> Result<(), Error> {
             self.with_write(|core| core.state.set_compression_level(level))
         }

@@ -9,8 +9,8 @@ use crate::proto::{CloseCode, MessageType, ProtocolError};
 /// takes it.
 ///
 /// The `Stream` yields `Text` and `Binary`, and a received close as its last item
-/// (`Close`, after the close handler answered it). Pings and pongs go to the handlers,
-/// as in the seed (the default ping handler answers with a pong), and are not yielded.
+/// (`Close`, after the close handler answered it). Pings and pongs go to the ping and
+/// pong handlers (the default ping handler answers with a pong) and are not yielded.
 /// The `Sink` takes every kind: `Ping`, `Pong` and `Close` are written as control frames.
 ///
 /// ```
@@ -54,7 +54,7 @@ impl Message {
         }
     }
 
-    /// The seed's message type number of this message.
+    /// The `MessageType` of this message (text, binary, close, ping or pong).
     pub fn message_type(&self) -> MessageType {
         match self {
             Message::Text(_) => MessageType::Text,

@@ -16,7 +16,8 @@
 //! - A write queues whole frames before it waits: dropped, it leaves its message queued
 //!   whole (it goes out with the next write or read) or not at all.
 //! - The `Stream` yields text and binary messages and, last, a received close; pings
-//!   and pongs go to the seed's handlers (the default ping handler answers with a pong).
+//!   and pongs go to the ping and pong handlers (the default ping handler answers with a
+//!   pong).
 //!   The `Sink` takes every kind of [`Message`].
 //!
 //! ```no_run
@@ -86,16 +87,16 @@ pub use writer::AsyncMessageWriter;
 use read::{ReadCore, ReadSide};
 use write::{WriteCore, WritePath};
 
-/// A WebSocket connection over a tokio stream: the seed's `Conn`, async. Made by
-/// [`Upgrader::upgrade_async`](crate::Upgrader::upgrade_async) (and its siblings),
-/// [`Dialer::dial_async`](crate::Dialer::dial_async) or
+/// A WebSocket connection over a tokio stream: the blocking `Conn` (gorilla/websocket's
+/// `Conn`), async. Made by [`Upgrader::upgrade_async`](crate::Upgrader::upgrade_async)
+/// (and its siblings), [`Dialer::dial_async`](crate::Dialer::dial_async) or
 /// [`Dialer::client_handshake_async`](crate::Dialer::client_handshake_async).
 ///
-/// The seed's methods (`read_message`, `next_reader`, `write_message`, `next_writer`,
-/// JSON, prepared messages, handlers, deadlines, read limit) as `async fn`s, plus a
-/// `futures` `Stream` of [`Message`]s and a `Sink` of them. [`split`](Self::split) gives
-/// owned halves for two tasks, whatever the stream (plain TCP, TLS, an upgraded hyper
-/// connection).
+/// The blocking `Conn`'s methods (`read_message`, `next_reader`, `write_message`,
+/// `next_writer`, JSON, prepared messages, handlers, deadlines, read limit) as `async fn`s,
+/// plus a `futures` `Stream` of [`Message`]s and a `Sink` of them. [`split`](Self::split)
+/// gives owned halves for two tasks, whatever the stream (plain TCP, TLS, an upgraded
+/// hyper connection).
 pub struct AsyncConn<S> {
     stream: S,
     read: ReadSide,
@@ -169,20 +170,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncConn<S> {
     }
 
     /// Shut the stream's write direction down without a close frame (TLS sends its
-    /// close_notify), after what is queued: the seed's `Close`.
+    /// close_notify), after what is queued. Unlike gorilla/websocket's `Close`, it writes
+    /// what is queued first and leaves the read direction open; dropping the connection
+    /// closes the stream.
     pub async fn close(&mut self) -> Result<(), Error> {
         poll_fn(|cx| self.write.poll_shutdown(&mut self.stream, cx)).await
     }
 
     /// Split into owned halves for two tasks: a reader (a `Stream`) and a writer (a
-    /// `Sink`), each with the seed's methods. Control frames the reader's handlers
-    /// answer with (pongs, the close reply), and those of [`AsyncControlHandle`]s, go
-    /// out between the writer's frames. Works for every stream (tokio's `io::split`).
+    /// `Sink`), with the connection's read methods and its write methods respectively.
+    /// Control frames the reader's handlers answer with (pongs, the close reply), and those
+    /// of [`AsyncControlHandle`]s, go out between the writer's frames. Works for every
+    /// stream (tokio's `io::split`).
     pub fn split(self) -> (AsyncReadHalf<S>, AsyncWriteHalf<S>) {
         split::split(self)
     }
 
-    /// The stream under the connection (the seed's `UnderlyingConn`), to read its
+    /// The stream under the connection (gorilla/websocket's `UnderlyingConn`), to read its
     /// addresses or options. Reading or writing it directly breaks the framing.
     pub fn get_ref(&self) -> &S {
         &self.stream

@@ -23,7 +23,8 @@ use crate::error::Error;
 use crate::proto::MessageType;
 
 /// How long a failed read waits for what its handlers queued (the close answer) to go
-/// out before it reports the error: the seed's write wait for handlers.
+/// out before it reports the error: the default handlers' write wait
+/// (`HANDLER_WRITE_WAIT`, 1 s).
 const ANSWER_WAIT: Duration = crate::conn::control::HANDLER_WRITE_WAIT;
 
 /// A message whose first part was read.
@@ -33,7 +34,7 @@ struct Gathered {
     /// How much of `bytes` a message reader already gave out.
     taken: usize,
     /// Who started it: `read_message` (which finishes it) or a message reader (after
-    /// which a new read skips the rest, as the seed's `NextReader` does).
+    /// which a new read skips the rest of the message).
     by_reader: bool,
 }
 

@@ -1,5 +1,6 @@
-//! [`AsyncMessageReader`]: one message as an `AsyncRead` (the seed's `NextReader`),
-//! never gathered whole.
+//! [`AsyncMessageReader`]: one message as an `AsyncRead` (the reader gorilla/websocket's
+//! `NextReader` returns), never gathered whole (except a compressed message, inflated
+//! whole).
 
 use std::io;
 use std::pin::Pin;

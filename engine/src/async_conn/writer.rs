@@ -1,4 +1,5 @@
-//! [`AsyncMessageWriter`]: the seed's `NextWriter`, a message written as an `AsyncWrite`.
+//! [`AsyncMessageWriter`]: a text or binary message written as an `AsyncWrite`
+//! (gorilla/websocket's `NextWriter`, without its control message types).
 //!
 //! Bytes gather up to the write buffer size; each time it fills, the next `poll_write`
 //! queues it as a fragment (after waiting for room), so a message larger than the
@@ -90,8 +91,8 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> AsyncMessageWriter<'a, S> {
         })
     }
 
-    /// Send the end of the message and wait until it is written (the seed's `Close` on
-    /// the writer).
+    /// Send the end of the message and wait until it is written (`Close` on a
+    /// gorilla/websocket message writer).
     pub async fn finish(mut self) -> Result<(), Error> {
         std::future::poll_fn(|cx| self.poll_end(cx)).await
     }

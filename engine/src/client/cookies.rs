@@ -1,5 +1,6 @@
-//! [`CookieJar`]: cookies from `Set-Cookie` answers sent on later dials (the seed's
-//! `Dialer.Jar`), and [`MemoryJar`], an in-memory jar over the `cookie_store` crate.
+//! [`CookieJar`]: cookies from `Set-Cookie` answers sent on later dials
+//! (gorilla/websocket's `Dialer.Jar`), and [`MemoryJar`], an in-memory jar over the
+//! `cookie_store` crate.
 
 use std::sync::Mutex;
 

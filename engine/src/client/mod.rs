@@ -1,6 +1,7 @@
-//! The blocking [`Dialer`]: the seed's client side. Connect (directly, through a custom
-//! connect function, or through an HTTP proxy), TLS for `wss://`, the opening
-//! handshake with cookies, subprotocols and compression, all within one deadline.
+//! The blocking [`Dialer`], the client side (gorilla/websocket's `Dialer`). Connect
+//! (directly, through a custom connect function, or through an HTTP `CONNECT` or SOCKS5
+//! proxy), TLS for `wss://`, the opening handshake with cookies, subprotocols and
+//! compression, all within one deadline.
 
 mod cookies;
 pub(crate) mod proxy;
@@ -28,8 +29,9 @@ pub use proxy::from_environment as proxy_from_environment;
 pub use tls::{default_client_config, ClientReader, ClientStream, ClientWriter};
 pub use url::Url;
 
-/// Opens the TCP connection to `(host, port)` before `deadline` (the seed's `NetDial`
-/// and `NetDialContext`): to pick a source address, use a Unix-socket relay, or count.
+/// Opens the TCP connection to `(host, port)` before `deadline` (gorilla/websocket's
+/// `Dialer.NetDial` and `NetDialContext`): to pick a source address, use a Unix-socket
+/// relay, or count.
 pub type ConnectFn = Arc<dyn Fn(&str, u16, Option<Instant>) -> io::Result<TcpStream> + Send + Sync>;
 
 /// Chooses the proxy for a target URL: `Ok(None)` connects directly, an error aborts.
@@ -83,7 +85,7 @@ pub(crate) struct Prepared {
     host: Option<String>,
 }
 
-/// Which proxy a dial goes through (the seed's `Proxy` function).
+/// Which proxy a dial goes through (gorilla/websocket's `Dialer.Proxy` function).
 #[derive(Clone, Default)]
 pub enum Proxy {
     /// Connect directly.
@@ -109,7 +111,8 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
-/// Cancels a dial in progress from another thread (the seed's `DialContext` context).
+/// Cancels a dial in progress from another thread (what cancelling the context of
+/// gorilla/websocket's `DialContext` does).
 /// Cancelling shuts the socket down, so a blocked connect step, TLS handshake or
 /// handshake read returns at once with an error.
 #[derive(Clone, Default)]
@@ -169,8 +172,9 @@ fn cancelled() -> Error {
     ))
 }
 
-/// Settings for connecting to WebSocket servers: the seed's `Dialer`. `Dialer::default()`
-/// is the seed's `DefaultDialer`: 45 s handshake timeout, proxy from the environment.
+/// Settings for connecting to WebSocket servers (gorilla/websocket's `Dialer`).
+/// `Dialer::default()` has the settings of gorilla/websocket's `DefaultDialer`: a 45 s
+/// handshake timeout and the proxy from the environment.
 ///
 /// ```no_run
 /// use ringcast::{Dialer, MessageType};
@@ -205,7 +209,8 @@ pub struct Dialer {
     pub write_buffer_pool: Option<Arc<dyn BufferPool>>,
     /// Subprotocols to ask for, in order of preference.
     pub subprotocols: Vec<String>,
-    /// Offer permessage-deflate (no context takeover, as the seed).
+    /// Offer permessage-deflate: no context takeover either way (gorilla/websocket's
+    /// offer), plus `client_max_window_bits`.
     pub enable_compression: bool,
     /// Cookies to send and keep; `None`: cookies are neither sent nor kept.
     pub jar: Option<Arc<dyn CookieJar>>,
@@ -234,13 +239,14 @@ impl Default for Dialer {
     }
 }
 
-/// The seed's `DefaultDialer`.
+/// A dialer with the default settings, `Dialer::default()` (gorilla/websocket's
+/// `DefaultDialer`).
 pub fn default_dialer() -> Dialer {
     Dialer::default()
 }
 
 /// Header names the handshake writes itself; a caller may not set them.
-/// (`Host` may be given: it replaces the URL's host in the header, as in the seed.)
+/// (`Host` may be given: it replaces the URL's host in the header.)
 const OWNED_HEADERS: [&str; 5] = [
     "upgrade",
     "connection",
@@ -290,11 +296,11 @@ impl Dialer {
         }
     }
 
-    /// The opening handshake over a stream you already have (the seed's `NewClient`):
-    /// connected, tunnelled and encrypted as you need it; a Unix socket, a stream from
-    /// your own connection pool, TLS of your choice. `url` gives the request target
-    /// (path and query) and the `Host` header; its scheme (`ws` or `wss`) only sets the
-    /// default port. The dialer's proxy, TLS and connect settings do not apply; its
+    /// The opening handshake over a stream you already have (gorilla/websocket's
+    /// `NewClient`): connected, tunnelled and encrypted as you need it; a Unix socket, a
+    /// stream from your own connection pool, TLS of your choice. `url` gives the request
+    /// target (path and query) and the `Host` header; its scheme (`ws` or `wss`) only sets
+    /// the default port. The dialer's proxy, TLS and connect settings do not apply; its
     /// handshake timeout bounds the exchange (as far as the stream honours timeouts).
     ///
     /// ```no_run
@@ -375,7 +381,7 @@ impl Dialer {
         self.handshake(stream, &target, &prepared, deadline)
     }
 
-    /// The proxy a dial to `target` goes through (the seed's `Proxy`), its scheme checked.
+    /// The proxy a dial to `target` goes through, its scheme checked.
     pub(crate) fn proxy_for(&self, target: &Target) -> Result<Option<Url>, Error> {
         let proxy = match &self.proxy {
             Proxy::None => None,
@@ -481,7 +487,8 @@ impl Dialer {
                 continue;
             }
             if lower == "sec-websocket-protocol" {
-                // The seed lets subprotocols come this way too.
+                // Subprotocols may come this way too, added to the dialer's list
+                // (gorilla/websocket takes this header only when its Dialer lists none).
                 offered.extend(
                     value
                         .split(',')

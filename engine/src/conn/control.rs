@@ -1,5 +1,5 @@
-//! Ping, pong and close handlers with the seed's defaults, and [`Control`], the handle a
-//! handler gets to answer the peer.
+//! The default ping, pong and close handlers (they behave as gorilla/websocket's do), and
+//! [`Control`], the handle a handler gets to answer the peer.
 
 use std::io;
 use std::sync::Arc;
@@ -55,10 +55,11 @@ pub type PongHandler = PingHandler;
 pub type CloseHandler =
     Arc<dyn Fn(CloseCode, &str, &mut Control<'_>) -> Result<(), Error> + Send + Sync>;
 
-/// How long the default handlers wait to write their answer: the seed's `writeWait`.
+/// How long the default ping and close handlers wait to write their answer: 1 s, as
+/// gorilla/websocket's default handlers do.
 pub const HANDLER_WRITE_WAIT: Duration = Duration::from_secs(1);
 
-/// The seed's default ping handler: answer with a pong carrying the same data, waiting at
+/// The default ping handler: answer with a pong carrying the same data, waiting at
 /// most [`HANDLER_WRITE_WAIT`] for the write path (a writer may be in the middle of a
 /// message). A close already sent, or a pong that could not go out in time, is not an
 /// error: the read goes on.
@@ -73,15 +74,14 @@ pub fn default_ping_handler() -> PingHandler {
     })
 }
 
-/// The seed's default pong handler: nothing.
+/// The default pong handler: does nothing.
 pub fn default_pong_handler() -> PongHandler {
     Arc::new(|_, _| Ok(()))
 }
 
-/// The seed's default close handler: send a close frame back with the same code (and no
-/// text; an empty close when the peer sent no code), waiting at most
-/// [`HANDLER_WRITE_WAIT`]. Its write errors are ignored, as the seed's are: the read
-/// returns [`Error::Closed`] either way.
+/// The default close handler: send a close frame back with the same code (and no text; an
+/// empty close when the peer sent no code), waiting at most [`HANDLER_WRITE_WAIT`]. Its
+/// write errors are ignored: the read returns [`Error::Closed`] either way.
 pub fn default_close_handler() -> CloseHandler {
     Arc::new(|code, _reason, control| {
         let payload = crate::format_close_message(code, "");

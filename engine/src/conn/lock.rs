@@ -1,6 +1,7 @@
 //! [`WriteLock`]: the lock around a split connection's write path, which a waiter can
-//! give up on at a deadline (the seed's `WriteControl` waits for the writer that long,
-//! then returns a timeout that leaves the connection usable).
+//! give up on at a deadline: a control write waits for the writer until its deadline at
+//! most, then returns a timeout that leaves the connection usable (as gorilla/websocket's
+//! `WriteControl` does).
 //!
 //! The value is moved out while held and back on release, so no thread ever holds the
 //! inner mutex while it writes to the network, and a panicking holder gives the value

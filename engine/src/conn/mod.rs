@@ -1,20 +1,20 @@
-//! The blocking [`Conn`]: the seed's connection API over any [`Stream`].
+//! The blocking [`Conn`]: gorilla/websocket's connection API over any [`Stream`].
 //!
-//! One reader and one writer at a time, as in the seed; here the borrow checker enforces
-//! it (`&mut self`), and [`Conn::split`] gives a reader and a writer for two threads
-//! plus a [`ControlHandle`] for close and control frames from anywhere. The protocol
-//! work is all in [`crate::proto`]: this module only moves bytes between the stream and
-//! the codec.
+//! One reader and one writer at a time (gorilla/websocket leaves that rule to the
+//! application); here the borrow checker enforces it (`&mut self`), and [`Conn::split`]
+//! gives a reader and a writer for two threads plus a [`ControlHandle`] for close and
+//! control frames from anywhere. The protocol work is all in [`crate::proto`]: this
+//! module only moves bytes between the stream and the codec.
 //!
-//! ## Deadlines and timeouts, the seed's and ringcast's
+//! ## Deadlines and timeouts: gorilla/websocket's and ringcast's
 //!
-//! | seed | ringcast | a timeout... |
+//! | gorilla/websocket | ringcast | a timeout... |
 //! | --- | --- | --- |
 //! | `SetReadDeadline(t)` | [`Conn::set_read_deadline`] | ends reads for good (`TimedOut`) |
 //! | a pong handler pushing the read deadline | [`Conn::set_idle_timeout`]: any bytes from the peer push it | ends reads for good (`TimedOut`) |
 //! | `SetWriteDeadline(t)` | [`Conn::set_write_deadline`] | ends writes for good |
 //! | `SetWriteDeadline(now + writeWait)` before each write | [`Conn::set_write_timeout`] | ends writes for good |
-//! | `WriteControl(.., deadline)`; zero: none | [`Conn::write_control`]`(.., Some(deadline))`; `None`: none | is reported, and the connection stays usable if nothing was written |
+//! | `WriteControl(.., deadline)`; zero: none | [`Conn::write_control`]`(.., Some(deadline))`; `None`: none | is reported; if the frame had not started, the connection stays usable |
 //! | `Upgrader.HandshakeTimeout`, `Dialer.HandshakeTimeout` | the same fields: the whole handshake (DNS, connect, proxy, TLS, HTTP) | fails the handshake |
 
 pub mod control;
@@ -47,7 +47,8 @@ use control::ControlWrite;
 use read::{Dst, ReadState};
 use write::{WriteSide, WriteState};
 
-/// The buffer size used when a setting says 0, as the seed's Dialer does.
+/// The buffer size used when a buffer size setting is 0, on either side (gorilla/websocket's
+/// `Dialer` uses the same default).
 pub const DEFAULT_BUFFER_SIZE: usize = 4096;
 
 /// How long [`Conn::close_with`] (and [`ControlHandle::close_with`]) wait to write the
@@ -113,7 +114,7 @@ impl ConnConfig {
     }
 }
 
-/// A WebSocket connection over a blocking stream: the seed's `Conn`.
+/// A WebSocket connection over a blocking stream (gorilla/websocket's `Conn`).
 ///
 /// ```no_run
 /// use std::net::TcpListener;
@@ -162,15 +163,16 @@ impl<S: Stream> Conn<S> {
         Ok((message_type, payload))
     }
 
-    /// The next data message as an `io::Read` that ends with the message (the seed's
-    /// `NextReader`); its bytes are not gathered. An unread rest is skipped by the next
-    /// read. Compressed messages arrive whole (libdeflater inflates whole buffers).
+    /// The next data message as an `io::Read` that ends with the message
+    /// (gorilla/websocket's `NextReader`); its bytes are not gathered. An unread rest is
+    /// skipped by the next read. A compressed message is the exception: it is gathered
+    /// whole, then inflated, before its first byte is handed out.
     pub fn next_reader(&mut self) -> Result<(MessageType, MessageReader<'_>), Error> {
         let message_type = self.reader.next_message(&mut self.side)?;
         Ok((message_type, MessageReader { source: self }))
     }
 
-    /// Read the next message and decode it as JSON (the seed's `ReadJSON`).
+    /// Read the next message and decode it as JSON (gorilla/websocket's `ReadJSON`).
     pub fn read_json<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, Error> {
         let (_, payload) = self.read_message()?;
         Ok(serde_json::from_slice(&payload)?)
@@ -187,13 +189,16 @@ impl<S: Stream> Conn<S> {
         self.side.write_data(message_type, data)
     }
 
-    /// A writer for the next message (the seed's `NextWriter`): bytes gather in the
-    /// write buffer and leave as a fragment each time it fills; `close` sends the end.
+    /// A writer for the next message (gorilla/websocket's `NextWriter`): bytes gather in
+    /// the write buffer and leave as a fragment each time it fills; `close` sends the end.
+    /// A compressed message, or a close, ping or pong, is gathered whole and goes out as
+    /// one frame at `close`.
     pub fn next_writer(&mut self, message_type: MessageType) -> Result<MessageWriter<'_>, Error> {
         MessageWriter::new(&mut self.side, message_type)
     }
 
-    /// Encode `value` as JSON and send it as a text message (the seed's `WriteJSON`).
+    /// Encode `value` as JSON and send it as a text message (gorilla/websocket's
+    /// `WriteJSON`).
     pub fn write_json<T: serde::Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
         let payload = serde_json::to_vec(value)?;
         self.write_message(MessageType::Text, &payload)
@@ -210,10 +215,12 @@ impl<S: Stream> Conn<S> {
     }
 
     /// Write a close, ping or pong frame (at most 125 bytes of `data`), waiting at most
-    /// until `deadline` (`None`: no deadline, the seed's zero time). A deadline that
-    /// passes before any byte of the frame was written is reported (`TimedOut`) and
-    /// leaves the connection usable, as in the seed. To call it from another thread, use
-    /// [`split`](Self::split) and a [`ControlHandle`].
+    /// until `deadline` (`None`: no deadline, what a zero `time.Time` means to
+    /// gorilla/websocket's `WriteControl`). A deadline already past when the frame is
+    /// about to be written is reported (`TimedOut`) and leaves the connection usable, since
+    /// nothing was written; a deadline that passes while the frame is being written breaks
+    /// the write side for good, as any failed write does. To call it from another thread,
+    /// use [`split`](Self::split) and a [`ControlHandle`].
     pub fn write_control(
         &mut self,
         message_type: MessageType,
@@ -233,8 +240,9 @@ impl<S: Stream> Conn<S> {
         self.write_control(MessageType::Close, &payload, deadline)
     }
 
-    /// Close the underlying stream without sending or waiting for a close frame, as the
-    /// seed's `Close` does.
+    /// Shut the underlying stream down (both directions) without sending or waiting for a
+    /// close frame, like gorilla/websocket's `Close`. A stream without a shutdown (a
+    /// `Stream` impl that keeps the default) returns an `Unsupported` error.
     pub fn close(&self) -> Result<(), Error> {
         Stream::shutdown(&self.side.stream).map_err(Error::from)
     }
@@ -251,15 +259,16 @@ impl<S: Stream> Conn<S> {
     }
 
     /// Reads fail with an `Io` error of kind `TimedOut` after `deadline` (`None`:
-    /// never). After a read timed out the connection is broken and every later read
-    /// fails, as in the seed.
+    /// never). After a read timed out, reads end for good: every later read returns the
+    /// same error (writes are not affected).
     pub fn set_read_deadline(&mut self, deadline: Option<Instant>) {
         self.reader.deadline = deadline;
     }
 
     /// Reads fail with `TimedOut` once the peer has sent nothing for `timeout` (`None`:
-    /// no idle timeout): the seed's read deadline pushed back by a pong handler, kept
-    /// for you. Any bytes count, so a peer that answers pings stays. It applies
+    /// no idle timeout). It does the job of a read deadline that a pong handler pushes
+    /// back (the gorilla/websocket idiom), kept for you, except that any bytes from the
+    /// peer count, not only pongs, so a peer that answers pings stays. It applies
     /// together with [`set_read_deadline`](Self::set_read_deadline) (the earlier wins),
     /// and ends reads for good like it.
     pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
@@ -273,9 +282,10 @@ impl<S: Stream> Conn<S> {
     }
 
     /// Each data write (a message, a writer's fragment, a prepared message) must end
-    /// within `timeout` of its start (`None`: no bound but the write deadline): the
-    /// seed's `SetWriteDeadline(time.Now().Add(writeWait))` before every write. A write
-    /// that times out breaks the write side for good, as a deadline does.
+    /// within `timeout` of its start (`None`: no bound but the write deadline), as
+    /// gorilla/websocket code gets by calling `SetWriteDeadline(time.Now().Add(writeWait))`
+    /// before every write. A write that times out breaks the write side for good, as a
+    /// deadline does.
     pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
         self.side.state.write_timeout = timeout;
     }
@@ -336,7 +346,7 @@ impl<S: Stream> Conn<S> {
         Stream::peer_addr(&self.side.stream)
     }
 
-    /// The stream under the connection, to set socket options (the seed's
+    /// The stream under the connection, to set socket options (gorilla/websocket's
     /// `UnderlyingConn`). Reading or writing it directly breaks the framing.
     pub fn underlying_conn(&self) -> &S {
         &self.side.stream
@@ -348,8 +358,9 @@ impl<S: Stream> Conn<S> {
         self.side.state.compress = enable && self.side.state.compression_negotiated;
     }
 
-    /// The compression level for later messages: the seed's flate levels -2..=9 (default
-    /// 1).
+    /// The compression level for later messages, on the flate scale gorilla/websocket
+    /// takes (Go's `compress/flate` levels, -2..=9; default 1). A level outside that range
+    /// is refused with [`Error::InvalidArgument`].
     pub fn set_compression_level(&mut self, level: i32) -> Result<(), Error> {
         self.side.state.set_compression_level(level)
     }

@@ -2,10 +2,10 @@
 //! loop that turns stream bytes into message parts. Shared by [`Conn`](super::Conn),
 //! its readers and [`ReadHalf`](super::ReadHalf).
 //!
-//! Errors are permanent, as the seed's `NextReader` promises: once a read fails (a
-//! close, a broken rule, a deadline, an error from a handler), every later read returns
-//! the same error. Memory a large message needed (the decoder's gathering buffer, the
-//! inflater's, bytes a small `read` left waiting) is given back when it ends.
+//! Errors are permanent: once a read fails (a close, a broken rule, a deadline, an error
+//! from a handler), every later read returns the same error. Memory a large message
+//! needed (the decoder's gathering buffer, the inflater's, bytes a small `read` left
+//! waiting) is given back when it ends.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -409,7 +409,8 @@ impl ReadState {
             self.timeout_set = timeout;
         }
         match io.read_by(&mut self.buf[self.end..], deadline) {
-            // The peer went away without a close frame: the seed reports 1006.
+            // The peer went away without a close frame: a close with 1006 (abnormal
+            // closure), as gorilla/websocket reports it.
             Ok(0) => Err(self.remember(abnormal_closure("unexpected eof"))),
             Ok(n) => {
                 self.end += n;
@@ -435,8 +436,8 @@ impl ReadState {
         }
     }
 
-    /// Reads end for good once a deadline passed (the seed: "after a read has timed out,
-    /// the websocket connection state is corrupt").
+    /// Reads end for good once a deadline (or the idle timeout) passed: every later read
+    /// returns this `TimedOut` error.
     fn timed_out(&mut self, what: &str) -> Error {
         let err = io::Error::new(io::ErrorKind::TimedOut, format!("{what} passed"));
         self.remember(Error::Io(err))

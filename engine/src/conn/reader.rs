@@ -1,5 +1,6 @@
-//! [`MessageReader`] (the seed's `NextReader`) and [`JoinMessages`] (its
-//! `JoinMessages`): messages read as `io::Read` streams, never gathered whole.
+//! [`MessageReader`] (the reader gorilla/websocket's `NextReader` returns) and
+//! [`JoinMessages`] (its `JoinMessages`): messages read as `io::Read` streams, never
+//! gathered whole (except compressed messages, which are inflated whole).
 
 use std::io::{self, Read};
 
@@ -64,9 +65,9 @@ impl std::fmt::Debug for MessageReader<'_> {
     }
 }
 
-/// Successive messages as one `io::Read`, each followed by a terminator (the seed's
-/// `JoinMessages`). Reading returns the error that ends the connection, a close
-/// included.
+/// Successive messages as one `io::Read`, each followed by a terminator
+/// (gorilla/websocket's `JoinMessages`). Reading returns the error that ends the
+/// connection, a close included.
 pub struct JoinMessages<'a> {
     source: &'a mut dyn Source,
     term: Vec<u8>,
@@ -110,8 +111,8 @@ impl std::fmt::Debug for JoinMessages<'_> {
     }
 }
 
-/// Read `conn`'s successive messages as one stream, `term` after each (the seed's
-/// `JoinMessages`).
+/// Read `conn`'s successive messages as one stream, `term` after each
+/// (gorilla/websocket's `JoinMessages`).
 pub fn join_messages<'a, S: Stream>(conn: &'a mut Conn<S>, term: &str) -> JoinMessages<'a> {
     JoinMessages {
         source: conn,

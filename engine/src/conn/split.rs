@@ -1,8 +1,9 @@
 //! Splitting a connection into a [`ReadHalf`] and a [`WriteHalf`] for two threads, with
 //! a [`ControlHandle`] that closes or writes control frames from any thread.
 //!
-//! The seed allows one reader and one writer at a time, and `Close` / `WriteControl`
-//! from anywhere. Here the types say it: each half is owned by one thread; the write
+//! A connection has one reader and one writer at a time, and may be closed or sent
+//! control frames from anywhere (gorilla/websocket's rule, with `Close` and
+//! `WriteControl`). Here the types say it: each half is owned by one thread; the write
 //! path sits behind a [`WriteLock`] that the writer (per frame), the read half's
 //! handlers (pong and close answers) and control handles share. A control write waits
 //! for the lock no longer than its deadline, and a timeout there leaves the connection
@@ -333,7 +334,7 @@ impl<S: SplitStream> ControlHandle<S> {
         self.write_control(MessageType::Close, &payload, deadline)
     }
 
-    /// Shut the stream down at once, without a close frame (the seed's `Close`):
+    /// Shut the stream down at once, without a close frame (gorilla/websocket's `Close`):
     /// blocked reads and writes on both halves return.
     pub fn close(&self) -> Result<(), Error> {
         (self.shared.closer)().map_err(Error::from)

@@ -1,11 +1,12 @@
 //! [`Stream`]: what a blocking [`Conn`](super::Conn) needs of its transport, and
 //! [`SplitStream`]: a stream that splits into a read end and a write end for two threads.
 //!
-//! `Read + Write`, plus the socket-level knobs the seed's `net.Conn` offers: deadlines
-//! (as timeouts), addresses and shutdown. Implemented here for `TcpStream` and (on Unix)
-//! `UnixStream`; [`tls`](super::tls) adds rustls streams and the client module its
-//! `ClientStream`. Any other `Read + Write` becomes a `Stream` with an empty impl block:
-//! every method has a default (no timeouts, no addresses, no shutdown).
+//! `Read + Write`, plus the socket-level knobs a connection needs (those Go's `net.Conn`
+//! gives gorilla/websocket): deadlines (as timeouts), addresses and shutdown. Implemented
+//! here for `TcpStream` and (on Unix) `UnixStream`; [`tls`](super::tls) adds rustls
+//! streams and the client module its `ClientStream`. Any other `Read + Write` becomes a
+//! `Stream` with an empty impl block: every method has a default (no timeouts, no
+//! addresses, no shutdown).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};

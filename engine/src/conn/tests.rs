@@ -179,7 +179,7 @@ fn ping_handler_error_ends_reads_for_good() {
     client.write_all(&masked(0x9, b"p")).unwrap();
     client.write_all(&masked(0x1, b"after the ping")).unwrap();
     for _ in 0..2 {
-        // The seed: "Errors returned from this method are permanent".
+        // A handler's error is permanent: every later read returns it.
         match conn.read_message() {
             Err(Error::InvalidArgument(text)) => assert_eq!(text, "no pings here"),
             other => panic!("expected the handler's error, got {other:?}"),
@@ -378,7 +378,7 @@ fn write_control_without_a_deadline_sets_no_timeout() {
         &[],
     );
     conn.write_control(MessageType::Ping, b"x", None).unwrap();
-    // The seed's zero deadline: no timeout at all (it used to be 5 s).
+    // No deadline means no timeout at all (it used to be 5 s).
     let timeouts = conn.underlying_conn().write_timeouts.borrow().clone();
     assert!(timeouts.iter().all(Option::is_none), "{timeouts:?}");
     assert_eq!(conn.underlying_conn().written, b"\x89\x01x");

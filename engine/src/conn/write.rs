@@ -3,10 +3,11 @@
 //! [`Conn`](super::Conn), [`MessageWriter`](super::MessageWriter) and
 //! [`WriteHalf`](super::WriteHalf).
 //!
-//! A failed write breaks the write side for good (the seed: "after a write has timed out,
-//! the websocket state is corrupt"), except a control frame whose deadline passed before
-//! it started: nothing of it went out, so the connection stays usable, as the seed's
-//! `WriteControl` leaves it when it could not get the connection in time.
+//! A failed write breaks the write side for good: every later write returns the same
+//! error. The exception is a control frame whose deadline passed before it started:
+//! nothing of it went out, so the connection stays usable (gorilla/websocket's
+//! `WriteControl` likewise returns a timeout that leaves the connection usable when it
+//! could not get the connection in time).
 
 use std::io;
 use std::sync::Arc;
@@ -54,7 +55,7 @@ pub(crate) struct WriteSide<W> {
 /// What a deadline that passed before a frame started means.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Frame {
-    /// A data frame: the write side is broken for good, as in the seed.
+    /// A data frame: the write side is broken for good.
     Data,
     /// A control frame: only reported; nothing of it went out.
     Control,
@@ -256,7 +257,7 @@ impl<W: WriteEnd> WriteSide<W> {
 
     /// Write `bytes` whole by `deadline`. Any failure breaks the write side for good,
     /// except a control frame whose deadline passed before it started: nothing of it
-    /// went out, so the connection stays usable (the seed's `WriteControl`).
+    /// went out, so the connection stays usable.
     fn send(&mut self, bytes: &[u8], deadline: Option<Instant>, frame: Frame) -> Result<(), Error> {
         if let Err(err) = time_left(deadline, "write") {
             return Err(match frame {

@@ -1,9 +1,11 @@
-//! [`MessageWriter`]: the seed's `NextWriter`, a message written as an `io::Write`.
+//! [`MessageWriter`]: a message written as an `io::Write` (gorilla/websocket's
+//! `NextWriter`).
 //!
 //! Bytes gather in the write buffer; each time it fills, a fragment goes out, so a
 //! message larger than the buffer leaves as several frames. [`MessageWriter::close`]
 //! sends the last frame. Compressed messages are the exception: each is compressed on
-//! its own, whole, so they are gathered and sent as one frame at close.
+//! its own, whole, so they are gathered and sent as one frame at close (as are close,
+//! ping and pong messages, which a control frame carries whole).
 //!
 //! On a split connection the write lock is taken per fragment, not for the writer's
 //! life: a ping or a close from another thread goes out between two fragments, as RFC
@@ -83,7 +85,7 @@ impl<'a> MessageWriter<'a> {
         Ok(())
     }
 
-    /// Send the end of the message (the seed's `Close` on the writer).
+    /// Send the end of the message (`Close` on a gorilla/websocket message writer).
     pub fn close(mut self) -> Result<(), Error> {
         self.finish()
     }
@@ -136,7 +138,8 @@ impl Write for MessageWriter<'_> {
 
 impl Drop for MessageWriter<'_> {
     fn drop(&mut self) {
-        // Best effort, as the seed's NextWriter closing the previous writer.
+        // Best effort, errors dropped (gorilla/websocket's NextWriter likewise closes a
+        // writer the application left open).
         let _ = self.finish();
     }
 }

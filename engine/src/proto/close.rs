@@ -3,8 +3,8 @@
 use super::error::ProtocolError;
 
 /// A close status code. A newtype over `u16`, so application codes (4000 stays 4000)
-/// pass through untouched; the RFC's codes are associated constants named as in the
-/// seed (`CloseGoingAway` is [`CloseCode::GOING_AWAY`]).
+/// pass through untouched; the RFC's codes are associated constants named after
+/// gorilla/websocket's (`CloseGoingAway` is [`CloseCode::GOING_AWAY`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CloseCode(pub u16);
 

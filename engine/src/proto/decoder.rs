@@ -16,8 +16,8 @@ use super::mask::apply_mask_offset;
 use super::utf8::Utf8Validator;
 use super::{MessageType, OpCode, Role};
 
-/// Default read limit: 64 MiB. The seed's library has none; ringcast has one so that a
-/// peer cannot make a connection buffer without bound. Set it with
+/// Default read limit: 64 MiB. gorilla/websocket has no limit by default; ringcast has one
+/// so that a peer cannot make a connection buffer without bound. Set it with
 /// [`Decoder::set_read_limit`] (or the Conn/engine settings).
 pub const DEFAULT_READ_LIMIT: u64 = 64 << 20;
 
