@@ -97,3 +97,23 @@ impl BufferPool for SimpleBufferPool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_keeps_at_most_max_idle_buffers_and_none_above_the_size_bound() {
+        let pool = SimpleBufferPool::with_max_buffer_bytes(2, 1024);
+        for _ in 0..5 {
+            pool.put(Vec::with_capacity(512));
+        }
+        assert_eq!(pool.idle(), 2, "puts past max_idle are dropped");
+        assert!(pool.get().is_some());
+        pool.put(Vec::with_capacity(2048));
+        assert_eq!(pool.idle(), 1, "a buffer above the size bound is not kept");
+        assert!(pool.idle_bytes() <= 1024);
+        assert!(pool.get().is_some());
+        assert!(pool.get().is_none());
+    }
+}

@@ -188,6 +188,42 @@ fn ping_handler_error_ends_reads_for_good() {
 }
 
 #[test]
+fn pong_handler_error_ends_reads_for_good() {
+    let (mut client, mut conn) = pair(Upgrader::default());
+    conn.set_pong_handler(Some(Arc::new(|_: &[u8], _: &mut Control<'_>| {
+        Err(Error::InvalidArgument("no pongs here".into()))
+    })));
+    client.write_all(&masked(0xA, b"p")).unwrap();
+    client.write_all(&masked(0x1, b"after the pong")).unwrap();
+    for _ in 0..2 {
+        match conn.read_message() {
+            Err(Error::InvalidArgument(text)) => assert_eq!(text, "no pongs here"),
+            other => panic!("expected the handler's error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn close_handler_error_is_what_every_later_read_returns() {
+    let (mut client, mut conn) = pair(Upgrader::default());
+    conn.set_close_handler(Some(Arc::new(
+        |_: CloseCode, _: &str, _: &mut Control<'_>| {
+            Err(Error::InvalidArgument("no closing".into()))
+        },
+    )));
+    let mut body = 1000u16.to_be_bytes().to_vec();
+    body.extend_from_slice(b"bye");
+    client.write_all(&masked(0x8, &body)).unwrap();
+    for _ in 0..2 {
+        // Not `Closed`: the handler's error replaces it, for this read and the next.
+        match conn.read_message() {
+            Err(Error::InvalidArgument(text)) => assert_eq!(text, "no closing"),
+            other => panic!("expected the handler's error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn write_timeout_bounds_a_write_the_peer_does_not_take_and_breaks_writes() {
     let (_client, mut conn) = pair(Upgrader::default());
     conn.set_write_timeout(Some(Duration::from_millis(200)));
