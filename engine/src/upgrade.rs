@@ -331,6 +331,7 @@ pub(crate) fn write_all_by<S: Stream>(
 }
 
 /// Why reading a head stopped.
+#[derive(Debug)]
 pub(crate) enum HeadError {
     Io(io::Error),
     Handshake(HandshakeError),
@@ -351,10 +352,12 @@ where
 {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; HEAD_CHUNK];
+    let mut from = 0;
     loop {
-        if let Some(parsed) = parse_head(&mut buf, limits, &parse)? {
+        if let Some(parsed) = parse_head(&mut buf, from, limits, &parse)? {
             return Ok(parsed);
         }
+        from = buf.len();
         let room = head_room(buf.len(), limits);
         let left = time_left(deadline, "handshake").map_err(HeadError::Io)?;
         stream.set_read_timeout(left).map_err(HeadError::Io)?;
@@ -370,15 +373,21 @@ where
 /// The most bytes one read of a head asks for.
 pub(crate) const HEAD_CHUNK: usize = 2048;
 
-/// The head in `buf` once whole, with the bytes read past it; `None`: read more.
+/// The head in `buf` once whole, with the bytes read past it; `None`: read more. The
+/// bytes before `from` were looked at by an earlier call (see
+/// [`handshake::head_may_be_whole`]).
 pub(crate) fn parse_head<T, P>(
     buf: &mut Vec<u8>,
+    from: usize,
     limits: &Limits,
     parse: &P,
 ) -> Result<Option<(T, Vec<u8>)>, HeadError>
 where
     P: Fn(&[u8], &Limits) -> Result<Option<(T, usize)>, HandshakeError>,
 {
+    if !handshake::head_may_be_whole(buf, from, limits) {
+        return Ok(None);
+    }
     match parse(buf, limits) {
         Ok(Some((head, used))) => Ok(Some((head, buf.split_off(used)))),
         Ok(None) => Ok(None),
@@ -400,4 +409,85 @@ pub(crate) fn head_cut_short(have: usize) -> HeadError {
         io::ErrorKind::UnexpectedEof,
         format!("connection closed after {have} bytes of handshake"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// A peer that hands out its bytes one per read.
+    struct Drip {
+        bytes: Vec<u8>,
+        pos: usize,
+    }
+
+    impl Read for Drip {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match (self.bytes.get(self.pos), buf.first_mut()) {
+                (Some(&byte), Some(slot)) => {
+                    *slot = byte;
+                    self.pos += 1;
+                    Ok(1)
+                }
+                _ => Ok(0),
+            }
+        }
+    }
+
+    impl Write for Drip {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Stream for Drip {}
+
+    #[test]
+    fn a_head_read_a_byte_at_a_time_is_parsed_once_when_whole() {
+        let mut bytes = b"GET /ws HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..100 {
+            bytes.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "v".repeat(100)).as_bytes());
+        }
+        bytes.extend_from_slice(b"\r\n");
+        let head_len = bytes.len();
+        bytes.extend_from_slice(b"not read yet");
+        let mut stream = Drip { bytes, pos: 0 };
+        let parses = Cell::new(0);
+        let (request, leftover) =
+            read_head(&mut stream, &Limits::default(), None, |buf, limits| {
+                parses.set(parses.get() + 1);
+                handshake::parse_request(buf, limits)
+            })
+            .expect("a whole head");
+        // Parsed once, not once per byte: 11 KiB a byte at a time used to cost 11 K parses
+        // from the start of the head.
+        assert_eq!(parses.get(), 1);
+        assert_eq!(request.target, "/ws");
+        assert_eq!(request.headers.len(), 101);
+        assert_eq!(stream.pos, head_len);
+        assert!(leftover.is_empty());
+    }
+
+    #[test]
+    fn a_head_without_an_end_is_refused_at_the_size_limit_however_it_is_cut() {
+        let limits = Limits {
+            max_head_bytes: 1024,
+            ..Limits::default()
+        };
+        let mut bytes = b"GET / HTTP/1.1\r\n".to_vec();
+        bytes.extend(std::iter::repeat_n(b'x', 4096));
+        let mut stream = Drip { bytes, pos: 0 };
+        match read_head(&mut stream, &limits, None, handshake::parse_request) {
+            Err(HeadError::Handshake(err)) => assert_eq!(err.status(), 431),
+            Err(HeadError::Io(err)) => panic!("expected a 431, got {err}"),
+            Ok(_) => panic!("expected a 431, got a head"),
+        }
+        assert_eq!(stream.pos, 1024);
+    }
 }

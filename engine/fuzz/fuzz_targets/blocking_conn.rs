@@ -4,18 +4,17 @@
 //!
 //! - the server side: `Upgrader::upgrade` over an in-memory stream that yields a valid
 //!   request and then the bytes, cut into reads of a size the first byte chooses;
-//! - the client side: the `Dialer` over loopback TCP, against a thread of this process
-//!   that answers the handshake and then sends the bytes (the library has no public way
-//!   yet to run the client handshake over an in-memory stream).
+//! - the client side: `Dialer::client_handshake` over an in-memory stream that answers
+//!   the request the `Dialer` wrote (its key, its offer) with a 101 from the `Upgrader`,
+//!   then yields the bytes, cut the same way.
 //!
 //! Nothing may panic or hang; no message exceeds the read limit; text is UTF-8; once a
 //! read fails, every later read fails too.
 #![no_main]
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
@@ -33,8 +32,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let compression = flags & 1 != 0;
     let streaming = flags & 2 != 0;
+    let chunk = usize::from(flags >> 3) + 1;
     if flags & 4 == 0 {
-        let chunk = usize::from(flags >> 3) + 1;
         let stream = Memory::new(request(compression), frames, chunk);
         let upgrader = Upgrader {
             enable_compression: compression,
@@ -45,7 +44,17 @@ fuzz_target!(|data: &[u8]| {
         let conn = upgrader.upgrade(stream, &[]).expect("a valid request");
         read_all(conn, streaming);
     } else {
-        let conn = dial(compression, frames);
+        let stream = Memory::answering(compression, frames, chunk);
+        let dialer = Dialer {
+            enable_compression: compression,
+            read_limit: Some(LIMIT),
+            handshake_timeout: Some(DEADLINE),
+            ..Dialer::default()
+        };
+        let (mut conn, _) = dialer
+            .client_handshake(stream, "ws://example.com/chat", &[])
+            .expect("the answer to its own request is valid");
+        conn.set_read_deadline(Some(Instant::now() + DEADLINE));
         read_all(conn, streaming);
     }
 });
@@ -70,11 +79,16 @@ fn read_all<S: Stream>(mut conn: Conn<S>, streaming: bool) {
             Err(_) => break,
         }
     }
-    assert!(conn.read_message().is_err(), "a read after an error succeeded");
+    assert!(
+        conn.read_message().is_err(),
+        "a read after an error succeeded"
+    );
 }
 
 /// `next_reader`, then reads of 7 bytes until the end of the message.
-fn read_in_pieces<S: Stream>(conn: &mut Conn<S>) -> Result<(MessageType, Vec<u8>), ringcast::Error> {
+fn read_in_pieces<S: Stream>(
+    conn: &mut Conn<S>,
+) -> Result<(MessageType, Vec<u8>), ringcast::Error> {
     let (kind, mut reader) = conn.next_reader()?;
     let mut payload = Vec::new();
     let mut piece = [0u8; 7];
@@ -84,7 +98,11 @@ fn read_in_pieces<S: Stream>(conn: &mut Conn<S>) -> Result<(MessageType, Vec<u8>
             return Ok((kind, payload));
         }
         payload.extend_from_slice(&piece[..n]);
-        assert!(payload.len() as u64 <= LIMIT, "{} bytes streamed", payload.len());
+        assert!(
+            payload.len() as u64 <= LIMIT,
+            "{} bytes streamed",
+            payload.len()
+        );
     }
 }
 
@@ -101,24 +119,72 @@ fn request(compression: bool) -> Vec<u8> {
     head
 }
 
-/// The server side's stream: the request and the frames, handed out `chunk` bytes per
-/// read; what the Conn writes (pongs, a close) is counted and dropped.
+/// An in-memory stream: what the peer sends, handed out `chunk` bytes per read; what the
+/// Conn writes (the request, pongs, a close) is kept only until a request is answered.
 struct Memory {
     input: Vec<u8>,
     pos: usize,
     chunk: usize,
-    written: usize,
+    /// The client side: the frames that follow the 101, until the request is answered.
+    answer: Option<Answer>,
+    written: Vec<u8>,
+}
+
+/// What the server half of a client-side stream sends once the request is complete.
+struct Answer {
+    compression: bool,
+    frames: Vec<u8>,
 }
 
 impl Memory {
+    /// The server side's stream: the request, then the frames.
     fn new(mut input: Vec<u8>, frames: &[u8], chunk: usize) -> Memory {
         input.extend_from_slice(frames);
         Memory {
             input,
             pos: 0,
             chunk,
-            written: 0,
+            answer: None,
+            written: Vec::new(),
         }
+    }
+
+    /// The client side's stream: nothing to read until the request written to it is
+    /// answered with a 101 (permessage-deflate accepted when `compression`), then the
+    /// frames.
+    fn answering(compression: bool, frames: &[u8], chunk: usize) -> Memory {
+        Memory {
+            input: Vec::new(),
+            pos: 0,
+            chunk,
+            answer: Some(Answer {
+                compression,
+                frames: frames.to_vec(),
+            }),
+            written: Vec::new(),
+        }
+    }
+
+    /// Once the request written so far is whole, the 101 and the frames become the input.
+    fn answer_request(&mut self) -> io::Result<()> {
+        let Some(answer) = &self.answer else {
+            return Ok(());
+        };
+        let Some((request, _)) = handshake::parse_request(&self.written, &Limits::default())
+            .map_err(io::Error::other)?
+        else {
+            return Ok(());
+        };
+        let upgrader = Upgrader {
+            enable_compression: answer.compression,
+            ..Upgrader::default()
+        };
+        let accepted = upgrader.accept(&request).map_err(io::Error::other)?;
+        handshake::write_response(&accepted, &[], &mut self.input);
+        self.input.extend_from_slice(&answer.frames);
+        self.answer = None;
+        self.written = Vec::new();
+        Ok(())
     }
 }
 
@@ -133,7 +199,10 @@ impl Read for Memory {
 
 impl Write for Memory {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.written += buf.len();
+        if self.answer.is_some() {
+            self.written.extend_from_slice(buf);
+            self.answer_request()?;
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -157,83 +226,4 @@ impl Stream for Memory {
     fn shutdown(&self) -> io::Result<()> {
         Ok(())
     }
-}
-
-/// What the peer thread sends on its next connection.
-struct Job {
-    compression: bool,
-    frames: Vec<u8>,
-}
-
-/// The peer thread's address and its queue of jobs, started once.
-fn peer() -> &'static (SocketAddr, Mutex<Sender<Job>>) {
-    static PEER: OnceLock<(SocketAddr, Mutex<Sender<Job>>)> = OnceLock::new();
-    PEER.get_or_init(|| {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-        let addr = listener.local_addr().expect("local address");
-        let (jobs, queue) = channel::<Job>();
-        std::thread::spawn(move || {
-            for job in queue {
-                let Ok((stream, _)) = listener.accept() else {
-                    continue;
-                };
-                // A failed answer is the client's failure to see; the loop goes on.
-                let _ = answer(stream, &job);
-            }
-        });
-        (addr, Mutex::new(jobs))
-    })
-}
-
-/// Answers one client: the 101 for its request, the frames, end of stream; then reads
-/// what the client sends back until it hangs up.
-fn answer(mut stream: TcpStream, job: &Job) -> io::Result<()> {
-    stream.set_read_timeout(Some(DEADLINE))?;
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    let request = loop {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-        if let Ok(Some((request, _))) = handshake::parse_request(&head, &Limits::default()) {
-            break request;
-        }
-    };
-    let upgrader = Upgrader {
-        enable_compression: job.compression,
-        ..Upgrader::default()
-    };
-    let accepted = upgrader.accept(&request).map_err(io::Error::other)?;
-    let mut out = Vec::new();
-    handshake::write_response(&accepted, &[], &mut out);
-    out.extend_from_slice(&job.frames);
-    stream.write_all(&out)?;
-    stream.shutdown(std::net::Shutdown::Write)?;
-    while stream.read(&mut buf)? > 0 {}
-    Ok(())
-}
-
-/// A client `Conn` whose server sends `frames` right after the 101.
-fn dial(compression: bool, frames: &[u8]) -> Conn<ringcast::client::ClientStream> {
-    let (addr, jobs) = peer();
-    jobs.lock()
-        .expect("the job queue")
-        .send(Job {
-            compression,
-            frames: frames.to_vec(),
-        })
-        .expect("the peer thread runs");
-    let dialer = Dialer {
-        enable_compression: compression,
-        read_limit: Some(LIMIT),
-        handshake_timeout: Some(DEADLINE),
-        ..Dialer::default()
-    };
-    let (mut conn, _) = dialer
-        .dial(&format!("ws://{addr}/"), &[])
-        .expect("the peer's answer is valid");
-    conn.set_read_deadline(Some(Instant::now() + DEADLINE));
-    conn
 }

@@ -13,7 +13,11 @@ fuzz_target!(|data: &[u8]| {
     let [flags, cut_a, cut_b, rest @ ..] = data else {
         return;
     };
-    let role = if flags & 1 == 0 { Role::Server } else { Role::Client };
+    let role = if flags & 1 == 0 {
+        Role::Server
+    } else {
+        Role::Client
+    };
     let mut decoder = Decoder::new(role);
     decoder.set_compression(flags & 2 != 0);
     decoder.set_streaming(flags & 4 != 0);

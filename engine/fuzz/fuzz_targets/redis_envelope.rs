@@ -26,7 +26,12 @@ fuzz_target!(|data: &[u8]| {
                 other => panic!("{other:?} accepted"),
             }
             let mut again = Vec::new();
-            encode_envelope(envelope.node_id, envelope.message_type, envelope.payload, &mut again);
+            encode_envelope(
+                envelope.node_id,
+                envelope.message_type,
+                envelope.payload,
+                &mut again,
+            );
             assert_eq!(again, bytes);
         }
         Err(EnvelopeError::TooLarge { len, limit: said }) => {

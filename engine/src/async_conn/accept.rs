@@ -180,10 +180,12 @@ where
 {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; HEAD_CHUNK];
+    let mut from = 0;
     loop {
-        if let Some(parsed) = parse_head(&mut buf, limits, &parse)? {
+        if let Some(parsed) = parse_head(&mut buf, from, limits, &parse)? {
             return Ok(parsed);
         }
+        from = buf.len();
         let room = head_room(buf.len(), limits);
         match stream.read(&mut chunk[..room]).await {
             Ok(0) => return Err(head_cut_short(buf.len())),

@@ -20,11 +20,15 @@ use super::{Machine, Op};
 impl<H: Handler> Machine<H> {
     // --- handshake, server side -------------------------------------------------------
 
-    pub(super) fn request_head(&mut self, key: usize) {
+    /// The request head grew; the bytes before `from` ended no head.
+    pub(super) fn request_head(&mut self, key: usize, from: usize) {
         let limits = self.core.config.upgrader.limits;
         let Phase::Handshake { head } = &mut self.core.conns[key].phase else {
             return;
         };
+        if !handshake::head_may_be_whole(head, from, &limits) {
+            return;
+        }
         match handshake::parse_request(head, &limits) {
             Ok(None) => {}
             Err(err) => self.refuse(key, None, err),
@@ -200,11 +204,15 @@ impl<H: Handler> Machine<H> {
         self.rearm_recv(key, generation);
     }
 
-    pub(super) fn response_head(&mut self, key: usize) {
+    /// The response head grew; the bytes before `from` ended no head.
+    pub(super) fn response_head(&mut self, key: usize, from: usize) {
         let limits = self.core.config.upgrader.limits;
         let Phase::Dialing { pending, head } = &mut self.core.conns[key].phase else {
             return;
         };
+        if !handshake::head_may_be_whole(head, from, &limits) {
+            return;
+        }
         let (response, used) = match handshake::parse_response(head, &limits) {
             Ok(None) => return,
             Ok(Some(parsed)) => parsed,

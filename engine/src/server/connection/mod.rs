@@ -350,12 +350,14 @@ impl<H: Handler> Machine<H> {
         let conn = &mut self.core.conns[key];
         match &mut conn.phase {
             Phase::Handshake { head } => {
+                let from = head.len();
                 head.extend_from_slice(bytes);
-                self.request_head(key);
+                self.request_head(key, from);
             }
             Phase::Dialing { head, .. } => {
+                let from = head.len();
                 head.extend_from_slice(bytes);
-                self.response_head(key);
+                self.response_head(key, from);
             }
             Phase::Open | Phase::CloseSent => self.frames(key, bytes),
             // Bytes after our final answer, or before connecting: nothing to do with them.

@@ -293,6 +293,23 @@ fn a_complete_head_upgrades_and_frames_echo() {
 }
 
 #[test]
+fn a_head_arriving_a_byte_per_receive_upgrades_once_whole() {
+    let mut pair = Pair::new(ServerConfig::default());
+    let key = pair.accept();
+    for byte in REQUEST.chunks(1) {
+        assert!(
+            !pair.wire.contains_key(&key),
+            "answered before the head was whole"
+        );
+        pair.peer_sends(key, byte);
+    }
+    let wire = pair.wire.remove(&key).expect("an answer");
+    assert!(wire.starts_with(b"HTTP/1.1 101"));
+    pair.peer_frame(key, OpCode::Text, b"hello");
+    assert_eq!(pair.frames(key), [(OpCode::Text, b"hello".to_vec())]);
+}
+
+#[test]
 fn the_peer_s_close_is_echoed_then_the_socket_closes() {
     let mut pair = Pair::new(ServerConfig::default());
     let key = pair.open();
