@@ -565,8 +565,9 @@ impl Inflater {
                 }
                 self.output.resize(grow, 0);
             }
-            // This step writes at most `step` bytes, into room already initialised.
-            let end = self.output.len().min(self.len + step);
+            // This step writes at most `step` bytes, into room already initialised, and never
+            // past the cap (the room may be larger, left by a message with a larger limit).
+            let end = self.output.len().min(self.len + step).min(cap);
             let input = if self.fed < payload.len() {
                 &payload[self.fed..payload.len().min(self.fed + step)]
             } else {
@@ -588,6 +589,11 @@ impl Inflater {
             #[cfg(test)]
             {
                 self.processed += (read + written) as u64;
+            }
+            if self.len == cap {
+                // The byte past the limit was written: the message is larger than the
+                // limit, even when the stream ended with that byte.
+                return Err(ProtocolError::MessageTooBig { limit });
             }
             if status == Status::StreamEnd {
                 return Ok(Inflated::Done);

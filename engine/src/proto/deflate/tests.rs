@@ -389,3 +389,53 @@ fn small_messages_take_their_first_room_once_and_large_ones_grow_by_doubling() {
     assert_eq!(inflater.inflate(&compressed, 0).unwrap(), &large[..]);
     assert_eq!(inflater.held_bytes(), 8 * FIRST_OUTPUT);
 }
+
+/// `data` as one raw deflate stream that ends (a final block), as a peer may send it.
+fn deflate_final(data: &[u8]) -> Vec<u8> {
+    let mut compress = flate2::Compress::new(flate2::Compression::fast(), false);
+    let mut out = Vec::with_capacity(data.len() / 2 + 1024);
+    compress
+        .compress_vec(data, &mut out, flate2::FlushCompress::Finish)
+        .unwrap();
+    out
+}
+
+#[test]
+fn a_stream_that_ends_one_byte_past_the_limit_is_too_big() {
+    // Found by the inflate fuzz target: the byte past the limit and the end of the stream
+    // came in one step, and the message was handed out one byte too long.
+    let limit = 64 * 1024;
+    for size in [limit - 1, limit, limit + 1, limit + 2] {
+        let payload = deflate_final(&vec![b'a'; size]);
+        let mut inflater = Inflater::new();
+        match inflater.inflate(&payload, limit as u64) {
+            Ok(message) => {
+                assert!(size <= limit, "{size} bytes accepted");
+                assert_eq!(message.len(), size);
+            }
+            Err(err) => {
+                assert!(size > limit, "{size} bytes refused: {err:?}");
+                assert_eq!(
+                    err,
+                    ProtocolError::MessageTooBig {
+                        limit: limit as u64
+                    }
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn room_left_by_a_larger_limit_does_not_lift_a_smaller_one() {
+    let mut inflater = Inflater::new();
+    let big = deflate_final(&vec![b'b'; 1 << 20]);
+    assert_eq!(inflater.inflate(&big, 0).unwrap().len(), 1 << 20);
+    for size in [1000, 1001, 4096] {
+        let payload = deflate_final(&vec![b'c'; size]);
+        match inflater.inflate(&payload, 1000) {
+            Ok(message) => assert!(size <= 1000 && message.len() == size, "{size}"),
+            Err(err) => assert_eq!(err, ProtocolError::MessageTooBig { limit: 1000 }),
+        }
+    }
+}
