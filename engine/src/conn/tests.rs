@@ -170,37 +170,38 @@ fn idle_timeout_ends_reads_once_the_peer_is_silent_and_bytes_push_it_back() {
     assert_timed_out(conn.read_message());
 }
 
-#[test]
-fn ping_handler_error_ends_reads_for_good() {
+/// A ping or pong (`opcode`) whose handler fails with `InvalidArgument(said)`, then a
+/// text message: every later read returns the handler's error, the message never.
+fn control_handler_error_ends_reads_for_good(opcode: u8, said: &'static str) {
     let (mut client, mut conn) = pair(Upgrader::default());
-    conn.set_ping_handler(Some(Arc::new(|_: &[u8], _: &mut Control<'_>| {
-        Err(Error::InvalidArgument("no pings here".into()))
-    })));
-    client.write_all(&masked(0x9, b"p")).unwrap();
-    client.write_all(&masked(0x1, b"after the ping")).unwrap();
+    let handler: PingHandler =
+        Arc::new(move |_: &[u8], _: &mut Control<'_>| Err(Error::InvalidArgument(said.into())));
+    if opcode == 0x9 {
+        conn.set_ping_handler(Some(handler));
+    } else {
+        conn.set_pong_handler(Some(handler));
+    }
+    client.write_all(&masked(opcode, b"p")).unwrap();
+    client
+        .write_all(&masked(0x1, b"after the control frame"))
+        .unwrap();
     for _ in 0..2 {
         // A handler's error is permanent: every later read returns it.
         match conn.read_message() {
-            Err(Error::InvalidArgument(text)) => assert_eq!(text, "no pings here"),
+            Err(Error::InvalidArgument(text)) => assert_eq!(text, said),
             other => panic!("expected the handler's error, got {other:?}"),
         }
     }
 }
 
 #[test]
+fn ping_handler_error_ends_reads_for_good() {
+    control_handler_error_ends_reads_for_good(0x9, "no pings here");
+}
+
+#[test]
 fn pong_handler_error_ends_reads_for_good() {
-    let (mut client, mut conn) = pair(Upgrader::default());
-    conn.set_pong_handler(Some(Arc::new(|_: &[u8], _: &mut Control<'_>| {
-        Err(Error::InvalidArgument("no pongs here".into()))
-    })));
-    client.write_all(&masked(0xA, b"p")).unwrap();
-    client.write_all(&masked(0x1, b"after the pong")).unwrap();
-    for _ in 0..2 {
-        match conn.read_message() {
-            Err(Error::InvalidArgument(text)) => assert_eq!(text, "no pongs here"),
-            other => panic!("expected the handler's error, got {other:?}"),
-        }
-    }
+    control_handler_error_ends_reads_for_good(0xA, "no pongs here");
 }
 
 #[test]

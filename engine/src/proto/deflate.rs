@@ -540,9 +540,6 @@ impl Inflater {
             if self.budget == 0 {
                 return Ok(Inflated::Paused);
             }
-            if self.len == cap {
-                return Err(ProtocolError::MessageTooBig { limit });
-            }
             let step = self.budget.min(STEP);
             if self.len == self.output.len() {
                 // No room left: grow by doubling from FIRST_OUTPUT, within the cap. Room is

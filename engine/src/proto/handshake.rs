@@ -724,8 +724,6 @@ pub fn validate_response(
     })
 }
 
-/// Where the head ends (just past the blank line), once it has; 431 when it is, or
-/// would be, larger than the limit.
 /// Whether a head read piece by piece may be whole, when the bytes before `from` were
 /// already looked at and ended no head: a blank line ending at or past `from`, or `buf` at
 /// the head size limit (where [`parse_request`] and [`parse_response`] report the 431).
@@ -743,34 +741,16 @@ pub fn validate_response(
 /// assert!(head_may_be_whole(head, 20, &limits));
 /// ```
 pub fn head_may_be_whole(buf: &[u8], from: usize, limits: &Limits) -> bool {
-    if buf.len() >= limits.max_head_bytes {
-        return true;
-    }
-    // A blank line ("\n\n" or "\n\r\n") ending at or past `from` starts at most two
-    // bytes before it.
-    let mut start = from.saturating_sub(2).min(buf.len());
-    while let Some(i) = buf[start..].iter().position(|&b| b == b'\n') {
-        let nl = start + i;
-        match buf.get(nl + 1) {
-            Some(b'\n') => return true,
-            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return true,
-            _ => start = nl + 1,
-        }
-    }
-    false
+    // A blank line ending at or past `from` starts at most two bytes before it.
+    buf.len() >= limits.max_head_bytes || blank_line_end(buf, from.saturating_sub(2)).is_some()
 }
 
+/// Where the head ends (just past the blank line), once it has; 431 when it is, or
+/// would be, larger than the limit.
 fn head_end(buf: &[u8], limits: &Limits) -> Result<Option<usize>, HandshakeError> {
     let scan = &buf[..buf.len().min(limits.max_head_bytes)];
-    let mut start = 0;
-    while let Some(i) = scan[start..].iter().position(|&b| b == b'\n') {
-        let nl = start + i;
-        // A blank line: "\n\n" or "\n\r\n" (httparse accepts both line endings).
-        match scan.get(nl + 1) {
-            Some(b'\n') => return Ok(Some(nl + 2)),
-            Some(b'\r') if scan.get(nl + 2) == Some(&b'\n') => return Ok(Some(nl + 3)),
-            _ => start = nl + 1,
-        }
+    if let Some(end) = blank_line_end(scan, 0) {
+        return Ok(Some(end));
     }
     if buf.len() >= limits.max_head_bytes {
         return Err(HandshakeError::new(
@@ -779,6 +759,21 @@ fn head_end(buf: &[u8], limits: &Limits) -> Result<Option<usize>, HandshakeError
         ));
     }
     Ok(None)
+}
+
+/// Just past the first blank line ("\n\n" or "\n\r\n": httparse accepts both line
+/// endings) that starts at or after `start`.
+fn blank_line_end(buf: &[u8], mut start: usize) -> Option<usize> {
+    start = start.min(buf.len());
+    while let Some(i) = buf[start..].iter().position(|&b| b == b'\n') {
+        let nl = start + i;
+        match buf.get(nl + 1) {
+            Some(b'\n') => return Some(nl + 2),
+            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
+            _ => start = nl + 1,
+        }
+    }
+    None
 }
 
 fn parse_error(err: httparse::Error) -> HandshakeError {
