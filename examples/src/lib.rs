@@ -1,5 +1,7 @@
 //! Shared bits of the example programs.
 
+pub mod chat;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;

@@ -18,6 +18,7 @@ use ringcast::{CloseCode, Error, MessageType};
 use support::{dial, Program, WAIT};
 
 const CHAT: &str = env!("CARGO_BIN_EXE_chat");
+const AXUM_CHAT: &str = env!("CARGO_BIN_EXE_axum-chat");
 const CHAT_CLIENT: &str = env!("CARGO_BIN_EXE_chat-client");
 const COMMAND: &str = env!("CARGO_BIN_EXE_command");
 
@@ -200,6 +201,43 @@ fn chat_client_talks_to_a_python_websockets_echo_server() {
     assert!(status.success(), "{status}");
     server.wait_for(&server.stdout, "closed 1000");
     server.stdin.take();
+}
+
+/// Python websockets clients against `axum-chat`: axum answers /health, /api/rooms and
+/// the 401 of a socket without its token; the sockets it upgrades are handed to the
+/// engine, whose rooms announce, broadcast (compressed for one client, not for the
+/// other) and answer pings.
+#[test]
+fn python_websockets_clients_chat_through_axum_chat() {
+    let Some(python) = python() else { return };
+    let chat = Program::start(AXUM_CHAT, &["--workers", "2", "--token", "s3cret"]);
+    let mut command = Command::new(python);
+    command
+        .arg(peers_dir().join("py_axum_chat.py"))
+        .arg(&chat.addr)
+        .arg("s3cret");
+    let mut client = Client::start(command);
+    for check in [
+        "health ok",
+        "no token 401",
+        "join ok",
+        "rooms ok",
+        "messages ok",
+        "ping ok",
+        "leave ok",
+    ] {
+        let line = client.stdout.recv_timeout(WAIT).unwrap_or_else(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let why: Vec<String> = client.stderr.try_iter().collect();
+            panic!(
+                "no {check:?} from the Python client; its stderr:\n{}",
+                why.join("\n")
+            )
+        });
+        assert_eq!(line, check);
+    }
+    let status = client.child.wait().expect("wait");
+    assert!(status.success(), "the Python checks passed: {status}");
 }
 
 #[test]

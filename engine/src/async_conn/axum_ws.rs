@@ -40,6 +40,10 @@ use crate::upgrade::Upgrader;
 pub struct WebSocketUpgrade {
     request: Request,
     on_upgrade: Option<OnUpgrade>,
+    /// The socket kept at accept ([`AdoptableSocket`](super::AdoptableSocket)), for
+    /// [`hand_to_engine`](Self::hand_to_engine).
+    #[cfg(feature = "engine")]
+    socket: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 impl<St: Send + Sync> FromRequestParts<St> for WebSocketUpgrade {
@@ -52,6 +56,11 @@ impl<St: Send + Sync> FromRequestParts<St> for WebSocketUpgrade {
         Ok(WebSocketUpgrade {
             request: Request::from(&*parts),
             on_upgrade: parts.extensions.remove::<OnUpgrade>(),
+            #[cfg(feature = "engine")]
+            socket: parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<super::AdoptableSocket>>()
+                .and_then(|info| info.0.socket()),
         })
     }
 }
@@ -82,6 +91,70 @@ impl WebSocketUpgrade {
                     // connection, nothing to run.
                     if let Ok(conn) = upgrade.await {
                         callback(conn).await;
+                    }
+                });
+                response.map(Body::new)
+            }
+            Err(refused) => refused.into_response().map(Body::new),
+        }
+    }
+}
+
+#[cfg(feature = "engine")]
+impl WebSocketUpgrade {
+    /// Check the request with `upgrader` and answer: the 101 (with `response_headers`),
+    /// after which the connection is handed to the engine behind `engine`
+    /// ([`ServerHandle::adopt`](crate::server::ServerHandle::adopt)): its handler's
+    /// `on_open` gets this request and `tag` ([`Socket::tag`](crate::server::Socket::tag));
+    /// its messages, topics and fan-out are the engine's from then on. Or the upgrader's
+    /// error response. The app must be served with
+    /// `into_make_service_with_connect_info::<AdoptableSocket>()`
+    /// ([`AdoptableSocket`](super::AdoptableSocket)): without it the answer is a 500 that
+    /// says so, before any 101.
+    ///
+    /// ```no_run
+    /// use axum::{extract::State, response::Response, routing::get, Router};
+    /// use ringcast::async_conn::{AdoptableSocket, WebSocketUpgrade};
+    /// use ringcast::server::ServerHandle;
+    /// use ringcast::Upgrader;
+    ///
+    /// async fn ws(State(engine): State<ServerHandle>, upgrade: WebSocketUpgrade) -> Response {
+    ///     // An auth check that awaits (a session store, say) goes here.
+    ///     upgrade.hand_to_engine(&Upgrader::default(), &[], &engine, 0)
+    /// }
+    ///
+    /// # async fn run(engine: ServerHandle) -> std::io::Result<()> {
+    /// let app = Router::new().route("/ws", get(ws)).with_state(engine);
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+    /// axum::serve(listener, app.into_make_service_with_connect_info::<AdoptableSocket>()).await
+    /// # }
+    /// ```
+    pub fn hand_to_engine(
+        self,
+        upgrader: &Upgrader,
+        response_headers: &[(String, String)],
+        engine: &crate::server::ServerHandle,
+        tag: u64,
+    ) -> Response {
+        if self.socket.is_none() {
+            let error = crate::proto::handshake::HandshakeError::new(
+                500,
+                "the connection cannot be handed to the engine: serve the app with \
+                 into_make_service_with_connect_info::<AdoptableSocket>()",
+            );
+            tracing::warn!(%error, "hand_to_engine");
+            return upgrader
+                .refusal(&self.request, error)
+                .into_response()
+                .map(Body::new);
+        }
+        match upgrader.respond(&self.request, self.on_upgrade, response_headers) {
+            Ok((response, upgrade)) => {
+                let engine = engine.clone();
+                let socket = self.socket;
+                tokio::spawn(async move {
+                    if let Err(err) = upgrade.adopt_with(&engine, tag, socket).await {
+                        tracing::debug!(%err, "handing an upgraded connection to the engine failed");
                     }
                 });
                 response.map(Body::new)

@@ -30,8 +30,10 @@ pub type UpgradedConn = AsyncConn<TokioIo<Upgraded>>;
 /// response is returned; hyper hands the connection over after it wrote the 101).
 #[must_use = "the connection comes only when this is awaited"]
 pub struct HyperUpgrade {
-    on_upgrade: OnUpgrade,
-    config: ConnConfig,
+    pub(super) on_upgrade: OnUpgrade,
+    pub(super) config: ConnConfig,
+    /// The request, for an engine that adopts the connection (`on_open` reads it).
+    pub(super) request: Request,
 }
 
 impl IntoFuture for HyperUpgrade {
@@ -154,10 +156,15 @@ impl Upgrader {
             Err(err) => return Err(self.refusal(head, HandshakeError::new(500, err.to_string()))),
         };
         let config = self.conn_config(&accepted);
-        Ok((response, HyperUpgrade { on_upgrade, config }))
+        let upgrade = HyperUpgrade {
+            on_upgrade,
+            config,
+            request: head.clone(),
+        };
+        Ok((response, upgrade))
     }
 
-    fn refusal(&self, head: &Request, error: HandshakeError) -> Refused {
+    pub(crate) fn refusal(&self, head: &Request, error: HandshakeError) -> Refused {
         let answer = self.error_response(Some(head), &error);
         let mut response = http::Response::builder().status(answer.status);
         for (name, value) in answer.header_fields() {

@@ -47,6 +47,8 @@
 mod macros;
 
 mod accept;
+#[cfg(all(feature = "hyper", feature = "engine"))]
+mod adopt;
 #[cfg(feature = "axum")]
 mod axum_ws;
 mod connect;
@@ -74,6 +76,8 @@ use crate::error::{CloseError, Error};
 use crate::proto::{CloseCode, MessageType, Role};
 
 pub use accept::accept;
+#[cfg(all(feature = "hyper", feature = "engine"))]
+pub use adopt::AdoptableSocket;
 #[cfg(feature = "axum")]
 pub use axum_ws::WebSocketUpgrade;
 pub use connect::{connect, AsyncClientStream};

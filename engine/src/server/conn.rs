@@ -18,6 +18,10 @@ use super::outbox::Outbox;
 pub(crate) enum Phase {
     /// Reading the HTTP request head (server side); `head` holds what came so far.
     Handshake { head: Vec<u8> },
+    /// The request was checked; the handler deferred its decision
+    /// ([`Handler::defer_upgrade`](super::Handler::defer_upgrade)) and the answer has not
+    /// come yet.
+    Deciding(Box<Deciding>),
     /// Connecting (client side).
     Connecting(Box<Pending>),
     /// Request sent, reading the response head (client side).
@@ -31,6 +35,15 @@ pub(crate) enum Phase {
     CloseSent,
     /// Sending what is queued (an HTTP answer, a close reply), then closing the socket.
     Flushing,
+}
+
+/// An upgrade waiting for a deferred answer: the request, what the upgrader agreed, and
+/// the bytes that came after the request meanwhile.
+#[derive(Debug)]
+pub(crate) struct Deciding {
+    pub(crate) request: crate::proto::handshake::Request,
+    pub(crate) accepted: crate::proto::handshake::Accepted,
+    pub(crate) leftover: Vec<u8>,
 }
 
 /// A connection whose compressed message ran out of its inflation budget for this turn:

@@ -17,9 +17,11 @@ use crossbeam_channel::Sender;
 
 use crate::error::Error;
 use crate::prepared::PreparedMessage;
+use crate::proto::handshake::HandshakeError;
 use crate::proto::{CloseCode, MessageType};
 use crate::sys::Waker;
 
+use super::adopt::Adoption;
 use super::broker::Broker;
 use super::dial::{DialRequest, Pending};
 use super::handoff::Budget;
@@ -39,6 +41,12 @@ pub(crate) enum Command {
         reason: String,
     },
     Dial(Box<Pending>),
+    Adopt(Box<Adoption>),
+    /// The answer to an upgrade the handler deferred.
+    Decide {
+        id: ConnId,
+        answer: Box<Result<Vec<(String, String)>, HandshakeError>>,
+    },
     Publish(Arc<Publish>),
     Shutdown,
 }
@@ -530,6 +538,24 @@ impl ServerHandle {
             .sum()
     }
 
+    /// Every topic that has subscribers, with their number, all workers together (as of
+    /// each worker's last change), in no order: a look over a whole node (the rooms of a
+    /// chat, say). It copies every worker's table under that worker's lock, so it costs
+    /// as many topics as there are: for a dashboard, not for every message.
+    pub fn topics(&self) -> Vec<(Bytes, usize)> {
+        let mut all: HashMap<Bytes, usize> = HashMap::new();
+        for worker in &self.shared.workers {
+            let counts = worker
+                .topic_counts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for (topic, count) in counts.iter() {
+                *all.entry(topic.clone()).or_insert(0) += count;
+            }
+        }
+        all.into_iter().collect()
+    }
+
     /// Starts the closing handshake of connection `id` with `code` and `reason`.
     pub fn close(&self, id: ConnId, code: CloseCode, reason: &str) -> Result<(), Error> {
         self.shared.send(
@@ -554,6 +580,40 @@ impl ServerHandle {
         };
         let pending = Pending::resolve(request)?;
         self.shared.send(worker, Command::Dial(Box::new(pending)))
+    }
+
+    /// Hands a connection whose 101 another server wrote (an axum or hyper route that
+    /// checked the request itself) to a worker, which serves it from then on as one it
+    /// accepted: [`Handler::on_open`](super::Handler::on_open) with the adoption's request,
+    /// then its messages, topics and fan-out. The worker is the adoption's, or the workers
+    /// in turn. Refused with [`Error::QueueFull`] when that worker's command queue is full
+    /// (the socket is then closed); a worker shutting down, or at
+    /// [`max_connections`](super::ServerConfig::max_connections), closes the socket and
+    /// counts it in [`Stats::rejected`].
+    ///
+    /// ```
+    /// use std::net::TcpStream;
+    /// use ringcast::proto::handshake::Request;
+    /// use ringcast::server::{Adoption, ServerHandle};
+    ///
+    /// /// After a 101 written elsewhere for user `user`: the engine serves the rest.
+    /// fn hand_over(
+    ///     engine: &ServerHandle,
+    ///     socket: TcpStream,
+    ///     request: Request,
+    ///     user: u64,
+    /// ) -> Result<(), ringcast::Error> {
+    ///     engine.adopt(Adoption { tag: user, ..Adoption::new(socket, request) })
+    /// }
+    /// # let _ = hand_over;
+    /// ```
+    pub fn adopt(&self, adoption: Adoption) -> Result<(), Error> {
+        adoption.prepare()?;
+        let worker = match adoption.worker {
+            Some(worker) => worker,
+            None => self.shared.next_dial.fetch_add(1, Ordering::Relaxed) % self.workers(),
+        };
+        self.shared.send(worker, Command::Adopt(Box::new(adoption)))
     }
 
     /// The counters of all workers together.
@@ -665,6 +725,8 @@ impl Command {
                     + pending.subprotocols.iter().map(String::len).sum::<usize>()
                     + headers.sum::<usize>()
             }
+            Command::Adopt(adoption) => adoption.cost(),
+            Command::Decide { .. } => return 0,
             Command::Shutdown => return 0,
         };
         std::mem::size_of::<Command>() + held

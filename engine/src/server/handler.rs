@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 
+use super::deferred::UpgradeAnswer;
 use super::socket::Socket;
 use crate::error::Error;
 use crate::proto::handshake::{reason_phrase, HandshakeError, Request};
@@ -40,6 +41,20 @@ pub trait Handler: 'static {
     fn on_upgrade(&mut self, request: &Request) -> Result<Vec<(String, String)>, HandshakeError> {
         let _ = request;
         Ok(Vec::new())
+    }
+
+    /// Whether to decide on an upgrade request later, off the worker: keep `answer` and
+    /// return `None`, then answer from a task or thread of your own once you know
+    /// ([`UpgradeAnswer::accept`], [`UpgradeAnswer::refuse`]): an app that must await a
+    /// session store or an auth service does so without blocking the worker, which goes
+    /// on serving every other connection. Return `Some(answer)` to decide now with
+    /// [`on_upgrade`](Self::on_upgrade), as the default does. Called after the upgrader's
+    /// own checks (version, key, origin) passed; the connection waits within the
+    /// handshake timeout, and up to 64 KiB that the client sends meanwhile are kept for
+    /// after the 101 (more closes it).
+    fn defer_upgrade(&mut self, request: &Request, answer: UpgradeAnswer) -> Option<UpgradeAnswer> {
+        let _ = request;
+        Some(answer)
     }
 
     /// A connection opened; `request` is its upgrade request (path, query, headers).

@@ -36,6 +36,7 @@
 //! # Ok::<(), ringcast::Error>(())
 //! ```
 
+mod adopt;
 #[doc(hidden)]
 pub mod bench;
 mod broker;
@@ -43,6 +44,7 @@ mod config;
 mod conn;
 mod connection;
 mod core;
+mod deferred;
 mod dial;
 mod fanout;
 mod handle;
@@ -68,8 +70,10 @@ pub use self::core::SendError;
 pub use self::redis::{
     decode_envelope, encode_envelope, Envelope, EnvelopeError, RedisBroker, RedisConfig, RedisStats,
 };
+pub use adopt::Adoption;
 pub use broker::Broker;
 pub use config::{ServerConfig, ENGINE_READ_LIMIT};
+pub use deferred::UpgradeAnswer;
 pub use dial::DialRequest;
 pub use handle::ServerHandle;
 pub use handler::{Handler, HttpResponse};

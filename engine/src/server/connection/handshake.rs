@@ -3,15 +3,19 @@
 //! response head. Either way the connection ends up `Open` (`Machine::open`) or closing.
 
 use std::io;
+use std::os::fd::OwnedFd;
 
 use bytes::Bytes;
 
 use crate::error::Error;
 use crate::proto::deflate::{DeflateSettings, PerMessageDeflate};
-use crate::proto::handshake::{self, HandshakeError, Request};
+use crate::proto::handshake::{self, Accepted, HandshakeError, Request};
 use crate::proto::Role;
+use crate::sys::SocketFd;
 
-use super::super::conn::Phase;
+use super::super::adopt::Adoption;
+use super::super::conn::{Deciding, Phase};
+use super::super::deferred::UpgradeAnswer;
 use super::super::dial::Pending;
 use super::super::stats::Counter;
 use super::super::Handler;
@@ -44,11 +48,66 @@ impl<H: Handler> Machine<H> {
     }
 
     pub(super) fn upgrade(&mut self, key: usize, request: Request, leftover: &mut [u8]) {
-        let mut accepted = match self.core.config.upgrader.accept(&request) {
+        let accepted = match self.core.config.upgrader.accept(&request) {
             Ok(accepted) => accepted,
             Err(err) => return self.refuse(key, Some(&request), err),
         };
-        let extra = match self.handler.on_upgrade(&request).and_then(|extra| {
+        let generation = self.core.conns[key].generation;
+        let id = super::super::ConnId::new(self.core.worker, key, generation);
+        let answer = UpgradeAnswer::new(self.core.shared.clone(), id);
+        match self.handler.defer_upgrade(&request, answer) {
+            Some(answer) => answer.withdraw(),
+            None => {
+                let deciding = Deciding {
+                    request,
+                    accepted,
+                    leftover: leftover.to_vec(),
+                };
+                self.core.conns[key].phase = Phase::Deciding(Box::new(deciding));
+                return;
+            }
+        }
+        let extra = self.handler.on_upgrade(&request);
+        self.finish_upgrade(key, request, accepted, extra, leftover);
+    }
+
+    /// The answer to a deferred upgrade came: finish it, if the connection still waits.
+    pub(super) fn decided(
+        &mut self,
+        id: super::super::ConnId,
+        answer: Result<Vec<(String, String)>, HandshakeError>,
+    ) {
+        let key = id.key();
+        let Some(conn) = self.core.get(key as u32, id.generation()) else {
+            return; // gone: timed out, or the client left
+        };
+        if conn.doomed || !matches!(conn.phase, Phase::Deciding(_)) {
+            return;
+        }
+        let Phase::Deciding(deciding) =
+            std::mem::replace(&mut self.core.conns[key].phase, Phase::Flushing)
+        else {
+            return;
+        };
+        let Deciding {
+            request,
+            accepted,
+            mut leftover,
+        } = *deciding;
+        self.finish_upgrade(key, request, accepted, answer, &mut leftover);
+    }
+
+    /// The handler's decision on a checked request: the 101 and `on_open`, then the bytes
+    /// that came after the request; or the refusal.
+    fn finish_upgrade(
+        &mut self,
+        key: usize,
+        request: Request,
+        mut accepted: Accepted,
+        decision: Result<Vec<(String, String)>, HandshakeError>,
+        leftover: &mut [u8],
+    ) {
+        let extra = match decision.and_then(|extra| {
             self.core
                 .config
                 .upgrader
@@ -68,6 +127,41 @@ impl<H: Handler> Machine<H> {
         self.callback(key, |h, s| h.on_open(s, &request));
         if !leftover.is_empty() {
             self.frames(key, leftover);
+        }
+    }
+
+    /// A connection whose 101 another server wrote ([`Adoption`]): open at once, as an
+    /// upgrade the engine accepted would be, then the bytes read past its request.
+    pub(super) fn adopt(&mut self, adoption: Adoption) {
+        let Adoption {
+            socket,
+            request,
+            read_past,
+            subprotocol,
+            compression,
+            tag,
+            worker: _,
+        } = adoption;
+        let fd = SocketFd::from(OwnedFd::from(socket));
+        if self.shutdown_at.is_some() || self.core.conns.len() >= self.core.config.max_connections {
+            self.core.counters.incr(Counter::Rejected);
+            return self.ops.push(Op::Close(fd));
+        }
+        let key = self.core.insert(fd, Role::Server, Phase::Flushing);
+        let conn = &mut self.core.conns[key];
+        conn.tag = tag;
+        conn.subprotocol = subprotocol.map(String::into_boxed_str);
+        conn.recv_armed = true;
+        let generation = conn.generation;
+        self.ops.push(Op::Recv {
+            key: key as u32,
+            generation,
+        });
+        let level = self.core.config.compression_level;
+        self.open(key, compression, level);
+        self.callback(key, |h, s| h.on_open(s, &request));
+        if !read_past.is_empty() {
+            self.frames(key, &mut read_past.to_vec());
         }
     }
 

@@ -359,6 +359,14 @@ impl<H: Handler> Machine<H> {
                 head.extend_from_slice(bytes);
                 self.response_head(key, from);
             }
+            Phase::Deciding(deciding) => {
+                if deciding.leftover.len() + bytes.len() > PAUSED_INPUT_MAX {
+                    // Frames before the 101 beyond what a pipelining client sends.
+                    self.core.counters.incr(Counter::HandshakesFailed);
+                    return self.core.doom(key);
+                }
+                deciding.leftover.extend_from_slice(bytes);
+            }
             Phase::Open | Phase::CloseSent => self.frames(key, bytes),
             // Bytes after our final answer, or before connecting: nothing to do with them.
             Phase::Flushing | Phase::Connecting(_) => {}
@@ -382,7 +390,7 @@ impl<H: Handler> Machine<H> {
                 });
                 self.dial_failed(key, Error::Io(error));
             }
-            Phase::Handshake { .. } | Phase::CloseSent | Phase::Flushing => {}
+            Phase::Handshake { .. } | Phase::Deciding(_) | Phase::CloseSent | Phase::Flushing => {}
         }
         self.core.doom(key);
     }
@@ -459,6 +467,8 @@ impl<H: Handler> Machine<H> {
                 }
             }
             Command::Dial(pending) => self.start_dial(pending),
+            Command::Adopt(adoption) => self.adopt(*adoption),
+            Command::Decide { id, answer } => self.decided(id, *answer),
             Command::Publish(publish) => {
                 self.core.deliver(&publish);
             }
@@ -526,7 +536,7 @@ impl<H: Handler> Machine<H> {
         conn.timer_at = None;
         let config = self.core.config.clone();
         match conn.phase {
-            Phase::Handshake { .. } if now >= conn.deadline => {
+            Phase::Handshake { .. } | Phase::Deciding(_) if now >= conn.deadline => {
                 tracing::debug!(worker = self.core.worker, "handshake timeout");
                 self.core.counters.incr(Counter::ClosedHandshakeTimeout);
                 self.core.counters.incr(Counter::HandshakesFailed);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::super::handle::{Command, Outgoing};
 use super::super::stats::Counter;
-use super::super::{Backpressure, ConnId, Handler, ServerConfig, Socket};
+use super::super::{Backpressure, ConnId, Handler, ServerConfig, Socket, UpgradeAnswer};
 use super::{Machine, Op};
 use crate::proto::deflate::Inflater;
 use crate::proto::{CloseCode, Decoder, Encoder, Event, MessageType, OpCode, Role};
@@ -20,11 +20,28 @@ use crate::sys::{SendBuf, SocketFd};
 /// What the handler was told, in order.
 type Log = Rc<RefCell<Vec<String>>>;
 
-/// Echoes each message; `close` closes with 1000, `big` answers 600 bytes.
-struct Recorder(Log);
+/// Upgrade answers the handler kept ([`Handler::defer_upgrade`]), while deferring.
+type Deferred = Rc<RefCell<Option<Vec<UpgradeAnswer>>>>;
+
+/// Echoes each message; `close` closes with 1000, `big` answers 600 bytes. Defers every
+/// upgrade while its second field holds a list.
+struct Recorder(Log, Deferred);
 
 impl Handler for Recorder {
     type Data = ();
+    fn defer_upgrade(
+        &mut self,
+        _: &crate::proto::handshake::Request,
+        answer: UpgradeAnswer,
+    ) -> Option<UpgradeAnswer> {
+        match self.1.borrow_mut().as_mut() {
+            Some(kept) => {
+                kept.push(answer);
+                None
+            }
+            None => Some(answer),
+        }
+    }
     fn on_open(&mut self, _: &mut Socket<'_, ()>, _: &crate::proto::handshake::Request) {
         self.0.borrow_mut().push("open".into());
     }
@@ -54,6 +71,7 @@ fn no_dial(_: &super::Pending) -> std::io::Result<SocketFd> {
 struct Pair {
     machine: Machine<Recorder>,
     log: Log,
+    deferred: Deferred,
     /// What each connection's peer received, by slab key.
     wire: HashMap<u32, Vec<u8>>,
     /// Peers that read nothing: their sends stay in flight.
@@ -71,10 +89,11 @@ Sec-WebSocket-Version: 13\r\n\r\n";
 impl Pair {
     fn new(config: ServerConfig) -> Pair {
         let log = Log::default();
+        let deferred = Deferred::default();
         let shared = super::super::handle::Shared::detached(&config);
         let machine = Machine::new(
             0,
-            Recorder(log.clone()),
+            Recorder(log.clone(), deferred.clone()),
             Arc::new(config),
             shared,
             true,
@@ -83,6 +102,7 @@ impl Pair {
         Pair {
             machine,
             log,
+            deferred,
             wire: HashMap::new(),
             stalled: HashSet::new(),
             in_flight: Vec::new(),
@@ -307,6 +327,107 @@ fn a_head_arriving_a_byte_per_receive_upgrades_once_whole() {
     assert!(wire.starts_with(b"HTTP/1.1 101"));
     pair.peer_frame(key, OpCode::Text, b"hello");
     assert_eq!(pair.frames(key), [(OpCode::Text, b"hello".to_vec())]);
+}
+
+/// A peer whose upgrade the handler defers: its request is in, nothing answered; the
+/// answers the handler kept (taken back from the handler, their ids to answer with).
+fn deferred_request(pair: &mut Pair) -> (u32, ConnId) {
+    *pair.deferred.borrow_mut() = Some(Vec::new());
+    let key = pair.accept();
+    pair.peer_sends(key, REQUEST);
+    let kept = pair.deferred.borrow_mut().as_mut().map(std::mem::take);
+    let answers = kept.expect("deferring");
+    assert_eq!(answers.len(), 1, "one request, one answer owed");
+    let id = answers[0].id();
+    // The test answers through the machine's command, as the answer's channel would.
+    answers.into_iter().for_each(UpgradeAnswer::withdraw);
+    assert!(
+        !pair.wire.contains_key(&key),
+        "nothing answered before the decision"
+    );
+    assert!(pair.log().is_empty());
+    (key, id)
+}
+
+#[test]
+fn a_deferred_upgrade_waits_for_its_answer_then_opens_with_the_frames_sent_meanwhile() {
+    let mut pair = Pair::new(ServerConfig::default());
+    let (key, id) = deferred_request(&mut pair);
+    assert_eq!(id, pair.id(key));
+    pair.peer_frame(key, OpCode::Text, b"early");
+    assert!(!pair.wire.contains_key(&key), "still undecided");
+    let headers = vec![("X-Session".to_owned(), "7".to_owned())];
+    pair.command(Command::Decide {
+        id,
+        answer: Box::new(Ok(headers)),
+    });
+    let wire = pair.wire.remove(&key).expect("the 101");
+    let head = String::from_utf8_lossy(&wire);
+    assert!(
+        head.starts_with("HTTP/1.1 101") && head.contains("X-Session: 7"),
+        "{head}"
+    );
+    let frames = &wire[head.find("\r\n\r\n").unwrap() + 4..];
+    pair.wire.insert(key, frames.to_vec());
+    assert_eq!(pair.frames(key), [(OpCode::Text, b"early".to_vec())]);
+    assert_eq!(pair.log(), ["open"]);
+}
+
+#[test]
+fn a_deferred_upgrade_refused_answers_with_its_status_and_closes() {
+    let mut pair = Pair::new(ServerConfig::default());
+    let (key, id) = deferred_request(&mut pair);
+    let refusal = crate::proto::handshake::HandshakeError::new(401, "log in first");
+    pair.command(Command::Decide {
+        id,
+        answer: Box::new(Err(refusal)),
+    });
+    let wire = pair.wire.remove(&key).expect("the refusal");
+    let answer = String::from_utf8_lossy(&wire);
+    assert!(
+        answer.starts_with("HTTP/1.1 401") && answer.contains("log in first"),
+        "{answer}"
+    );
+    assert!(!pair.exists(key), "closed once the answer is out");
+    assert!(pair.log().is_empty(), "never opened");
+    assert_eq!(pair.count(Counter::HandshakesFailed), 1);
+}
+
+#[test]
+fn an_undecided_upgrade_is_dropped_at_the_handshake_timeout_and_a_late_answer_does_nothing() {
+    let mut pair = Pair::new(ServerConfig::default());
+    let (key, id) = deferred_request(&mut pair);
+    pair.advance(Duration::from_millis(10_100));
+    assert!(!pair.exists(key), "dropped at the handshake timeout");
+    assert_eq!(pair.count(Counter::ClosedHandshakeTimeout), 1);
+    // The next connection (decided at once) takes the slot; the late answer names the
+    // old generation.
+    *pair.deferred.borrow_mut() = None;
+    let next = pair.open();
+    assert_eq!(next, key, "the slot is reused");
+    pair.command(Command::Decide {
+        id,
+        answer: Box::new(Ok(Vec::new())),
+    });
+    assert!(
+        pair.frames(next).is_empty(),
+        "the late answer reached no one"
+    );
+    assert_eq!(pair.log(), ["open"], "only the new connection opened");
+}
+
+#[test]
+fn a_client_sending_past_64_kib_before_the_decision_is_closed() {
+    let mut pair = Pair::new(ServerConfig::default());
+    let (key, _) = deferred_request(&mut pair);
+    pair.peer_sends(key, &vec![0x82; 40 * 1024]);
+    assert!(pair.exists(key), "40 KiB are kept for after the 101");
+    pair.peer_sends(key, &vec![0x82; 40 * 1024]);
+    assert!(
+        !pair.exists(key),
+        "80 KiB are more than a pipelining client sends"
+    );
+    assert_eq!(pair.count(Counter::HandshakesFailed), 1);
 }
 
 #[test]
