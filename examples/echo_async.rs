@@ -1,13 +1,22 @@
 //! The echo server's async backend: one tokio task per connection over `AsyncConn`,
 //! with the blocking backend's bounds (`--max-conns`, answered 503 past it; an idle and
 //! a write timeout per connection; the read limit).
+//!
+//! `/ws?room=NAME` is a chat room instead of an echo, as the benchmark peers serve it
+//! (benches/peers): every text message goes to every member of the room, the sender
+//! included, as one [`PreparedMessage`] (framed and compressed once) through a tokio
+//! `broadcast` channel; a member 256 messages behind is closed with 1008. It is how
+//! `AsyncConn` fans out, measured beside the peers by `scripts/bench-peers`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringcast::{AsyncConn, CloseCode, Error, Upgrader};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use ringcast::{AsyncConn, CloseCode, Error, MessageType, PreparedMessage, Upgrader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{broadcast, Semaphore};
 
 use super::{is_timeout, log_end, server_full, upgrader, Args, Timeouts, REFUSALS_QUEUED};
 
@@ -32,6 +41,7 @@ async fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let live = Arc::new(Semaphore::new(args.max_conns));
     let refusals = Arc::new(Semaphore::new(REFUSALS_QUEUED));
     let timeouts = Timeouts::new(args);
+    let rooms = Arc::new(Rooms::default());
     println!("listening on {}", listener.local_addr()?);
     loop {
         let stream = match listener.accept().await {
@@ -45,9 +55,10 @@ async fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         };
         if let Ok(permit) = Arc::clone(&live).try_acquire_owned() {
             let (upgrader, timeouts) = (Arc::clone(&upgrader), timeouts.clone());
+            let rooms = Arc::clone(&rooms);
             tokio::spawn(async move {
                 let _permit = permit;
-                echo(&upgrader, stream, &timeouts).await;
+                serve_one(&upgrader, stream, &timeouts, &rooms).await;
             });
         } else if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
             let refuser = Arc::clone(&refuser);
@@ -63,9 +74,21 @@ async fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-async fn echo(upgrader: &Upgrader, stream: TcpStream, timeouts: &Timeouts) {
+/// Upgrades, then echoes, or joins the room a `/ws?room=` request names.
+async fn serve_one(upgrader: &Upgrader, stream: TcpStream, timeouts: &Timeouts, rooms: &Rooms) {
     let _ = stream.set_nodelay(true);
-    let mut conn: AsyncConn<TcpStream> = match upgrader.upgrade_async(stream, &[]).await {
+    let mut room = None;
+    let upgraded = upgrader.upgrade_async_with(stream, |request| {
+        if request.path() == "/ws" {
+            let name = ringcast_examples::query_param(&request.target, "room");
+            room = Some(
+                name.filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| "lobby".into()),
+            );
+        }
+        Ok(Vec::new())
+    });
+    let mut conn: AsyncConn<TcpStream> = match upgraded.await {
         Ok(conn) => conn,
         Err(err) => {
             tracing::debug!(%err, "handshake refused");
@@ -74,6 +97,79 @@ async fn echo(upgrader: &Upgrader, stream: TcpStream, timeouts: &Timeouts) {
     };
     conn.set_idle_timeout(Some(timeouts.idle));
     conn.set_write_timeout(Some(timeouts.write));
+    match room {
+        Some(room) => chat(conn, rooms, &room).await,
+        None => echo(conn).await,
+    }
+}
+
+/// How many messages a member may fall behind its room before it is closed: the peers'
+/// bound (gorilla/websocket's chat example's send channel).
+const ROOM_QUEUE: usize = 256;
+
+/// The rooms: a `broadcast` channel each, removed with its last member.
+#[derive(Default)]
+struct Rooms(Mutex<HashMap<String, broadcast::Sender<Arc<PreparedMessage>>>>);
+
+impl Rooms {
+    fn join(&self, name: &str) -> broadcast::Sender<Arc<PreparedMessage>> {
+        let mut rooms = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let room = rooms.entry(name.to_owned());
+        room.or_insert_with(|| broadcast::channel(ROOM_QUEUE).0)
+            .clone()
+    }
+
+    fn leave(&self, name: &str) {
+        let mut rooms = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if rooms
+            .get(name)
+            .is_some_and(|room| room.receiver_count() == 0)
+        {
+            rooms.remove(name);
+        }
+    }
+}
+
+/// A member of `room`: its text messages go to the room; the room's messages go out on
+/// the write half, in order, until it falls [`ROOM_QUEUE`] behind.
+async fn chat(conn: AsyncConn<TcpStream>, rooms: &Rooms, room: &str) {
+    let room_tx = rooms.join(room);
+    let mut inbox = room_tx.subscribe();
+    let (mut reader, mut writer) = conn.split();
+    let reading = async {
+        loop {
+            let (kind, payload) = reader.read_message().await?;
+            if kind == MessageType::Text {
+                let message = PreparedMessage::new(kind, payload)?;
+                let _ = room_tx.send(Arc::new(message));
+            }
+        }
+    };
+    let writing = async {
+        loop {
+            match inbox.recv().await {
+                Ok(message) => writer.write_prepared_message(&message).await?,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let close = writer.close_with(CloseCode::POLICY_VIOLATION, "too slow");
+                    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+                    return Ok(());
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            }
+        }
+    };
+    let ended: Result<(), Error> = tokio::select! {
+        read = reading => read,
+        written = writing => written,
+    };
+    if let Err(err) = ended {
+        log_end(&err);
+    }
+    drop(inbox);
+    rooms.leave(room);
+}
+
+async fn echo(mut conn: AsyncConn<TcpStream>) {
     let err: Error = loop {
         let result = match conn.read_message().await {
             Ok((message_type, payload)) => conn.write_message(message_type, &payload).await,

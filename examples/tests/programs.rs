@@ -85,6 +85,37 @@ fn a_room_past_the_announce_limit_tells_only_the_joiner() {
     );
 }
 
+/// The async echo server's rooms (what bench-peers measures `AsyncConn` fan-out with):
+/// a text message reaches every member of its room, the sender included, and no one
+/// else; other paths still echo.
+#[test]
+fn the_async_echo_server_broadcasts_to_rooms_and_echoes_elsewhere() {
+    let server = program(env!("CARGO_BIN_EXE_echo-server"), &["--backend", "async"]);
+    // A member is in its room once its own first message comes back to it.
+    let join = |room: &str, hello: &str| {
+        let mut conn = dial(&format!("ws://{}/ws?room={room}", server.addr));
+        conn.write_message(MessageType::Text, hello.as_bytes())
+            .expect("send");
+        assert_eq!(text(&mut conn), hello);
+        conn
+    };
+    let mut a = join("alpha", "a here");
+    let mut b = join("alpha", "b here");
+    assert_eq!(text(&mut a), "b here", "a hears b join the room");
+    let mut c = join("beta", "c here");
+    let mut echo = dial(&format!("ws://{}/", server.addr));
+    a.write_message(MessageType::Text, b"to alpha")
+        .expect("send");
+    assert_eq!(text(&mut a), "to alpha");
+    assert_eq!(text(&mut b), "to alpha");
+    c.write_message(MessageType::Text, b"to beta")
+        .expect("send");
+    assert_eq!(text(&mut c), "to beta", "c hears only its own room");
+    echo.write_message(MessageType::Text, b"plain")
+        .expect("send");
+    assert_eq!(text(&mut echo), "plain");
+}
+
 #[test]
 fn chat_serves_its_page() {
     let chat = program(env!("CARGO_BIN_EXE_chat"), &[]);
