@@ -78,7 +78,9 @@ async fn serve(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 async fn serve_one(upgrader: &Upgrader, stream: TcpStream, timeouts: &Timeouts, rooms: &Rooms) {
     let _ = stream.set_nodelay(true);
     let mut room = None;
-    let upgraded = upgrader.upgrade_async_with(stream, |request| {
+    // Boxed, as the room member's future below: only the echo loop's state stays in
+    // the task for the connection's life.
+    let upgraded = Box::pin(upgrader.upgrade_async_with(stream, |request| {
         if request.path() == "/ws" {
             let name = ringcast_examples::query_param(&request.target, "room");
             room = Some(
@@ -87,7 +89,7 @@ async fn serve_one(upgrader: &Upgrader, stream: TcpStream, timeouts: &Timeouts, 
             );
         }
         Ok(Vec::new())
-    });
+    }));
     let mut conn: AsyncConn<TcpStream> = match upgraded.await {
         Ok(conn) => conn,
         Err(err) => {
@@ -98,7 +100,9 @@ async fn serve_one(upgrader: &Upgrader, stream: TcpStream, timeouts: &Timeouts, 
     conn.set_idle_timeout(Some(timeouts.idle));
     conn.set_write_timeout(Some(timeouts.write));
     match room {
-        Some(room) => chat(conn, rooms, &room).await,
+        // Boxed: a task is as large as its largest state, and an echo connection should
+        // not carry a room member's (its two halves' futures side by side).
+        Some(room) => Box::pin(chat(conn, rooms, &room)).await,
         None => echo(conn).await,
     }
 }

@@ -139,4 +139,7 @@ mod guides {
     #[cfg(feature = "redis")]
     #[doc = include_str!("../../docs/operations.md")]
     struct Operations;
+    #[cfg(all(feature = "axum", feature = "engine"))]
+    #[doc = include_str!("../../docs/async.md")]
+    struct Async;
 }

@@ -6,13 +6,14 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
+use bytes::BufMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::AsyncConn;
 use crate::error::Error;
 use crate::proto::handshake::{self, HandshakeError, Limits, Request};
 use crate::proto::Role;
-use crate::upgrade::{head_cut_short, head_room, parse_head, HeadError, Upgrader, HEAD_CHUNK};
+use crate::upgrade::{head_cut_short, head_room, parse_head, HeadError, Upgrader};
 
 /// Upgrade `stream` with the default [`Upgrader`] (same-origin check, no compression,
 /// no handshake timeout): tokio-tungstenite's `accept_async`.
@@ -178,8 +179,9 @@ where
     S: AsyncRead + Unpin,
     P: Fn(&[u8], &Limits) -> Result<Option<(T, usize)>, HandshakeError>,
 {
+    // Read straight into the head's buffer: a chunk array would sit in the future, and
+    // so in the task of every connection for its whole life, long after the handshake.
     let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; HEAD_CHUNK];
     let mut from = 0;
     loop {
         if let Some(parsed) = parse_head(&mut buf, from, limits, &parse)? {
@@ -187,9 +189,10 @@ where
         }
         from = buf.len();
         let room = head_room(buf.len(), limits);
-        match stream.read(&mut chunk[..room]).await {
+        buf.reserve(room);
+        match stream.read_buf(&mut (&mut buf).limit(room)).await {
             Ok(0) => return Err(head_cut_short(buf.len())),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(HeadError::Io(e)),
         }
