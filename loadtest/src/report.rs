@@ -107,6 +107,11 @@ pub struct FanoutFigures {
     pub publishes_per_s: f64,
     /// `received / duration`.
     pub deliveries_per_s: f64,
+    /// TCP segments sent on the machine in the measured window (`OutSegs` of
+    /// `/proc/net/snmp`: on loopback the server's and the load generator's alike).
+    pub out_segs: Option<u64>,
+    /// `received / out_segs`.
+    pub deliveries_per_segment: Option<f64>,
 }
 
 /// Echo figures.
@@ -146,6 +151,11 @@ pub struct EchoFigures {
     pub closed: u64,
     /// `received / duration`.
     pub messages_per_s: f64,
+    /// TCP segments sent on the machine in the measured window (`OutSegs` of
+    /// `/proc/net/snmp`: on loopback the server's and the load generator's alike).
+    pub out_segs: Option<u64>,
+    /// `received / out_segs`: echoes per segment (the name is fan-out's, for one column).
+    pub deliveries_per_segment: Option<f64>,
 }
 
 /// Connection figures.

@@ -1,7 +1,7 @@
 //! What the load generator counts: latency histograms (hdrhistogram), per-second
 //! timelines, sequence tracking for duplicates and reordering, the per-worker
-//! [`Tally`] that holds them, and [`ServerProbe`], the server process's CPU time and
-//! resident memory read from `/proc`.
+//! [`Tally`] that holds them, [`ServerProbe`], the server process's CPU time and
+//! resident memory read from `/proc`, and [`tcp_out_segs`], the TCP segments sent.
 //!
 //! A `Tally` belongs to one engine worker and is updated on that worker's thread only;
 //! tallies meet once, at the end, through [`Tally::merge`]. Nothing here locks.
@@ -455,6 +455,21 @@ fn parse_rss_kib(status: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// TCP segments this network namespace has sent so far: `OutSegs` of the `Tcp:` lines of
+/// `/proc/net/snmp`; `None` where it cannot be read. On loopback every segment counts once,
+/// by its sender: the server's, the load generator's, and any other program's.
+pub fn tcp_out_segs() -> Option<u64> {
+    parse_out_segs(&fs::read_to_string("/proc/net/snmp").ok()?)
+}
+
+/// `OutSegs` from `/proc/net/snmp`: a `Tcp:` line of names, then one of values.
+fn parse_out_segs(snmp: &str) -> Option<u64> {
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next()?, tcp.next()?);
+    let column = names.split_whitespace().position(|n| n == "OutSegs")?;
+    values.split_whitespace().nth(column)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,6 +525,15 @@ mod tests {
     fn rss_is_read_in_kib() {
         let status = "Name:\tx\nVmPeak:\t  9 kB\nVmRSS:\t    1234 kB\nThreads:\t1\n";
         assert_eq!(parse_rss_kib(status), Some(1234));
+    }
+
+    #[test]
+    fn out_segs_are_read_by_column() {
+        let snmp =
+            "Ip: Forwarding\nIp: 1\nTcp: RtoMin InSegs OutSegs\nTcp: 200 7 42\nUdp: X\nUdp: 1\n";
+        assert_eq!(parse_out_segs(snmp), Some(42));
+        assert_eq!(parse_out_segs("Tcp: InSegs\nTcp: 7\n"), None);
+        assert!(tcp_out_segs().is_some());
     }
 
     #[test]

@@ -247,9 +247,9 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
         }
     }
     fleet.wait_until(instant_at(start), |fl| monitor.tick(fl));
-    watch.start = watch.sample();
+    watch.window_start();
     fleet.wait_until(instant_at(end), |fl| monitor.tick(fl));
-    watch.end = watch.sample();
+    watch.window_end();
     let (paced, pace_errors) = match pacer {
         Some(thread) => thread.join().map_err(|_| "the pacing thread panicked")?,
         None => (0, 0),
@@ -274,6 +274,7 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
     let send_errors = tally.send_errors + pace_errors;
     let seconds = e.duration.as_secs_f64();
     let errors = roster.dial_failures + roster.closed + send_errors + tally.malformed;
+    let (out_segs, deliveries_per_segment) = watch.segments(tally.received);
     Ok(Report {
         scenario: "echo",
         url: common.fleet.target.url().to_owned(),
@@ -307,6 +308,8 @@ pub fn echo(common: &Common, e: &Echo) -> Result<Report, BoxError> {
             } else {
                 0.0
             },
+            out_segs,
+            deliveries_per_segment,
         }),
         latency_us: tally.latency.summary(),
         timeline: tally.timeline.seconds().to_vec(),

@@ -483,9 +483,9 @@ pub fn fanout(common: &Common, f: &Fanout) -> Result<Report, BoxError> {
         }
     };
     fleet.wait_until(instant_at(start), |fl| monitor.tick(fl));
-    watch.start = watch.sample();
+    watch.window_start();
     fleet.wait_until(instant_at(end), |fl| monitor.tick(fl));
-    watch.end = watch.sample();
+    watch.window_end();
     let (paced, pace_errors) = match pacer {
         Some(thread) => thread.join().map_err(|_| "the pacing thread panicked")?,
         None => (0, 0),
@@ -520,6 +520,7 @@ pub fn fanout(common: &Common, f: &Fanout) -> Result<Report, BoxError> {
     };
     let send_errors = tally.send_errors + pace_errors + first_errors;
     let errors = roster.dial_failures + roster.closed + send_errors + tally.malformed;
+    let (out_segs, deliveries_per_segment) = watch.segments(tally.received);
     Ok(Report {
         scenario: "fanout",
         url: common.fleet.target.url().to_owned(),
@@ -548,6 +549,8 @@ pub fn fanout(common: &Common, f: &Fanout) -> Result<Report, BoxError> {
             closed: roster.closed,
             publishes_per_s: per_s(published),
             deliveries_per_s: per_s(tally.received),
+            out_segs,
+            deliveries_per_segment,
         }),
         latency_us: tally.latency.summary(),
         timeline: tally.timeline.seconds().to_vec(),

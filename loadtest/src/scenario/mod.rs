@@ -29,7 +29,7 @@ use ringcast::MessageType;
 use crate::client::{now_ns, FleetConfig};
 use crate::payload::{Payload, Stamp};
 use crate::report::ServerFigures;
-use crate::stats::{ProcessSample, ServerProbe};
+use crate::stats::{tcp_out_segs, ProcessSample, ServerProbe};
 
 pub use conns::{conns, Conns};
 pub use echo::{echo, Echo};
@@ -110,6 +110,8 @@ pub(crate) struct Watch {
     pub(crate) connected: Option<ProcessSample>,
     pub(crate) start: Option<ProcessSample>,
     pub(crate) end: Option<ProcessSample>,
+    /// TCP segments sent (`OutSegs`) at the start and the end of the measured window.
+    segs: (Option<u64>, Option<u64>),
 }
 
 impl Watch {
@@ -127,7 +129,30 @@ impl Watch {
             connected: None,
             start: None,
             end: None,
+            segs: (None, None),
         })
+    }
+
+    /// The start of the measured window: the server and the TCP segments sent so far.
+    pub(crate) fn window_start(&mut self) {
+        self.segs.0 = tcp_out_segs();
+        self.start = self.sample();
+    }
+
+    /// The end of the measured window: the same.
+    pub(crate) fn window_end(&mut self) {
+        self.segs.1 = tcp_out_segs();
+        self.end = self.sample();
+    }
+
+    /// TCP segments sent in the window (by every connection on the machine, both
+    /// directions on loopback), and `units` (deliveries, echoes) per segment.
+    pub(crate) fn segments(&self, units: u64) -> (Option<u64>, Option<f64>) {
+        match self.segs {
+            (Some(a), Some(b)) if b > a => (Some(b - a), Some(units as f64 / (b - a) as f64)),
+            (Some(a), Some(b)) if b == a => (Some(0), None),
+            _ => (None, None),
+        }
     }
 
     pub(crate) fn sample(&self) -> Option<ProcessSample> {
