@@ -281,3 +281,38 @@ impl<S> std::fmt::Debug for AsyncConn<S> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// An idle connection holds no read buffer: it is made when bytes come and let go
+    /// when the stream has no more, so a server of many quiet connections does not keep a
+    /// buffer for each.
+    #[tokio::test]
+    async fn an_idle_connection_holds_no_read_buffer() {
+        let (server_io, mut client_io) = tokio::io::duplex(1024);
+        let mut conn = AsyncConn::new(server_io, Role::Server, ConnConfig::default(), &[]);
+        assert_eq!(
+            conn.read.core.state.buffer_bytes(),
+            0,
+            "none before any read"
+        );
+        // A masked text frame "hi".
+        let frame = [0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2];
+        client_io.write_all(&frame).await.unwrap();
+        let read = conn.read_message().await.unwrap();
+        assert_eq!(read, (MessageType::Text, b"hi".to_vec()));
+        // A read that finds nothing, cancelled (as in a `select!`).
+        let idle = tokio::time::timeout(Duration::from_millis(20), conn.read_message()).await;
+        assert!(idle.is_err(), "nothing to read");
+        assert_eq!(conn.read.core.state.buffer_bytes(), 0, "let go while idle");
+        client_io.write_all(&frame).await.unwrap();
+        let read = conn.read_message().await.unwrap();
+        assert_eq!(read, (MessageType::Text, b"hi".to_vec()), "and made again");
+    }
+}

@@ -103,7 +103,11 @@ enum Step {
 pub(crate) struct ReadState {
     decoder: Decoder,
     inflater: Inflater,
+    /// The read buffer: empty (not allocated) while a non-blocking stream has nothing to
+    /// give, so an idle async connection holds none.
     buf: Box<[u8]>,
+    /// Its size when allocated.
+    buffer_size: usize,
     pos: usize,
     end: usize,
     /// Bytes of a part that did not fit the caller's slice.
@@ -129,14 +133,18 @@ pub(crate) struct ReadState {
 
 impl ReadState {
     pub(crate) fn new(role: Role, buffer_size: usize, leftover: &[u8]) -> ReadState {
-        let mut buf = vec![0u8; buffer_size.max(leftover.len())].into_boxed_slice();
-        buf[..leftover.len()].copy_from_slice(leftover);
+        let buf = if leftover.is_empty() {
+            Box::default()
+        } else {
+            leftover.to_vec().into_boxed_slice()
+        };
         let mut decoder = Decoder::new(role);
         decoder.set_streaming(true);
         ReadState {
             decoder,
             inflater: Inflater::new(),
             buf,
+            buffer_size: buffer_size.max(1),
             pos: 0,
             end: leftover.len(),
             pending: Vec::new(),
@@ -168,6 +176,12 @@ impl ReadState {
     #[cfg(test)]
     pub(crate) fn held_bytes(&self) -> usize {
         self.pending.capacity() + self.inflater.held_bytes()
+    }
+
+    /// The size of the read buffer held now (0: none).
+    #[cfg(test)]
+    pub(crate) fn buffer_bytes(&self) -> usize {
+        self.buf.len()
     }
 
     pub(crate) fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
@@ -408,6 +422,11 @@ impl ReadState {
             io.set_read_timeout(timeout)?;
             self.timeout_set = timeout;
         }
+        // Empty here (`decode` took every byte), so the buffer is made anew when there is
+        // none, or after the leftover of the handshake was read.
+        if self.buf.len() != self.buffer_size {
+            self.buf = vec![0u8; self.buffer_size].into_boxed_slice();
+        }
         match io.read_by(&mut self.buf[self.end..], deadline) {
             // The peer went away without a close frame: a close with 1006 (abnormal
             // closure), as gorilla/websocket reports it.
@@ -420,8 +439,12 @@ impl ReadState {
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
-            // Nothing yet on a non-blocking stream: nothing happened, nothing to remember.
-            Err(e) if is_pending(&e) => Err(Error::Io(e)),
+            // Nothing yet on a non-blocking stream: nothing happened, nothing to remember;
+            // the empty buffer goes until bytes come (an idle connection holds none).
+            Err(e) if is_pending(&e) => {
+                self.buf = Box::default();
+                Err(Error::Io(e))
+            }
             // A TLS stream reports a drop without close_notify so; it is a 1006 too.
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 Err(self.remember(abnormal_closure("unexpected eof")))
