@@ -105,6 +105,9 @@ fn upgrader(args: &Args) -> Upgrader {
         handshake_timeout: Some(std::time::Duration::from_secs(10)),
         // Autobahn's and other test clients send an Origin of their own.
         check_origin: Some(Arc::new(|_| true)),
+        // Write buffers shared between writes, as the seed advises for servers of many
+        // mostly idle connections: an idle one holds none (the engine backends ignore it).
+        write_buffer_pool: Some(Arc::new(ringcast::SimpleBufferPool::new(256))),
         ..Upgrader::default()
     }
 }
