@@ -128,6 +128,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         upgrader: upgrader.clone(),
         ..ServerConfig::default()
     };
+    let config = args.rooms.engine(config);
     let announce_limit = args.rooms.announce_limit;
     let engine = Server::new(config).start(move |_| ChatRooms::new(announce_limit))?;
     ringcast_examples::shutdown_on_signals(&engine)?;

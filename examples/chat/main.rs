@@ -78,6 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         broker: broker.clone().map(|b| b as _),
         ..ServerConfig::default()
     };
+    let config = args.rooms.engine(config);
     let announce_limit = args.rooms.announce_limit;
     let server = Server::new(config).start(move |_| ChatRooms::new(announce_limit))?;
     ringcast_examples::shutdown_on_signals(&server)?;

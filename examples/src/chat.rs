@@ -28,9 +28,36 @@ pub struct RoomArgs {
     /// Rooms larger than this announce a join only to the joining client, and no leaves.
     #[arg(long, default_value_t = 1000)]
     pub announce_limit: usize,
+    /// How long a member may hold published messages for a fuller send, in µs (the
+    /// engine's `ServerConfig::coalesce`; 0: off; default: the engine's).
+    #[arg(long, value_name = "US")]
+    pub coalesce_us: Option<u64>,
+    /// The most bytes queued for one member before it is closed as a slow consumer
+    /// (1008), in KiB (the engine's `max_queued_bytes`). The default, 256, holds
+    /// thousands of chat lines; rooms of large messages need more: a member may fall
+    /// this far behind, and each stalled member can cost this much memory.
+    #[arg(long, value_name = "KIB", default_value_t = 256)]
+    pub max_queued_kib: usize,
 }
 
 impl RoomArgs {
+    /// The engine settings these ask for, over `config`: coalescing and the queue cap.
+    pub fn engine(&self, config: ringcast::server::ServerConfig) -> ringcast::server::ServerConfig {
+        ringcast::server::ServerConfig {
+            coalesce: self.coalesce(),
+            max_queued_bytes: self.max_queued_kib.saturating_mul(1024),
+            ..config
+        }
+    }
+
+    /// The engine's coalescing bound these ask for.
+    pub fn coalesce(&self) -> std::time::Duration {
+        self.coalesce_us.map_or(
+            ringcast::server::DEFAULT_COALESCE,
+            std::time::Duration::from_micros,
+        )
+    }
+
     /// The upgrade settings these ask for: compression unless refused, the message
     /// limit, 10 s for the whole handshake, and the default origin check (the page is
     /// served from this origin; other sites' pages may not join).

@@ -179,7 +179,7 @@ impl ReadState {
     }
 
     /// The size of the read buffer held now (0: none).
-    #[cfg(test)]
+    #[cfg(all(test, feature = "tokio"))]
     pub(crate) fn buffer_bytes(&self) -> usize {
         self.buf.len()
     }

@@ -10,6 +10,9 @@ use crate::upgrade::Upgrader;
 
 use super::{Backpressure, Broker};
 
+/// The default of [`ServerConfig::coalesce`].
+pub const DEFAULT_COALESCE: Duration = Duration::ZERO;
+
 /// Settings of a [`Server`](super::Server). Build one with struct update syntax over
 /// `ServerConfig::default()`; [`Server::start`](super::Server::start) checks them once and
 /// names the field it refuses.
@@ -52,6 +55,15 @@ pub struct ServerConfig {
     /// applies. Default 256 KiB: thousands of chat messages, so only a reader that has
     /// stopped reads hits it, and 10 000 stalled readers cost at most 2.5 GiB.
     pub max_queued_bytes: usize,
+    /// How long a connection may hold published frames for a fuller send: one that sent
+    /// less than this ago, with only published frames waiting and less than a TCP
+    /// segment's worth (1448 bytes), sends them this long after its last send, with
+    /// whatever the next publishes add. A connection idle for this long sends at once,
+    /// as do replies, control frames and a segment's worth. Fewer, fuller segments cost
+    /// the server, the network and every client less per message, for at most this
+    /// much latency. `Duration::ZERO`: off. On the epoll backend the wait rounds up to a
+    /// millisecond. Default: see `DEFAULT_COALESCE` in docs/decisions.md.
+    pub coalesce: Duration,
     /// What to do when a connection's queue is full. Default: close it with 1008.
     pub backpressure: Backpressure,
     /// The most bytes of commands (publishes, sends, closes, dials) that other threads and
@@ -132,6 +144,7 @@ impl Default for ServerConfig {
             backend: Backend::from_env().unwrap_or(Backend::Uring),
             upgrader: Upgrader::default(),
             max_queued_bytes: 256 * 1024,
+            coalesce: DEFAULT_COALESCE,
             backpressure: Backpressure::Close,
             max_handoff_bytes: 16 << 20,
             max_connections: 1_000_000,

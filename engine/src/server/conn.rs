@@ -90,6 +90,13 @@ pub(crate) struct Connection<D> {
     pub(crate) tag: u64,
     /// A send is in flight (at most one, so bytes stay in order).
     pub(crate) sending: bool,
+    /// When the last send started, as a [`Corks`](super::coalesce::Corks) stamp.
+    pub(crate) sent_at: u32,
+    /// A frame other than a published one (a reply, a control frame, an answer) was
+    /// queued since the last send: the next send goes at once.
+    pub(crate) direct: bool,
+    /// Holding its published frames for a fuller send (listed in the worker's corks).
+    pub(crate) held: bool,
     /// Listed in the worker's flush list for this turn.
     pub(crate) dirty: bool,
     /// `on_open` ran and `on_close` is not yet owed: it must run exactly once.
@@ -135,6 +142,9 @@ impl<D: Default> Connection<D> {
             read_paused: false,
             tag: 0,
             sending: false,
+            sent_at: 0,
+            direct: false,
+            held: false,
             dirty: false,
             opened: false,
             doomed: false,

@@ -114,6 +114,9 @@ pub(crate) struct Core<D> {
     leaving: VecDeque<u32>,
     /// The time of this loop turn (read once per turn).
     pub(crate) now: Instant,
+    /// A publish is being delivered: the frames queued now are published ones, which a
+    /// connection may hold for a fuller send (`coalesce.rs`).
+    pub(crate) delivering: bool,
     /// When the bytes being handled were taken from the kernel: cleared by each receive
     /// completion, read from the clock on the first [`Socket::received_at`] after it.
     ///
@@ -147,6 +150,7 @@ impl<D: Default> Core<D> {
             topics: Topics::default(),
             leaving: VecDeque::new(),
             now,
+            delivering: false,
             received_at: None,
             server_encoder: Encoder::new(Role::Server),
             client_encoder: Encoder::new(Role::Client),
@@ -384,6 +388,7 @@ impl<D> Core<D> {
         self.counters.add(Counter::BytesOut, len as u64);
         self.counters.add(Counter::QueuedBytes, len as u64);
         let conn = &mut self.conns[key];
+        conn.direct |= !self.delivering;
         if !conn.dirty {
             conn.dirty = true;
             self.dirty.push(key as u32);

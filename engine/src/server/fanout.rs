@@ -187,6 +187,7 @@ impl<D> Core<D> {
         let mut forms: Vec<(Role, Option<DeflateSettings>, Rc<Bytes>)> = Vec::new();
         let subscribers = self.topics.take(id);
         let mut delivered = 0;
+        self.delivering = true;
         for &key in &subscribers {
             if Some(key) == skip {
                 continue;
@@ -211,6 +212,7 @@ impl<D> Core<D> {
                 delivered += 1;
             }
         }
+        self.delivering = false;
         self.topics.put_back(id, subscribers);
         self.counters.add(Counter::Deliveries, delivered as u64);
         delivered

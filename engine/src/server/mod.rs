@@ -40,6 +40,7 @@ mod adopt;
 #[doc(hidden)]
 pub mod bench;
 mod broker;
+mod coalesce;
 mod config;
 mod conn;
 mod connection;
@@ -72,7 +73,7 @@ pub use self::redis::{
 };
 pub use adopt::Adoption;
 pub use broker::Broker;
-pub use config::{ServerConfig, ENGINE_READ_LIMIT};
+pub use config::{ServerConfig, DEFAULT_COALESCE, ENGINE_READ_LIMIT};
 pub use deferred::UpgradeAnswer;
 pub use dial::DialRequest;
 pub use handle::ServerHandle;

@@ -35,6 +35,7 @@ use crate::proto::deflate::Inflater;
 use crate::proto::{CloseCode, OpCode, Role};
 use crate::sys::{SocketFd, Token};
 
+use super::coalesce::Corks;
 use super::conn::{Paused, Phase};
 use super::core::{Cause, Core, Notice};
 use super::dial::Pending;
@@ -105,6 +106,8 @@ pub(crate) struct Machine<H: Handler> {
     due: Vec<(u32, u32)>,
     /// Connections whose inflation paused at their budget, by slab key.
     paused: HashMap<u32, Paused>,
+    /// Connections holding published frames for a fuller send.
+    corks: Corks,
 }
 
 impl<H: Handler> Machine<H> {
@@ -118,6 +121,7 @@ impl<H: Handler> Machine<H> {
         listening: bool,
         dial_socket: DialSocket,
     ) -> Self {
+        let corks = Corks::new(config.coalesce, Instant::now());
         Machine {
             handler,
             core: Core::new(index, config, shared),
@@ -131,6 +135,7 @@ impl<H: Handler> Machine<H> {
             plain: Vec::new(),
             due: Vec::new(),
             paused: HashMap::new(),
+            corks,
         }
     }
 
@@ -143,6 +148,7 @@ impl<H: Handler> Machine<H> {
         self.resume_paused();
         self.settle();
         self.core.leave_some();
+        self.release_corks();
         self.flush();
     }
 
@@ -156,6 +162,7 @@ impl<H: Handler> Machine<H> {
         }
         let next = [
             self.core.timers.next_deadline(),
+            self.corks.deadline(),
             self.accept_resume,
             self.shutdown_at,
         ]
@@ -433,9 +440,11 @@ impl<H: Handler> Machine<H> {
     }
 
     /// Starts one send per connection with something queued and no send in flight (the
-    /// driver gathers each one's batch: [`Op::Send`]).
+    /// driver gathers each one's batch: [`Op::Send`]), but for connections that hold
+    /// their published frames for a fuller send (`coalesce.rs`).
     fn flush(&mut self) {
         let dirty = std::mem::take(&mut self.core.dirty);
+        let now = self.core.now;
         for &key in &dirty {
             let Some(conn) = self.core.conns.get_mut(key as usize) else {
                 continue;
@@ -444,14 +453,44 @@ impl<H: Handler> Machine<H> {
             if conn.sending || conn.doomed || conn.outbox.is_empty() {
                 continue;
             }
-            conn.sending = true;
             let generation = conn.generation;
+            if self
+                .corks
+                .holds(now, conn.sent_at, conn.outbox.queued_bytes(), conn.direct)
+            {
+                if !conn.held {
+                    conn.held = true;
+                    self.corks.hold(key, generation, now, conn.sent_at);
+                }
+                continue;
+            }
+            conn.sending = true;
+            conn.held = false;
+            conn.direct = false;
+            conn.sent_at = self.corks.stamp(now);
             self.ops.push(Op::Send { key, generation });
         }
         let mut dirty = dirty;
         dirty.clear();
         if self.core.dirty.is_empty() {
             self.core.dirty = dirty;
+        }
+    }
+
+    /// Held connections whose bound has come are flushed this turn.
+    fn release_corks(&mut self) {
+        let conns = &self.core.conns;
+        self.corks.release_due(self.core.now, |key, generation| {
+            let conn = conns.get(key as usize)?;
+            (conn.generation == generation && conn.held).then_some(conn.sent_at)
+        });
+        for (key, _) in self.corks.released.drain(..) {
+            let conn = &mut self.core.conns[key as usize];
+            conn.held = false;
+            if !conn.dirty {
+                conn.dirty = true;
+                self.core.dirty.push(key);
+            }
         }
     }
 

@@ -78,6 +78,8 @@ struct Pair {
     stalled: HashSet<u32>,
     /// Sends in flight: (key, generation, bytes).
     in_flight: Vec<(u32, u32, usize)>,
+    /// Sends started so far.
+    sends: usize,
     listener_open: bool,
     client: Encoder,
 }
@@ -106,6 +108,7 @@ impl Pair {
             wire: HashMap::new(),
             stalled: HashSet::new(),
             in_flight: Vec::new(),
+            sends: 0,
             listener_open: true,
             client: Encoder::new(Role::Client),
         }
@@ -201,6 +204,7 @@ impl Pair {
                         let len: usize = batch.iter().map(|b| b.len()).sum();
                         batch.iter().for_each(|b| wire.extend_from_slice(b));
                         self.in_flight.push((key, generation, len));
+                        self.sends += 1;
                         if !self.stalled.contains(&key) {
                             completions.push((key, generation, len));
                         }
@@ -637,4 +641,128 @@ fn shutdown_closes_the_listener_and_every_connection_with_1001() {
     pair.machine.stop();
     assert!(pair.machine.core.conns.is_empty());
     assert_eq!(pair.count(Counter::ClosedShutdown), 3);
+}
+
+// --- coalescing (`coalesce.rs`) -----------------------------------------------------
+
+const BOUND: Duration = Duration::from_micros(300);
+
+/// A machine that coalesces within [`BOUND`], and a connection subscribed to "t".
+fn coalescing() -> (Pair, u32) {
+    let mut pair = Pair::new(ServerConfig {
+        coalesce: BOUND,
+        ..ServerConfig::default()
+    });
+    let key = pair.open();
+    pair.machine
+        .core
+        .subscribe(key as usize, b"t")
+        .expect("subscribed");
+    (pair, key)
+}
+
+/// [`coalescing`], the connection idle for the bound, then sent "1" (taken off its wire):
+/// the next published frames are held.
+fn just_sent() -> (Pair, u32) {
+    let (mut pair, key) = coalescing();
+    pair.advance(BOUND);
+    publish(&mut pair, "1");
+    assert_eq!(texts(pair.frames(key)), ["1"]);
+    (pair, key)
+}
+
+fn publish(pair: &mut Pair, text: &str) {
+    let message = crate::prepared::PreparedMessage::new(MessageType::Text, text.to_owned());
+    let publish = super::super::handle::Publish {
+        topic: bytes::Bytes::from_static(b"t"),
+        message: Arc::new(message.expect("a message")),
+        origin: None,
+        include_origin: false,
+    };
+    pair.command(Command::Publish(Arc::new(publish)));
+}
+
+fn texts(frames: Vec<(OpCode, Vec<u8>)>) -> Vec<String> {
+    frames
+        .into_iter()
+        .map(|(_, payload)| String::from_utf8(payload).expect("text"))
+        .collect()
+}
+
+#[test]
+fn coalescing_never_holds_a_lone_message_on_an_idle_connection() {
+    let (mut pair, key) = coalescing();
+    pair.advance(BOUND);
+    publish(&mut pair, "lone");
+    assert_eq!(
+        texts(pair.frames(key)),
+        ["lone"],
+        "sent in the turn it was published"
+    );
+    // Idle again for the bound: the next lone one goes at once too.
+    pair.advance(BOUND);
+    publish(&mut pair, "again");
+    assert_eq!(texts(pair.frames(key)), ["again"]);
+}
+
+#[test]
+fn published_frames_after_a_send_wait_for_the_bound_then_leave_in_order_in_one_send() {
+    let (mut pair, key) = coalescing();
+    pair.advance(BOUND);
+    publish(&mut pair, "1");
+    assert_eq!(texts(pair.frames(key)), ["1"]);
+    let sends = pair.sends;
+    for text in ["2", "3", "4"] {
+        pair.advance(Duration::from_micros(50));
+        publish(&mut pair, text);
+        assert!(pair.frames(key).is_empty(), "{text} is held");
+    }
+    // The worker may sleep until the bound, not past it.
+    let now = pair.machine.core.now;
+    let wait = pair
+        .machine
+        .wait_time(now)
+        .expect("a held connection is due");
+    assert_eq!(wait, Duration::from_micros(150));
+    pair.advance(wait);
+    assert_eq!(
+        texts(pair.frames(key)),
+        ["2", "3", "4"],
+        "in order, at the bound"
+    );
+    assert_eq!(pair.sends, sends + 1, "in one send");
+}
+
+#[test]
+fn a_direct_frame_takes_the_held_ones_with_it_in_order() {
+    let (mut pair, key) = just_sent();
+    pair.advance(Duration::from_micros(10));
+    publish(&mut pair, "held");
+    assert!(pair.frames(key).is_empty());
+    // A reply (the Recorder echoes) is not held, nor what waits before it.
+    pair.peer_frame(key, OpCode::Text, b"reply");
+    assert_eq!(texts(pair.frames(key)), ["held", "reply"]);
+}
+
+#[test]
+fn a_segment_s_worth_of_published_frames_goes_without_waiting() {
+    let (mut pair, key) = just_sent();
+    let big = "x".repeat(super::super::coalesce::SEGMENT_BYTES);
+    pair.advance(Duration::from_micros(10));
+    publish(&mut pair, &big);
+    assert_eq!(texts(pair.frames(key)), [big]);
+}
+
+#[test]
+fn a_held_connection_that_goes_away_is_forgotten() {
+    let (mut pair, key) = just_sent();
+    pair.advance(Duration::from_micros(10));
+    publish(&mut pair, "held");
+    let generation = pair.generation(key);
+    pair.machine.on_recv(key, generation, 0, None, false); // the peer is gone
+    pair.machine.settle();
+    pair.turn();
+    assert!(!pair.exists(key));
+    pair.advance(BOUND);
+    assert_eq!(pair.machine.corks.deadline(), None, "nothing held is due");
 }
