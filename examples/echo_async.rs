@@ -16,6 +16,7 @@ use std::sync::Mutex;
 
 use ringcast::{AsyncConn, CloseCode, Error, MessageType, PreparedMessage, Upgrader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, Semaphore};
 
 use super::{is_timeout, log_end, server_full, upgrader, Args, Timeouts, REFUSALS_QUEUED};
@@ -151,15 +152,27 @@ async fn chat(conn: AsyncConn<TcpStream>, rooms: &Rooms, room: &str) {
     };
     let writing = async {
         loop {
-            match inbox.recv().await {
-                Ok(message) => writer.write_prepared_message(&message).await?,
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let close = writer.close_with(CloseCode::POLICY_VIOLATION, "too slow");
-                    let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
-                    return Ok(());
+            // What is queued goes out in one write: each message fed (framed once for the
+            // room), then one flush.
+            let mut next = inbox.recv().await;
+            loop {
+                match next {
+                    Ok(message) => writer.feed_prepared_message(&message).await?,
+                    Err(RecvError::Lagged(_)) => {
+                        let close = writer.close_with(CloseCode::POLICY_VIOLATION, "too slow");
+                        let _ = tokio::time::timeout(Duration::from_secs(1), close).await;
+                        return Ok(());
+                    }
+                    Err(RecvError::Closed) => return Ok(()),
                 }
-                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                next = match inbox.try_recv() {
+                    Ok(message) => Ok(message),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                    Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                };
             }
+            writer.flush().await?;
         }
     };
     let ended: Result<(), Error> = tokio::select! {

@@ -604,3 +604,44 @@ async fn messages_through_reads_cancelled_at_random_lose_nothing() {
         "reads were cancelled: {cancelled}"
     );
 }
+
+/// Prepared messages fed without waiting, then one flush: every one arrives in order
+/// (compressed for one connection, plain for the other: each gets its own form), from
+/// the whole connection and from a split write half.
+#[tokio::test]
+async fn prepared_messages_fed_then_flushed_arrive_whole_and_in_order() {
+    let compressing = Upgrader {
+        enable_compression: true,
+        ..Upgrader::default()
+    };
+    let mut compressing_dialer = async_support::dialer();
+    compressing_dialer.enable_compression = true;
+    let (mut plain, mut plain_client) = pair(&Upgrader::default(), &async_support::dialer()).await;
+    let (deflating, mut deflating_client) = pair(&compressing, &compressing_dialer).await;
+    let (_reader, mut deflating) = deflating.split();
+    let messages: Vec<Arc<PreparedMessage>> = (0..20)
+        .map(|i| {
+            let text = format!("message {i} {}", "again ".repeat(i));
+            Arc::new(PreparedMessage::new(MessageType::Text, text).expect("prepared"))
+        })
+        .collect();
+    for message in &messages {
+        guard(plain.feed_prepared_message(message))
+            .await
+            .expect("fed");
+        guard(deflating.feed_prepared_message(message))
+            .await
+            .expect("fed");
+    }
+    guard(plain.flush()).await.expect("flushed");
+    guard(deflating.flush()).await.expect("flushed");
+    for message in &messages {
+        for client in [&mut plain_client, &mut deflating_client] {
+            let (kind, payload) = guard(client.read_message()).await.expect("a message");
+            assert_eq!(
+                (kind, &payload[..]),
+                (MessageType::Text, &message.payload()[..])
+            );
+        }
+    }
+}

@@ -166,6 +166,24 @@ macro_rules! write_methods {
             $crate::async_conn::write::send(self, |core| core.queue_prepared(message)).await
         }
 
+        /// Queue a [`PreparedMessage`]($crate::PreparedMessage) without waiting for it
+        /// to go out (only for room, as the `Sink`'s `feed` does): it leaves with the next
+        /// [`flush`](Self::flush) or write, or once the write buffer fills. A fan-out
+        /// writer feeds every message waiting for its connection, then flushes once: one
+        /// write for all of them.
+        pub async fn feed_prepared_message(
+            &mut self,
+            message: &$crate::PreparedMessage,
+        ) -> Result<(), Error> {
+            std::future::poll_fn(|cx| WritePath::poll_room(self, cx)).await?;
+            self.with_core(&mut |core| core.queue_prepared(message))
+        }
+
+        /// Wait until every queued frame has gone out (the `Sink`'s `flush`).
+        pub async fn flush(&mut self) -> Result<(), Error> {
+            std::future::poll_fn(|cx| WritePath::poll_flush(self, cx)).await
+        }
+
         /// Write a close, ping or pong frame (at most 125 bytes), after the frames
         /// already queued. To bound the wait, wrap it in `tokio::time::timeout`: a frame
         /// that was queued still goes out later, and the connection stays usable.
