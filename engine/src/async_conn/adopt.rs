@@ -48,13 +48,14 @@ const READ_PAST_MAX: usize = 1024 * 1024;
 /// address.
 ///
 /// ```no_run
-/// use axum::{routing::get, Router};
+/// use axum::Router;
 /// use ringcast::async_conn::AdoptableSocket;
 ///
 /// # async fn run(app: Router) -> std::io::Result<()> {
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 /// axum::serve(listener, app.into_make_service_with_connect_info::<AdoptableSocket>()).await
 /// # }
+/// # let _ = run;
 /// ```
 #[derive(Clone, Debug)]
 pub struct AdoptableSocket {

@@ -128,6 +128,7 @@ impl WebSocketUpgrade {
     /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
     /// axum::serve(listener, app.into_make_service_with_connect_info::<AdoptableSocket>()).await
     /// # }
+    /// # let _ = run;
     /// ```
     pub fn hand_to_engine(
         self,
