@@ -10,11 +10,11 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio::time::{sleep, timeout, timeout_at};
+use tokio::time::{sleep, timeout_at};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::args::{Common, Echo};
-use crate::run::{self, per_s, Phase, Samples, Shared, CLOSE_WAIT, SETTLE};
+use crate::run::{self, per_s, Phase, Samples, Shared, SETTLE};
 use crate::wire::{now_ns, Arrival, Order, Stamp, Target, Ws};
 
 /// What the echo tasks share.
@@ -114,7 +114,7 @@ async fn connection(
     };
     let mut phase = shared.phase.subscribe();
     if shared.window.started() {
-        return close(&mut ws).await; // too late to be counted
+        return run::close(&mut ws).await; // too late to be counted
     }
     shared.book.borrow_mut().opened += 1;
     // An echo server sends nothing unasked, so nothing needs reading until the start.
@@ -123,7 +123,7 @@ async fn connection(
         .await
         .is_ok_and(|p| *p == Phase::Running);
     if !running {
-        return close(&mut ws).await;
+        return run::close(&mut ws).await;
     }
     let (mut order, mut seq) = (Order::default(), 0u64);
     for _ in 0..echoes.pipeline {
@@ -169,18 +169,8 @@ async fn connection(
     match ended {
         Some(why) if !shared.stopping() => shared.book.borrow_mut().closed(why),
         Some(_) => {}
-        None => close(&mut ws).await,
+        None => run::close(&mut ws).await,
     }
-}
-
-/// The closing handshake, bounded.
-async fn close(ws: &mut Ws) {
-    let _ = timeout(CLOSE_WAIT, async {
-        if ws.close(None).await.is_ok() {
-            while let Some(Ok(_)) = ws.next().await {}
-        }
-    })
-    .await;
 }
 
 /// Runs the echo scenario; the report.

@@ -194,18 +194,8 @@ async fn subscriber(room: Rc<Room>, target: Rc<Target>, gate: Rc<Semaphore>, dea
             }
         }
         Some(_) => {}
-        None => close(&mut ws).await,
+        None => run::close(&mut ws).await,
     }
-}
-
-/// The closing handshake, bounded.
-async fn close(ws: &mut Ws) {
-    let _ = timeout(CLOSE_WAIT, async {
-        if ws.close(None).await.is_ok() {
-            while let Some(Ok(_)) = ws.next().await {}
-        }
-    })
-    .await;
 }
 
 /// Publisher `p`: sends as its window or the rate allows until the window ends, reading

@@ -10,6 +10,7 @@
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 use tokio::sync::watch;
@@ -18,7 +19,7 @@ use tokio::time::{sleep, sleep_until};
 
 use crate::args::Common;
 use crate::probe::{tcp_out_segs, ProcessSample};
-use crate::wire::{instant_at, now_ns};
+use crate::wire::{instant_at, now_ns, Ws};
 
 /// Pause between the last open and the first message: a server may put a client in its
 /// room just after the handshake (ringcast-load waits as long).
@@ -26,6 +27,16 @@ pub const SETTLE: Duration = Duration::from_millis(500);
 
 /// How long the closing handshakes at the end may take altogether.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// The closing handshake of `ws`, bounded by [`CLOSE_WAIT`].
+pub async fn close(ws: &mut Ws) {
+    let _ = tokio::time::timeout(CLOSE_WAIT, async {
+        if ws.close(None).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    })
+    .await;
+}
 
 /// How many error messages the report keeps.
 const SAMPLES: usize = 5;
