@@ -151,12 +151,8 @@ impl<H: Handler> Machine<H> {
         let conn = &mut self.core.conns[key];
         conn.tag = tag;
         conn.subprotocol = subprotocol.map(String::into_boxed_str);
-        conn.recv_armed = true;
         let generation = conn.generation;
-        self.ops.push(Op::Recv {
-            key: key as u32,
-            generation,
-        });
+        self.rearm_recv(key, generation);
         let level = self.core.config.compression_level;
         self.open(key, compression, level);
         self.callback(key, |h, s| h.on_open(s, &request));

@@ -220,12 +220,8 @@ impl<H: Handler> Machine<H> {
         let conn = &mut self.core.conns[key];
         conn.deadline = deadline;
         conn.tls = tls;
-        conn.recv_armed = true;
         let generation = conn.generation;
-        self.ops.push(Op::Recv {
-            key: key as u32,
-            generation,
-        });
+        self.rearm_recv(key, generation);
         self.core.arm_timer(key);
     }
 
