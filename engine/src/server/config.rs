@@ -111,7 +111,8 @@ pub struct ServerConfig {
     /// The listen backlog. Default 4096: bursts of reconnecting clients queue in the kernel
     /// instead of being refused.
     pub backlog: i32,
-    /// Ring and buffer sizes of each worker's driver.
+    /// Ring and buffer sizes of each worker's driver, and its zero-copy threshold
+    /// ([`send_zero_copy`](Self::send_zero_copy)).
     pub driver: DriverConfig,
     /// The most bytes (read and written) one connection's compressed messages may inflate
     /// in one turn of its worker's loop; past it the connection's inflation pauses, its
@@ -193,6 +194,33 @@ pub const ENGINE_READ_LIMIT: u64 = 1 << 20;
 pub(crate) const MAX_WORKERS: usize = 256;
 
 impl ServerConfig {
+    /// Sends with a frame of at least `min_bytes` go out without a copy on io_uring
+    /// (`IORING_OP_SEND_ZC`, or `IORING_OP_SENDMSG_ZC` for several frames): the kernel
+    /// sends from the frame's own pages (a prepared broadcast frame is shared by every
+    /// connection it goes to), and the worker keeps the frame until the kernel's
+    /// notification says it let go of them, after the peer acknowledged the bytes. Sets
+    /// [`DriverConfig::zero_copy_min`], where the choice (the largest frame decides) is
+    /// explained.
+    ///
+    /// Off by default. Zero copy costs a notification and page pinning per send, so it
+    /// pays only above a crossover size that depends on the machine and the network
+    /// (docs/decisions.md, "Zero-copy sends"); over loopback the kernel copies the pages
+    /// anyway when it delivers them to the local socket, so it only adds cost there.
+    /// [`Stats::zero_copy_sent`](super::Stats::zero_copy_sent) and
+    /// [`Stats::zero_copy_copied`](super::Stats::zero_copy_copied) tell which happened.
+    /// Ignored on the epoll backend, and where the kernel lacks `SEND_ZC`, `SENDMSG_ZC`
+    /// or usage reports (before 6.2): those sends copy as before.
+    ///
+    /// ```
+    /// use ringcast::server::ServerConfig;
+    /// let config = ServerConfig::default().send_zero_copy(64 * 1024);
+    /// assert_eq!(config.driver.zero_copy_min, Some(64 * 1024));
+    /// ```
+    pub fn send_zero_copy(mut self, min_bytes: usize) -> Self {
+        self.driver.zero_copy_min = Some(min_bytes);
+        self
+    }
+
     /// The read limit in force: the upgrader's, or [`ENGINE_READ_LIMIT`].
     pub(crate) fn read_limit(&self) -> u64 {
         self.upgrader.read_limit.unwrap_or(ENGINE_READ_LIMIT)
@@ -255,6 +283,12 @@ impl ServerConfig {
         }
         if !self.driver.recv_buffers.is_power_of_two() {
             return bad("driver.recv_buffers", "must be a power of two");
+        }
+        if self.driver.zero_copy_min == Some(0) {
+            return bad(
+                "driver.zero_copy_min",
+                "must be above 0; use None for no zero copy",
+            );
         }
         Ok(())
     }

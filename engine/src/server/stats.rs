@@ -46,9 +46,13 @@ pub(crate) enum Counter {
     HandoffPeakBytes,
     /// Inflations paused at a connection's per-turn budget.
     InflatePauses,
+    /// Zero-copy sends the kernel sent from the frames' pages (copied from the driver).
+    ZeroCopySent,
+    /// Zero-copy sends the kernel copied after all (copied from the driver).
+    ZeroCopyCopied,
 }
 
-const COUNTERS: usize = Counter::InflatePauses as usize + 1;
+const COUNTERS: usize = Counter::ZeroCopyCopied as usize + 1;
 
 /// A worker's own counters (not shared).
 #[derive(Debug, Default)]
@@ -188,6 +192,15 @@ pub struct Stats {
     /// [`max_inflate_per_turn`](super::ServerConfig::max_inflate_per_turn) and was left
     /// to finish on a later turn: large compressed messages, or decompression bombs.
     pub inflate_pauses: u64,
+    /// Sends that went out with io_uring zero copy
+    /// ([`send_zero_copy`](super::ServerConfig::send_zero_copy)) and that the kernel sent
+    /// from the frames' own pages, counted when its last notification came back.
+    pub zero_copy_sent: u64,
+    /// Zero-copy sends that the kernel copied after all (its notification said
+    /// `IORING_NOTIF_USAGE_ZC_COPIED`): always the case over loopback, and on a device
+    /// without scatter-gather. Many of these and few
+    /// [`zero_copy_sent`](Self::zero_copy_sent) mean zero copy only adds its cost here.
+    pub zero_copy_copied: u64,
 }
 
 /// Metric name, kind and help of each figure, in the order written.
@@ -283,6 +296,11 @@ const METRICS: &[(&str, &str, &str)] = &[
         "counter",
         "Compressed messages paused at a connection's per-turn inflation budget.",
     ),
+    (
+        "zero_copy_sends_total",
+        "counter",
+        "io_uring zero-copy sends by what the kernel did: sent from the frames' pages, or copied.",
+    ),
 ];
 
 impl Stats {
@@ -368,6 +386,10 @@ impl Stats {
             "handoffs_refused_total" => one(self.handoffs_refused),
             "handoff_waiters" => one(self.handoff_waiters),
             "inflate_pauses_total" => one(self.inflate_pauses),
+            "zero_copy_sends_total" => vec![
+                (vec![("result", "zero_copy")], self.zero_copy_sent),
+                (vec![("result", "copied")], self.zero_copy_copied),
+            ],
             _ => Vec::new(),
         }
     }
@@ -406,6 +428,8 @@ impl Stats {
         self.dials_ok += w.get(C::DialsOk);
         self.dials_failed += w.get(C::DialsFailed);
         self.recv_buffer_shortages += w.get(C::RecvBufferShortages);
+        self.zero_copy_sent += w.get(C::ZeroCopySent);
+        self.zero_copy_copied += w.get(C::ZeroCopyCopied);
     }
 }
 

@@ -197,6 +197,10 @@ impl<H: Handler> Worker<H> {
             .core
             .counters
             .set(Counter::RecvBufferShortages, shortages);
+        let zero_copy = self.driver.zero_copy();
+        let counters = &mut self.machine.core.counters;
+        counters.set(Counter::ZeroCopySent, zero_copy.sent);
+        counters.set(Counter::ZeroCopyCopied, zero_copy.copied);
         self.machine.publish_stats();
     }
 }

@@ -76,6 +76,28 @@ pub struct DriverConfig {
     pub epoll_scratch_size: usize,
     /// Readiness events fetched per `epoll_wait`. Default 256.
     pub epoll_events: usize,
+    /// Send without copying (io_uring's `IORING_OP_SEND_ZC` for one buffer,
+    /// `IORING_OP_SENDMSG_ZC` for several) every send that has a frame of at least this
+    /// many bytes. Default `None`: every send copies.
+    ///
+    /// The largest frame decides, not the send's total: the copy saved is that frame's,
+    /// while a send made only of small frames (a batch of chat lines) would pin a page per
+    /// frame and use up the socket buffer's fragment slots for little gain. Every round of
+    /// such a send goes zero-copy, the rest of a short write included. The frames stay in
+    /// the driver until the kernel's notification says it let go of their pages (after
+    /// the peer acknowledged the bytes, or the connection was torn down), which may be
+    /// well after the send's completion; the worker may queue the next send on the
+    /// connection meanwhile.
+    ///
+    /// Zero copy pays only for large frames, and the crossover depends on the machine and
+    /// the route: over loopback the kernel copies the pages anyway when it delivers them to
+    /// the local socket. The driver asks the kernel to report this
+    /// (`IORING_SEND_ZC_REPORT_USAGE`) and counts both outcomes, which the engine shows as
+    /// [`Stats::zero_copy_sent`](crate::server::Stats::zero_copy_sent) and
+    /// [`Stats::zero_copy_copied`](crate::server::Stats::zero_copy_copied). Used only where the ring supports both
+    /// opcodes and usage reports (kernel 6.2); ignored by the epoll backend, which keeps
+    /// copying.
+    pub zero_copy_min: Option<usize>,
 }
 
 impl Default for DriverConfig {
@@ -87,6 +109,7 @@ impl Default for DriverConfig {
             recv_buffer_size: 4096,
             epoll_scratch_size: 64 * 1024,
             epoll_events: 256,
+            zero_copy_min: None,
         }
     }
 }
@@ -107,6 +130,26 @@ pub struct DriverStats {
     pub ops_in_flight: usize,
     /// Receive completions that found the buffer ring empty (`-ENOBUFS`).
     pub enobufs: u64,
+    /// Zero-copy SQEs submitted (one per round of a zero-copy send; io_uring only).
+    pub zc_submitted: u64,
+    /// Zero-copy SQEs whose notification has come back, or that the kernel ended without
+    /// one (a failure before any byte was pinned). Equal to `zc_submitted` when the kernel
+    /// holds no page of any send.
+    pub zc_notified: u64,
+    /// Finished zero-copy sends, by what the kernel reported.
+    pub zero_copy: ZeroCopyCounts,
+}
+
+/// Zero-copy sends of one driver (see [`DriverConfig::zero_copy_min`]), counted once per
+/// send when its last notification comes back; always zero on epoll.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ZeroCopyCounts {
+    /// Sends whose every notification said the kernel sent from the frames' own pages.
+    pub sent: u64,
+    /// Sends for which the kernel copied the bytes after all
+    /// (`IORING_NOTIF_USAGE_ZC_COPIED` in a notification: loopback, a device without
+    /// scatter-gather, a send that failed before any byte went).
+    pub copied: u64,
 }
 
 /// One worker's kernel interface. See the [module docs](self) for the contract.
@@ -199,6 +242,15 @@ impl Driver {
         }
     }
 
+    /// Zero-copy sends so far ([`DriverConfig::zero_copy_min`]); always zero on epoll. O(1),
+    /// for the worker's counters.
+    pub fn zero_copy(&self) -> ZeroCopyCounts {
+        match &self.inner {
+            Inner::Uring(u) => u.zero_copy(),
+            Inner::Epoll(_) => ZeroCopyCounts::default(),
+        }
+    }
+
     /// Starts accepting on `listener` (multishot). Each accepted connection is one
     /// completion carrying the new socket ([`Completion::socket`]). An error (`-EMFILE`,
     /// `-ENFILE`, ...) ends the operation (`more == false`) so it cannot spin: back off,
@@ -222,7 +274,10 @@ impl Driver {
     }
 
     /// Sends the concatenation of `frames` on `fd`: one `send` for one frame, one vectored
-    /// `sendmsg` for several (`MSG_NOSIGNAL`). Takes at most [`MAX_SEND_FRAMES`] frames and
+    /// `sendmsg` for several (`MSG_NOSIGNAL`); on io_uring their zero-copy forms when a
+    /// frame is at least [`DriverConfig::zero_copy_min`] bytes, in which case the frames
+    /// are dropped only once the kernel has notified that it let go of their pages (after
+    /// the completion). Takes at most [`MAX_SEND_FRAMES`] frames and
     /// returns how many it took. The driver owns the frames until the completion and resumes
     /// a short write itself once the socket has room, so the completion's `result` is every
     /// byte offered or `-errno` (a failure after part went out is still a failure).

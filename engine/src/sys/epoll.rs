@@ -14,7 +14,8 @@
 //! - send: `sendmsg` with `MSG_NOSIGNAL | MSG_DONTWAIT` at once; what the socket does not take
 //!   (`EAGAIN`, or a short write) waits in the fd's entry and goes out on `EPOLLOUT`, so the
 //!   completion reports every byte, as on io_uring, or an error. The kernel copies during
-//!   each call, so no buffer outlives the operation on this backend.
+//!   each call, so no buffer outlives the operation on this backend, and
+//!   `DriverConfig::zero_copy_min` is ignored: this backend always copies.
 //! - connect: non-blocking `connect`, then `SO_ERROR` on `EPOLLOUT`.
 //! - waker: the eventfd is in the set for the driver's lifetime.
 
@@ -169,6 +170,8 @@ impl Epoll {
             sends_in_flight: self.sends_in_flight,
             ops_in_flight: ops,
             enobufs: 0,
+            // Zero copy is io_uring's only: `DriverConfig::zero_copy_min` is ignored here.
+            ..DriverStats::default()
         }
     }
 

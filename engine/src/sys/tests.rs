@@ -1,12 +1,13 @@
 //! The kernel boundary over real loopback sockets, once per backend: accept, multishot
 //! receive, vectored sends and short writes resumed by the driver, buffer-ring exhaustion,
-//! the cross-thread waker, the in-flight table on close and drop, and `EMFILE` on accept
-//! (in a child process); and the split of the `user_data` space between the worker's tokens
+//! the cross-thread waker, the in-flight table on close and drop, `EMFILE` on accept (in a
+//! child process), and zero-copy sends, whose frames live until the kernel's notifications
+//! (io_uring; the same tests pass on epoll, which copies); and the split of the `user_data` space between the worker's tokens
 //! and the driver's own operations.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -304,18 +305,7 @@ fn a_send_larger_than_the_socket_buffer_completes_whole() {
         let (_listener, fd, client) = accepted_pair(&mut d);
         // A peer that starts reading late: the driver has to resume the write itself.
         let data = Bytes::from(pattern(TOTAL));
-        let reader = std::thread::spawn(move || {
-            let mut client = client;
-            std::thread::sleep(Duration::from_millis(50));
-            let mut got = Vec::with_capacity(TOTAL);
-            let mut buf = vec![0u8; 64 * 1024];
-            while got.len() < TOTAL {
-                let n = client.read(&mut buf).expect("read");
-                assert!(n > 0, "early end of stream");
-                got.extend_from_slice(&buf[..n]);
-            }
-            got
-        });
+        let reader = late_reader(client, Duration::from_millis(50), TOTAL);
         let token = send_big(&mut d, &fd, &data);
         let mut completions = 0;
         run_until(&mut d, "the send's completion", |_, c| {
@@ -335,28 +325,37 @@ fn a_send_larger_than_the_socket_buffer_completes_whole() {
     }
 }
 
+/// A peer that reads a little, then closes with unread bytes: a reset.
+fn resetting_peer(client: TcpStream) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut client = client;
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = client.read(&mut buf).expect("read");
+        assert!(n > 0);
+    })
+}
+
+/// Runs until the send of `token` completes, which must be with an error.
+fn expect_send_error(d: &mut Driver, token: Token, backend: Backend) {
+    run_until(d, "the send's completion", |_, c| {
+        assert_eq!(c.token, token);
+        assert!(
+            c.result < 0,
+            "{backend}: a send that could not finish reports an error, got {c:?}"
+        );
+        true
+    });
+}
+
 #[test]
 fn a_send_cut_short_by_the_peer_ends_with_an_error() {
     for backend in Backend::ALL {
         let mut d = driver(backend, &DriverConfig::default());
         let (_listener, fd, client) = accepted_pair(&mut d);
         let data = Bytes::from(pattern(BIG));
-        // The peer reads a little, then closes with unread bytes: a reset.
-        let reader = std::thread::spawn(move || {
-            let mut client = client;
-            let mut buf = vec![0u8; 64 * 1024];
-            let n = client.read(&mut buf).expect("read");
-            assert!(n > 0);
-        });
+        let reader = resetting_peer(client);
         let token = send_big(&mut d, &fd, &data);
-        run_until(&mut d, "the send's completion", |_, c| {
-            assert_eq!(c.token, token);
-            assert!(
-                c.result < 0,
-                "{backend}: a send that could not finish reports an error, got {c:?}"
-            );
-            true
-        });
+        expect_send_error(&mut d, token, backend);
         reader.join().expect("reader thread");
         assert_eq!(d.stats().sends_in_flight, 0);
         d.close(fd);
@@ -508,21 +507,28 @@ fn wake_ups_coalesce() {
     }
 }
 
+/// Frame bytes that run `on_drop` when the last handle to them drops.
+struct DropHook<F: FnMut() + Send + 'static>(Vec<u8>, F);
+
+impl<F: FnMut() + Send + 'static> AsRef<[u8]> for DropHook<F> {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl<F: FnMut() + Send + 'static> Drop for DropHook<F> {
+    fn drop(&mut self) {
+        (self.1)();
+    }
+}
+
 /// A frame whose drop is observable.
 fn tracked_frame(len: usize) -> (Bytes, Arc<AtomicBool>) {
-    struct Owner(Vec<u8>, Arc<AtomicBool>);
-    impl AsRef<[u8]> for Owner {
-        fn as_ref(&self) -> &[u8] {
-            &self.0
-        }
-    }
-    impl Drop for Owner {
-        fn drop(&mut self) {
-            self.1.store(true, Ordering::SeqCst);
-        }
-    }
     let dropped = Arc::new(AtomicBool::new(false));
-    let bytes = Bytes::from_owner(Owner(pattern(len), Arc::clone(&dropped)));
+    let flag = Arc::clone(&dropped);
+    let bytes = Bytes::from_owner(DropHook(pattern(len), move || {
+        flag.store(true, Ordering::SeqCst)
+    }));
     (bytes, dropped)
 }
 
@@ -755,5 +761,285 @@ fn an_accept_completion_dropped_unread_closes_its_socket() {
             .expect("end of stream, not a timeout");
         assert_eq!(n, 0, "{backend}: the accepted socket was closed");
         d.close(listener);
+    }
+}
+
+// --- zero-copy sends -----------------------------------------------------------------------
+
+/// Frames of at least this size go zero-copy in these tests (io_uring; epoll copies).
+const ZC_MIN: usize = 64 * 1024;
+
+fn zc_config() -> DriverConfig {
+    DriverConfig {
+        zero_copy_min: Some(ZC_MIN),
+        ..DriverConfig::default()
+    }
+}
+
+/// Not dropped yet, in a [`zc_tracked_frame`]'s record.
+const ALIVE: u64 = u64::MAX;
+
+/// Zero-copy notifications this thread's drivers are waiting for (always 0 on epoll).
+fn zc_pending() -> u64 {
+    uring::ZC_PENDING.with(|p| p.get())
+}
+
+/// A frame of `bytes` whose drop records how many zero-copy notifications this thread's
+/// drivers were still waiting for at that moment ([`ALIVE`] until then).
+fn zc_tracked_frame(bytes: Vec<u8>) -> (Bytes, Arc<AtomicU64>) {
+    let record = Arc::new(AtomicU64::new(ALIVE));
+    let at_drop = Arc::clone(&record);
+    let bytes = Bytes::from_owner(DropHook(bytes, move || {
+        at_drop.store(zc_pending(), Ordering::SeqCst)
+    }));
+    (bytes, record)
+}
+
+/// Runs the driver until every record says dropped.
+fn run_until_dropped(d: &mut Driver, records: &[Arc<AtomicU64>], what: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    while records.iter().any(|r| r.load(Ordering::SeqCst) == ALIVE) {
+        assert!(Instant::now() < deadline, "{what}: a frame was never freed");
+        d.submit_and_wait(Some(Duration::from_millis(50)))
+            .expect("submit_and_wait");
+        while d.next_completion().is_some() {}
+    }
+}
+
+/// Every frame dropped with no notification outstanding (`baseline`: what was pending
+/// before the test's sends, 0 on a fresh thread).
+fn assert_freed_after_notifications(records: &[Arc<AtomicU64>], baseline: u64, what: &str) {
+    for (i, r) in records.iter().enumerate() {
+        let at_drop = r.load(Ordering::SeqCst);
+        assert_ne!(at_drop, ALIVE, "{what}: frame {i} never freed");
+        assert_eq!(
+            at_drop,
+            baseline,
+            "{what}: frame {i} freed with {} notification(s) outstanding",
+            at_drop - baseline
+        );
+    }
+}
+
+/// The zero-copy path ran on io_uring (and every notification is in), and not on epoll:
+/// a test cannot pass by copying silently.
+fn assert_zero_copy_ran(d: &Driver, backend: Backend, sends: u64, what: &str) {
+    let s = d.stats();
+    match backend {
+        Backend::Uring => {
+            assert!(s.zc_submitted > 0, "{what}: no zero-copy submission");
+            assert_eq!(
+                s.zc_notified, s.zc_submitted,
+                "{what}: notifications missing"
+            );
+            assert_eq!(
+                s.zero_copy.sent + s.zero_copy.copied,
+                sends,
+                "{what}: zero-copy sends counted: {s:?}"
+            );
+            assert_eq!(d.zero_copy(), s.zero_copy);
+        }
+        Backend::Epoll => {
+            assert_eq!(
+                (s.zc_submitted, s.zc_notified, s.zero_copy),
+                (0, 0, ZeroCopyCounts::default()),
+                "{what}: epoll copies"
+            );
+        }
+    }
+    assert_eq!(s.sends_in_flight, 0, "{what}: a send left in the table");
+}
+
+/// A zero-copy driver on `backend` and an accepted connection whose send buffer is 16 KiB
+/// (listener, socket, client).
+fn zc_connection(backend: Backend) -> (Driver, SocketFd, SocketFd, TcpStream) {
+    let mut d = driver(backend, &zc_config());
+    let (listener, fd, client) = accepted_pair(&mut d);
+    socket::set_send_buffer_size(fd.as_fd().expect("open"), 16 * 1024).expect("sndbuf");
+    (d, listener, fd, client)
+}
+
+/// Sends one tracked frame of `BIG` bytes with a token of key `key`; returns the frame's
+/// record, the notifications pending before the send, and the token.
+fn send_tracked_big(d: &mut Driver, fd: &SocketFd, key: u32) -> (Arc<AtomicU64>, u64, Token) {
+    let baseline = zc_pending();
+    let (frame, record) = zc_tracked_frame(pattern(BIG));
+    let token = Token::new(OpKind::Send, key, 1);
+    d.send(fd, token, [frame]);
+    (record, baseline, token)
+}
+
+/// A reader on its own thread that starts after `delay` and reads until `total` bytes.
+fn late_reader(
+    mut client: TcpStream,
+    delay: Duration,
+    total: usize,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        let mut got = Vec::with_capacity(total);
+        let mut buf = vec![0u8; 64 * 1024];
+        while got.len() < total {
+            let n = client.read(&mut buf).expect("read");
+            assert!(n > 0, "early end of stream");
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    })
+}
+
+/// A frame over the threshold goes zero-copy on io_uring, and is freed only once its
+/// notification is in: never while the kernel may still send from its pages, even after
+/// the worker has been told of the send. A frame under the threshold copies.
+#[test]
+fn a_zero_copy_frame_is_freed_only_after_its_notification() {
+    const LEN: usize = 256 * 1024;
+    for backend in Backend::ALL {
+        let mut d = driver(backend, &zc_config());
+        let (_listener, fd, client) = accepted_pair(&mut d);
+        let reader = late_reader(client, Duration::ZERO, LEN + 100);
+        let baseline = zc_pending();
+        let (frame, record) = zc_tracked_frame(pattern(LEN));
+        let token = Token::new(OpKind::Send, 20, 1);
+        d.send(&fd, token, [frame]);
+        run_until(&mut d, "the zero-copy send's completion", |d, c| {
+            assert_eq!((c.token, c.result), (token, LEN as i32), "{backend}");
+            let s = d.stats();
+            if s.zc_notified < s.zc_submitted {
+                assert_eq!(
+                    record.load(Ordering::SeqCst),
+                    ALIVE,
+                    "{backend}: freed at the completion, its notification outstanding"
+                );
+                assert_eq!(s.sends_in_flight, 1, "{backend}: the slot waits");
+            }
+            true
+        });
+        run_until_dropped(&mut d, std::slice::from_ref(&record), backend.name());
+        assert_freed_after_notifications(&[record], baseline, backend.name());
+        assert_zero_copy_ran(&d, backend, 1, backend.name());
+
+        // Under the threshold: an ordinary copying send.
+        let before = d.stats().zc_submitted;
+        let small = Bytes::from(pattern(100));
+        d.send(&fd, token, [small]);
+        run_until(&mut d, "the small send", |_, c| {
+            assert_eq!((c.token, c.result), (token, 100), "{backend}");
+            true
+        });
+        assert_eq!(
+            d.stats().zc_submitted,
+            before,
+            "{backend}: small frame went zero-copy"
+        );
+        let got = reader.join().expect("reader");
+        let mut want = pattern(LEN);
+        want.extend_from_slice(&pattern(100));
+        assert!(got == want, "{backend}: bytes differ");
+        d.close(fd);
+    }
+}
+
+/// A zero-copy send larger than the socket buffer goes out in several rounds, each with
+/// its own notification, arrives whole and in order, and its frames are freed only after
+/// the last notification.
+#[test]
+fn a_zero_copy_send_larger_than_the_socket_buffer_arrives_whole() {
+    const FRAMES: usize = 16;
+    const FRAME: usize = 256 * 1024;
+    const TOTAL: usize = FRAMES * FRAME;
+    for backend in Backend::ALL {
+        let (mut d, _listener, fd, client) = zc_connection(backend);
+        let data = pattern(TOTAL);
+        let (frames, records): (Vec<Bytes>, Vec<_>) = data
+            .chunks(FRAME)
+            .map(|chunk| zc_tracked_frame(chunk.to_vec()))
+            .unzip();
+        // A peer that starts reading late: the driver has to resume the write itself.
+        let reader = late_reader(client, Duration::from_millis(50), TOTAL);
+        let baseline = zc_pending();
+        let token = Token::new(OpKind::Send, 21, 1);
+        assert_eq!(d.send(&fd, token, frames), FRAMES);
+        let mut completions = 0;
+        run_until(&mut d, "the send's completion", |_, c| {
+            assert_eq!((c.token, c.result), (token, TOTAL as i32), "{backend}");
+            completions += 1;
+            true
+        });
+        assert_eq!(completions, 1);
+        run_until_dropped(&mut d, &records, backend.name());
+        assert_freed_after_notifications(&records, baseline, backend.name());
+        assert_zero_copy_ran(&d, backend, 1, backend.name());
+        if backend == Backend::Uring {
+            assert!(
+                d.stats().zc_submitted > 1,
+                "uring: one round only, the socket buffer took it all"
+            );
+        }
+        let got = reader.join().expect("reader thread");
+        assert!(got == data, "{backend}: bytes differ");
+        d.close(fd);
+    }
+}
+
+/// A zero-copy send cut short by the peer's reset ends with an error, and its frame is
+/// freed only after the notifications of every round it made.
+#[test]
+fn a_zero_copy_send_cut_short_by_a_reset_frees_its_frame_after_the_notifications() {
+    for backend in Backend::ALL {
+        let (mut d, _listener, fd, client) = zc_connection(backend);
+        let reader = resetting_peer(client);
+        let (record, baseline, token) = send_tracked_big(&mut d, &fd, 22);
+        expect_send_error(&mut d, token, backend);
+        reader.join().expect("reader thread");
+        run_until_dropped(&mut d, std::slice::from_ref(&record), backend.name());
+        assert_freed_after_notifications(&[record], baseline, backend.name());
+        assert_zero_copy_ran(&d, backend, 1, backend.name());
+        d.close(fd);
+    }
+}
+
+/// Dropping the driver with a zero-copy send in flight (pages in the socket, the
+/// notification outstanding) waits for the notifications before it frees the frame.
+#[test]
+fn dropping_the_driver_with_a_zero_copy_send_in_flight_waits_for_its_notifications() {
+    for backend in Backend::ALL {
+        let (mut d, _listener, fd, client) = zc_connection(backend);
+        let (record, baseline, _) = send_tracked_big(&mut d, &fd, 23);
+        // Let the kernel take what the socket holds; the peer does not read yet.
+        for _ in 0..5 {
+            d.submit_and_wait(Some(Duration::from_millis(10)))
+                .expect("submit_and_wait");
+            if let Some(c) = d.next_completion() {
+                panic!("{backend}: the send cannot have finished: {c:?}");
+            }
+        }
+        assert_eq!(
+            record.load(Ordering::SeqCst),
+            ALIVE,
+            "{backend}: freed early"
+        );
+        if backend == Backend::Uring {
+            let s = d.stats();
+            assert!(
+                s.zc_submitted > s.zc_notified,
+                "uring: nothing outstanding: {s:?}"
+            );
+            assert!(zc_pending() > baseline);
+        }
+        // The peer reads what was sent while the driver drains, then stops (the socket is
+        // not closed: a `SocketFd` dropped without `Driver::close` stays open).
+        let reader = std::thread::spawn(move || {
+            let mut client = client;
+            std::thread::sleep(Duration::from_millis(100));
+            client
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .expect("timeout");
+            let mut buf = vec![0u8; 64 * 1024];
+            while matches!(client.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        drop(d);
+        assert_freed_after_notifications(&[record], baseline, backend.name());
+        reader.join().expect("reader thread");
     }
 }

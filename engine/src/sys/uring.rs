@@ -7,7 +7,15 @@
 //!
 //! - accept: `IORING_OP_ACCEPT` multishot (5.19), accepted sockets non-blocking;
 //! - recv: `IORING_OP_RECV` multishot (6.0) with buffers from the [`BufRing`] (5.19);
-//! - send: `IORING_OP_SENDMSG` with one iovec per frame and `MSG_NOSIGNAL`;
+//! - send: `IORING_OP_SEND` for one frame, `IORING_OP_SENDMSG` with one iovec per frame
+//!   for several, `MSG_NOSIGNAL`, short writes resumed by the driver;
+//! - zero-copy send (when [`DriverConfig::zero_copy_min`] is set and a frame of the send is
+//!   at least that large): `IORING_OP_SEND_ZC` (6.0) for one frame, `IORING_OP_SENDMSG_ZC`
+//!   (6.1) for several, with `IORING_SEND_ZC_REPORT_USAGE` (6.2); each round posts its
+//!   result (flagged `F_MORE`), then a notification (`F_NOTIF`) once the kernel has let go
+//!   of the pages, whose bit 31 (`IORING_NOTIF_USAGE_ZC_COPIED`) says whether it copied
+//!   after all. Registered buffers are not used: frames are ordinary heap memory (shared
+//!   `Bytes`), which would have to be copied into a registered region first;
 //! - connect: `IORING_OP_CONNECT`; close: `IORING_OP_CLOSE` hard-linked after an
 //!   `IORING_OP_ASYNC_CANCEL` of every request on the fd (5.19); stop_recv: an
 //!   `IORING_OP_ASYNC_CANCEL` of the receive's `user_data`;
@@ -16,9 +24,14 @@
 //! - timeouts: `io_uring_enter` with `EXT_ARG` and a timespec (5.11).
 //!
 //! Memory rule: a send's frames, iovecs and `msghdr`, and a connect's address, sit in
-//! `slots` from the push of their SQE until their final CQE. `Drop` cancels everything still
-//! in the kernel and waits (with a deadline) until every final CQE has come back; if the
-//! deadline passes, it leaks that memory rather than free what the kernel may still touch.
+//! `slots` from the push of their SQE until their final CQE. For a zero-copy send that is
+//! the notification of its last round, which may come long after the result the worker is
+//! told of (the kernel holds the pages until the peer has acknowledged them): the worker
+//! hears of the send when every byte is accounted for, and may start the next send on the
+//! connection, while the slot keeps the frames until every round's notification is in.
+//! `Drop` cancels everything still in the kernel and waits (with a deadline) until every
+//! final CQE, notifications included, has come back; if the deadline passes, it leaks that
+//! memory rather than free what the kernel may still touch.
 //!
 //! Every CQE that carries a provided buffer becomes a [`RecvBuf`] before anything else
 //! looks at it, so a completion dropped for any reason (a stale or unknown `user_data`, a
@@ -41,7 +54,7 @@ use super::socket::SockAddr;
 use super::DriverStats;
 use super::{
     Completion, DriverConfig, Internal, OpKind, Owner, RecvBuf, RecvBufInner, SendBuf, SocketFd,
-    Token, Waker, MAX_SEND_FRAMES,
+    Token, Waker, ZeroCopyCounts, MAX_SEND_FRAMES,
 };
 
 /// The buffer group id of the receive ring (one ring per driver).
@@ -57,6 +70,22 @@ const SPARE_SENDS: usize = 1024;
 
 /// No send in flight on an fd, in `Uring::send_by_fd`.
 const NO_SEND: u32 = u32::MAX;
+
+/// `IORING_SEND_ZC_REPORT_USAGE` (6.2), a zero-copy send's `zc_flags` bit: the notification's
+/// result then tells whether the kernel copied the bytes after all.
+const SEND_ZC_REPORT_USAGE: u16 = 1 << 3;
+
+/// `IORING_NOTIF_USAGE_ZC_COPIED`: bit 31 of a notification's result, under
+/// `SEND_ZC_REPORT_USAGE`.
+const NOTIF_USAGE_ZC_COPIED: u32 = 1 << 31;
+
+#[cfg(test)]
+thread_local! {
+    /// Zero-copy SQEs of this thread's drivers whose notification has not come back (nor
+    /// will: those the kernel ended without one are counted out too). The tests read it
+    /// when a frame drops, to check that no notification was outstanding then.
+    pub(super) static ZC_PENDING: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
 
 /// A send in flight: the frames it owns, and what of them the kernel has not taken yet;
 /// everything the kernel reads is kept at stable addresses (heap buffers, a boxed header).
@@ -75,6 +104,16 @@ struct SendOp {
     first: usize,
     /// Made on the first vectored send: a one-frame send needs none.
     msg: Option<Box<libc::msghdr>>,
+    /// Every round goes out with `SEND_ZC` / `SENDMSG_ZC`.
+    zc: bool,
+    /// Zero-copy rounds whose result said a notification follows (`F_MORE`).
+    zc_rounds: u32,
+    /// Notifications come back.
+    zc_notifs: u32,
+    /// A notification said the kernel copied after all.
+    zc_copied: bool,
+    /// The worker has been told of the send; the slot waits only for notifications.
+    reported: bool,
 }
 
 impl SendOp {
@@ -89,6 +128,11 @@ impl SendOp {
             iov: Vec::new(),
             first: 0,
             msg: None,
+            zc: false,
+            zc_rounds: 0,
+            zc_notifs: 0,
+            zc_copied: false,
+            reported: false,
         }
     }
 
@@ -110,15 +154,24 @@ impl SendOp {
     }
 
     /// The SQE for what is left: a plain `send` for one buffer (no message header for the
-    /// kernel to copy in), a vectored `sendmsg` for several.
+    /// kernel to copy in), a vectored `sendmsg` for several; their zero-copy forms, asking
+    /// for a usage report, when `zc` is set.
     fn entry(&mut self) -> squeue::Entry {
         let flags = libc::MSG_NOSIGNAL;
         let left = &self.iov[self.first..];
         match left {
             [one] if one.iov_len <= u32::MAX as usize => {
-                opcode::Send::new(Fd(self.fd), one.iov_base.cast(), one.iov_len as u32)
-                    .flags(flags)
-                    .build()
+                let (buf, len) = (one.iov_base.cast::<u8>(), one.iov_len as u32);
+                if self.zc {
+                    opcode::SendZc::new(Fd(self.fd), buf, len)
+                        .flags(flags)
+                        .zc_flags(SEND_ZC_REPORT_USAGE)
+                        .build()
+                } else {
+                    opcode::Send::new(Fd(self.fd), buf, len)
+                        .flags(flags)
+                        .build()
+                }
             }
             _ => {
                 // SAFETY: `msghdr` is plain old data; all-zero is a valid empty header.
@@ -133,9 +186,17 @@ impl SendOp {
                 msg.msg_controllen = 0;
                 msg.msg_flags = 0;
                 let msg: *const libc::msghdr = &**msg;
-                opcode::SendMsg::new(Fd(self.fd), msg)
-                    .flags(flags as u32)
-                    .build()
+                if self.zc {
+                    // SENDMSG_ZC reads its zc_flags from the SQE's ioprio, as SEND_ZC does.
+                    opcode::SendMsgZc::new(Fd(self.fd), msg)
+                        .flags(flags as u32)
+                        .ioprio(SEND_ZC_REPORT_USAGE)
+                        .build()
+                } else {
+                    opcode::SendMsg::new(Fd(self.fd), msg)
+                        .flags(flags as u32)
+                        .build()
+                }
             }
         }
     }
@@ -146,6 +207,19 @@ enum Slot {
     Connect { token: Token, _addr: Box<SockAddr> },
 }
 
+impl Completion {
+    /// The one completion of a single-shot operation.
+    fn last(token: Token, result: i32) -> Completion {
+        Completion {
+            token,
+            result,
+            more: false,
+            buffer: None,
+            socket: None,
+        }
+    }
+}
+
 /// Kernel facts found at set-up, for [`Uring::features`].
 struct Setup {
     kernel: (u32, u32),
@@ -153,8 +227,17 @@ struct Setup {
     sq: u32,
     cq: u32,
     send_zc: bool,
+    sendmsg_zc: bool,
     bundles: bool,
     msg_ring: bool,
+}
+
+impl Setup {
+    /// Zero-copy sends as this driver makes them: both opcodes, and usage reports (6.2;
+    /// an older kernel would refuse the flag with `EINVAL`).
+    fn zero_copy(&self) -> bool {
+        self.send_zc && self.sendmsg_zc && self.kernel >= (6, 2)
+    }
 }
 
 pub(crate) struct Uring {
@@ -174,6 +257,14 @@ pub(crate) struct Uring {
     /// The slot of the send in flight on each fd (`NO_SEND`: none); one at a time per fd.
     send_by_fd: Vec<u32>,
     enobufs: u64,
+    /// Sends with a frame of at least this many bytes go zero-copy; `None` when not asked
+    /// for or not supported.
+    zero_copy_min: Option<usize>,
+    zero_copy: ZeroCopyCounts,
+    /// Zero-copy SQEs pushed, and those whose notification came (or that ended without
+    /// one), for the tests' stats.
+    zc_submitted: u64,
+    zc_notified: u64,
     closing: bool,
     setup: Setup,
 }
@@ -291,6 +382,7 @@ impl Uring {
             sq: ring.params().sq_entries(),
             cq: ring.params().cq_entries(),
             send_zc: probe.is_supported(opcode::SendZc::CODE),
+            sendmsg_zc: probe.is_supported(opcode::SendMsgZc::CODE),
             bundles: ring.params().is_feature_recvsend_bundle(),
             msg_ring: probe.is_supported(opcode::MsgRingData::CODE),
         };
@@ -307,6 +399,10 @@ impl Uring {
             sends_in_flight: 0,
             send_by_fd: Vec::new(),
             enobufs: 0,
+            zero_copy_min: config.zero_copy_min.filter(|_| setup.zero_copy()),
+            zero_copy: ZeroCopyCounts::default(),
+            zc_submitted: 0,
+            zc_notified: 0,
             closing: false,
             setup,
         };
@@ -320,9 +416,16 @@ impl Uring {
         if s.kernel >= (6, 12) {
             unused.push("incremental buffer consumption");
         }
-        if s.send_zc {
-            unused.push("send_zc (pays off only above ~3 KB per send)");
-        }
+        let zero_copy = match (self.zero_copy_min, s.zero_copy()) {
+            (Some(min), _) => format!(
+                "send_zc/sendmsg_zc with usage reports for sends with a frame of {min} B or more, "
+            ),
+            (None, true) => {
+                unused.push("send_zc/sendmsg_zc (DriverConfig::zero_copy_min unset)");
+                String::new()
+            }
+            (None, false) => String::new(),
+        };
         if s.bundles {
             unused.push("recv/send bundles");
         }
@@ -331,7 +434,7 @@ impl Uring {
         }
         format!(
             "io_uring on kernel {}.{}: setup {}, sq {} cq {}; using multishot accept, multishot recv \
-             with a provided-buffer ring of {} x {} B, send/sendmsg resuming short writes, connect, \
+             with a provided-buffer ring of {} x {} B, send/sendmsg resuming short writes, {}connect, \
              cancel by fd, poll waker, \
              EXT_ARG timeouts; available but unused: {}",
             s.kernel.0,
@@ -341,6 +444,7 @@ impl Uring {
             s.cq,
             self.bufs.count(),
             self.bufs.buffer_size(),
+            zero_copy,
             unused.join(", ")
         )
     }
@@ -353,12 +457,19 @@ impl Uring {
         self.enobufs
     }
 
+    pub(crate) fn zero_copy(&self) -> ZeroCopyCounts {
+        self.zero_copy
+    }
+
     #[cfg(test)]
     pub(crate) fn stats(&self) -> DriverStats {
         DriverStats {
             sends_in_flight: self.sends_in_flight,
             ops_in_flight: self.in_kernel,
             enobufs: self.enobufs,
+            zc_submitted: self.zc_submitted,
+            zc_notified: self.zc_notified,
+            zero_copy: self.zero_copy,
         }
     }
 
@@ -434,10 +545,18 @@ impl Uring {
         op.stopped = false;
         op.done = 0;
         op.first = 0;
+        op.zc_rounds = 0;
+        op.zc_notifs = 0;
+        op.zc_copied = false;
+        op.reported = false;
         op.frames.clear();
         op.iov.clear();
         op.frames
             .extend(frames.into_iter().take(MAX_SEND_FRAMES).map(Into::into));
+        op.zc = self
+            .zero_copy_min
+            .is_some_and(|min| op.frames.iter().any(|f| f.len() >= min));
+        let zc = op.zc;
         let taken = op.frames.len();
         for f in &op.frames {
             op.iov.push(libc::iovec {
@@ -456,9 +575,34 @@ impl Uring {
         }
         // SAFETY: the msghdr (boxed), the iovec array (a Vec's heap buffer) and the frames'
         // bytes (refcounted `Bytes`, whose heap memory moving them does not move) all live
-        // in `self.slots[slot]` until the final CQE removes the slot in `complete`.
-        unsafe { self.push(entry.user_data(Internal::Send(slot as u32).user_data())) };
+        // in `self.slots[slot]` until the final CQE removes the slot in `complete` (for a
+        // zero-copy send, the notification of its last round).
+        unsafe { self.push_send(entry.user_data(Internal::Send(slot as u32).user_data()), zc) };
         taken
+    }
+
+    /// Queues a round of a send, counting zero-copy rounds.
+    ///
+    /// # Safety
+    ///
+    /// As for [`push`](Self::push): the send's slot keeps what the entry points to until
+    /// its final CQE.
+    unsafe fn push_send(&mut self, entry: squeue::Entry, zc: bool) {
+        if zc {
+            self.zc_submitted += 1;
+            #[cfg(test)]
+            ZC_PENDING.with(|p| p.set(p.get() + 1));
+        }
+        // SAFETY: the caller's promise, passed on.
+        unsafe { self.push(entry) };
+    }
+
+    /// A zero-copy round is over for the kernel: its notification came, or it ended
+    /// without one.
+    fn zc_round_done(&mut self) {
+        self.zc_notified += 1;
+        #[cfg(test)]
+        ZC_PENDING.with(|p| p.set(p.get().saturating_sub(1)));
     }
 
     pub(crate) fn connect(&mut self, fd: RawFd, addr: SocketAddr, token: Token) {
@@ -616,7 +760,7 @@ impl Uring {
             Owner::Worker(token) => Some(self.worker_completion(token, result, more, buffer)),
             Owner::Driver(internal) => {
                 drop(buffer);
-                self.driver_completion(internal, result, more)
+                self.driver_completion(internal, result, flags)
             }
             // Never submitted by this driver: nothing to report, the buffer goes back.
             Owner::Unknown => None,
@@ -659,66 +803,130 @@ impl Uring {
         &mut self,
         internal: Internal,
         result: i32,
-        more: bool,
+        flags: u32,
     ) -> Option<Completion> {
         let slot = match internal {
-            Internal::Send(slot) | Internal::Connect(slot) => slot as usize,
+            Internal::Send(slot) => return self.send_completion(slot, result, flags),
+            Internal::Connect(slot) => slot as usize,
             Internal::Wake => return self.woken(result),
             Internal::Cancel | Internal::Close => return None,
         };
-        if more {
-            // Plain sendmsg and connect post a single CQE; nothing else to do.
+        if cqueue::more(flags) {
+            // Connect posts a single CQE; nothing else to do.
             return None;
         }
-        if let Some(Slot::Send(op)) = self.slots.get_mut(slot) {
-            if result > 0 && op.advance(result as usize) && !op.stopped && !self.closing {
-                // A short write: the socket had room for part. Send the rest; the
-                // worker hears of this send once every byte is out.
-                let entry = op.entry().user_data(internal.user_data());
-                // SAFETY: as in `send`: the slot keeps everything the entry points
-                // to until the final CQE.
-                unsafe { self.push(entry) };
-                return None;
+        // A connect's user_data names a connect slot; anything else there is left alone.
+        let Some(Slot::Connect { token, .. }) = self.slots.get(slot) else {
+            return None;
+        };
+        let token = *token;
+        self.slots.remove(slot);
+        Some(Completion::last(token, result))
+    }
+
+    /// A CQE of a send: a round's result, or a zero-copy round's notification.
+    fn send_completion(&mut self, raw_slot: u32, result: i32, flags: u32) -> Option<Completion> {
+        let slot = raw_slot as usize;
+        let user_data = Internal::Send(raw_slot).user_data();
+        let closing = self.closing;
+        let Some(Slot::Send(op)) = self.slots.get_mut(slot) else {
+            return None;
+        };
+        if cqueue::notif(flags) {
+            // The kernel has let go of one zero-copy round's pages.
+            op.zc_notifs += 1;
+            op.zc_copied |= result as u32 & NOTIF_USAGE_ZC_COPIED != 0;
+            let done = op.reported && op.zc_notifs >= op.zc_rounds;
+            self.zc_round_done();
+            if done {
+                self.release_send(slot);
+            }
+            return None;
+        }
+        let zc = op.zc;
+        if zc {
+            if cqueue::more(flags) {
+                // A notification follows this result; the slot waits for it.
+                op.zc_rounds += 1;
+            } else {
+                // Ended before any page was pinned: no notification will come.
+                self.zc_round_done();
+            }
+        } else if cqueue::more(flags) {
+            // A copying send posts a single CQE; a flagged one is not its last.
+            return None;
+        }
+        let Some(Slot::Send(op)) = self.slots.get_mut(slot) else {
+            return None;
+        };
+        if zc && result == -libc::EOPNOTSUPP && !op.stopped && !closing {
+            // A socket without zero-copy support (not TCP or UDP): copy instead.
+            op.zc = false;
+            let entry = op.entry().user_data(user_data);
+            // SAFETY: as in `send`: the slot keeps everything the entry points to until
+            // the final CQE.
+            unsafe { self.push_send(entry, false) };
+            return None;
+        }
+        if result > 0 && op.advance(result as usize) && !op.stopped && !closing {
+            // A short write: the socket had room for part. Send the rest; the worker hears
+            // of this send once every byte is out.
+            let entry = op.entry().user_data(user_data);
+            // SAFETY: as in `send`: the slot keeps everything the entry points to until
+            // the final CQE (the last round's notification, for a zero-copy send).
+            unsafe { self.push_send(entry, zc) };
+            return None;
+        }
+        let result = if op.stopped && op.first < op.iov.len() {
+            // Cut short by a cancel or close: report that, not a count.
+            -libc::ECANCELED
+        } else if result > 0 {
+            // Every byte is out: report them all, over every round.
+            i32::try_from(op.done).unwrap_or(i32::MAX)
+        } else if result == 0 {
+            // Nothing taken with bytes left: the connection is gone. (An error after
+            // earlier rounds stays an error: part went out.)
+            -libc::EPIPE
+        } else {
+            result
+        };
+        // The worker hears of the send now, and may start the next one on this fd; the
+        // frames stay in the slot until every notification of its rounds is in.
+        op.reported = true;
+        let token = op.token;
+        let fd = op.fd;
+        let done = op.zc_notifs >= op.zc_rounds;
+        if let Some(by_fd) = usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.send_by_fd.get_mut(i))
+            .filter(|s| **s == raw_slot)
+        {
+            *by_fd = NO_SEND;
+        }
+        if done {
+            self.release_send(slot);
+        }
+        Some(Completion::last(token, result))
+    }
+
+    /// Frees a send the kernel is done with (its final CQE, or every notification, came):
+    /// drops its frames and keeps the op for reuse.
+    fn release_send(&mut self, slot: usize) {
+        let Some(Slot::Send(mut op)) = self.slots.try_remove(slot) else {
+            return;
+        };
+        self.sends_in_flight -= 1;
+        if op.zc_rounds > 0 {
+            if op.zc_copied {
+                self.zero_copy.copied += 1;
+            } else {
+                self.zero_copy.sent += 1;
             }
         }
-        let mut result = result;
-        let token = match self.slots.try_remove(slot)? {
-            Slot::Send(mut op) => {
-                self.sends_in_flight -= 1;
-                if let Some(by_fd) = usize::try_from(op.fd)
-                    .ok()
-                    .and_then(|i| self.send_by_fd.get_mut(i))
-                    .filter(|s| **s == slot as u32)
-                {
-                    *by_fd = NO_SEND;
-                }
-                if op.stopped && op.first < op.iov.len() {
-                    // Cut short by a cancel or close: report that, not a count.
-                    result = -libc::ECANCELED;
-                } else if result > 0 {
-                    // Every byte is out: report them all, over every round.
-                    result = i32::try_from(op.done).unwrap_or(i32::MAX);
-                } else if result == 0 {
-                    // Nothing taken with bytes left: the connection is gone. (An
-                    // error after earlier rounds stays an error: part went out.)
-                    result = -libc::EPIPE;
-                }
-                op.frames.clear();
-                let token = op.token;
-                if self.spare_sends.len() < SPARE_SENDS {
-                    self.spare_sends.push(op);
-                }
-                token
-            }
-            Slot::Connect { token, .. } => token,
-        };
-        Some(Completion {
-            token,
-            result,
-            more: false,
-            buffer: None,
-            socket: None,
-        })
+        op.frames.clear();
+        if self.spare_sends.len() < SPARE_SENDS {
+            self.spare_sends.push(op);
+        }
     }
 
     /// The waker's poll fired: consume the eventfd and re-arm the poll.
