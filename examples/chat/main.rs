@@ -24,6 +24,9 @@
 //!   broker's) at `/metrics` on that address only. Off by default, and never on the
 //!   public port: the per-worker connection counts would tell an attacker which worker
 //!   its connections land on, and so how to flood a room across workers.
+//! - `--zero-copy-min BYTES` sends messages of at least that size with io_uring's zero-copy
+//!   send (off by default; ignored on epoll). Over loopback the kernel copies anyway, so
+//!   measure on the real network; the counters show `zero_copy_sends_total` by result.
 
 use std::net::SocketAddr;
 
