@@ -52,6 +52,7 @@ impl LocalFanout {
             include_origin: false,
         };
         let delivered = self.core.deliver(&publish);
+        self.core.settle_runs();
         for &key in &self.keys {
             let conn = &mut self.core.conns[key];
             conn.outbox

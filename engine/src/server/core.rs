@@ -21,6 +21,7 @@ use crate::sys::{socket, SendBuf, SocketFd};
 use super::conn::{Connection, Phase};
 use super::handle::Shared;
 use super::outbox::{Backpressure, Overflow};
+use super::runs::Runs;
 use super::stats::{Counter, Counters};
 use super::timers::TimerWheel;
 use super::topics::{OverLimit, Topics};
@@ -102,6 +103,8 @@ pub(crate) struct Core<D> {
     slab_room: usize,
     next_generation: u32,
     pub(crate) arena: Arena,
+    /// Small published frames written once per form, sent as one part per subscriber.
+    pub(crate) runs: Runs,
     /// Connections with something new queued this turn.
     pub(crate) dirty: Vec<u32>,
     /// Connections to close and remove at the end of this step.
@@ -142,6 +145,7 @@ impl<D: Default> Core<D> {
             slab_room,
             next_generation: 1,
             arena: Arena::default(),
+            runs: Runs::default(),
             dirty: Vec::new(),
             doomed: Vec::new(),
             notices: VecDeque::new(),
@@ -310,6 +314,7 @@ impl<D> Core<D> {
         frame: impl Into<SendBuf>,
     ) -> Result<(), SendError> {
         let cap = self.config.max_queued_bytes;
+        self.close_run(key);
         let Some(conn) = self.conns.get_mut(key).filter(|c| c.is_open()) else {
             return Err(SendError::Closed);
         };
@@ -343,6 +348,7 @@ impl<D> Core<D> {
     /// Queues bytes that are already on-the-wire form (TLS records from the handshake).
     pub(crate) fn queue_raw(&mut self, key: usize, bytes: Bytes) {
         let len = bytes.len();
+        self.close_run(key);
         if let Some(conn) = self.conns.get_mut(key) {
             conn.outbox.push_unbounded(bytes);
             self.queued(key, len);
@@ -356,6 +362,7 @@ impl<D> Core<D> {
     /// [`Outbox::push_control`]: super::outbox::Outbox::push_control
     pub(crate) fn queue_control(&mut self, key: usize, frame: Bytes) -> bool {
         let cap = self.config.max_queued_bytes;
+        self.close_run(key);
         let queued = self.conns.get_mut(key).map(|conn| {
             let tls = &mut conn.tls;
             conn.outbox
@@ -375,6 +382,7 @@ impl<D> Core<D> {
 
     /// Queues a frame whatever the cap: control frames and handshake answers must get out.
     pub(crate) fn queue_always(&mut self, key: usize, frame: Bytes) {
+        self.close_run(key);
         if let Some(conn) = self.conns.get_mut(key) {
             let frame = seal(&mut conn.tls, frame.into());
             let len = frame.len();
@@ -383,7 +391,41 @@ impl<D> Core<D> {
         }
     }
 
-    fn queued(&mut self, key: usize, len: usize) {
+    /// Closes the open run of `key` (`runs.rs`) before anything else is queued after it:
+    /// its bytes are copied out of the run buffer into a frame of their own.
+    fn close_run(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Some(run) = conn.outbox.take_run() {
+            let mut frame = self.arena.buffer(run.len());
+            frame.extend_from_slice(self.runs.bytes(run));
+            conn.outbox.push_settled(frame.freeze().into(), false);
+        }
+    }
+
+    /// Moves every open run into its queue as one part of the frozen run buffer. The
+    /// worker calls it before it flushes: a queue is read only once this is done.
+    pub(crate) fn settle_runs(&mut self) {
+        if !self.runs.any_open() {
+            return;
+        }
+        let members = self.runs.freeze();
+        for &key in &members {
+            let Some(conn) = self.conns.get_mut(key as usize) else {
+                continue;
+            };
+            let Some(run) = conn.outbox.take_run() else {
+                continue;
+            };
+            if let Some(part) = self.runs.part(run) {
+                conn.outbox.push_settled(part.into(), true);
+            }
+        }
+        self.runs.settled(members);
+    }
+
+    pub(crate) fn queued(&mut self, key: usize, len: usize) {
         self.counters.incr(Counter::MessagesOut);
         self.counters.add(Counter::BytesOut, len as u64);
         self.counters.add(Counter::QueuedBytes, len as u64);
@@ -625,6 +667,7 @@ mod tests {
     }
 
     fn queued_frames(core: &mut Core<()>, key: usize) -> Vec<SendBuf> {
+        core.settle_runs();
         let mut frames = Vec::new();
         core.conns[key]
             .outbox

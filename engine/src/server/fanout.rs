@@ -41,6 +41,7 @@ use bytes::Bytes;
 use super::core::Core;
 use super::handle::{Command, Publish, Shared};
 use super::handoff::thread_waker;
+use super::runs::Run;
 use super::stats::Counter;
 use crate::error::Error;
 use crate::proto::deflate::DeflateSettings;
@@ -167,6 +168,16 @@ impl Shared {
     }
 }
 
+/// One frame form of a publish, built once: its bytes, its place in the run buffer if it
+/// is small, and its shared frame once a subscriber needs one.
+struct Form {
+    role: Role,
+    compression: Option<DeflateSettings>,
+    frame: Bytes,
+    run: Option<Run>,
+    shared: Option<Rc<Bytes>>,
+}
+
 impl<D> Core<D> {
     /// Queues a published message on every local subscriber of its topic (but its origin,
     /// unless asked), each frame form built once per publish. Returns the deliveries.
@@ -182,33 +193,57 @@ impl<D> Core<D> {
             _ => None,
         };
         // Most topics see one or two forms (plain, compressed): a short list beats asking
-        // the prepared message (a lock for compressed forms) once per subscriber. Each form
-        // is wrapped once in an `Rc`: the outboxes share it without atomic counting.
-        let mut forms: Vec<(Role, Option<DeflateSettings>, Rc<Bytes>)> = Vec::new();
+        // the prepared message (a lock for compressed forms) once per subscriber. A small
+        // form is written once into the worker's run buffer (`runs.rs`); a subscriber then
+        // only extends its run. Otherwise the form is wrapped once in an `Rc`, which the
+        // outboxes share without atomic counting.
+        let mut forms: Vec<Form> = Vec::new();
         let subscribers = self.topics.take(id);
         let mut delivered = 0;
+        let cap = self.config.max_queued_bytes;
         self.delivering = true;
         for &key in &subscribers {
             if Some(key) == skip {
                 continue;
             }
-            let conn = &self.conns[key as usize];
+            let conn = &mut self.conns[key as usize];
             if !conn.is_open() {
                 continue;
             }
             let (role, compression) = (conn.role, conn.compression);
-            let frame = match forms
+            let index = match forms
                 .iter()
-                .find(|(r, c, _)| *r == role && *c == compression)
+                .position(|f| f.role == role && f.compression == compression)
             {
-                Some((_, _, frame)) => Rc::clone(frame),
+                Some(index) => index,
                 None => {
-                    let frame = Rc::new(publish.message.frame(role, compression));
-                    forms.push((role, compression, Rc::clone(&frame)));
-                    frame
+                    let frame = publish.message.frame(role, compression);
+                    let run = self.runs.append(&mut self.arena, role, compression, &frame);
+                    forms.push(Form {
+                        role,
+                        compression,
+                        frame,
+                        run,
+                        shared: None,
+                    });
+                    forms.len() - 1
                 }
             };
-            if self.queue_data(key as usize, frame).is_ok() {
+            let form = &mut forms[index];
+            if let Some(run) = form.run.filter(|_| conn.tls.is_none()) {
+                if let Some(opened) = conn.outbox.push_run(run, cap) {
+                    if opened {
+                        self.runs.joined(key);
+                    }
+                    self.queued(key as usize, run.len());
+                    delivered += 1;
+                    continue;
+                }
+            }
+            let frame = form
+                .shared
+                .get_or_insert_with(|| Rc::new(form.frame.clone()));
+            if self.queue_data(key as usize, Rc::clone(frame)).is_ok() {
                 delivered += 1;
             }
         }
@@ -346,6 +381,7 @@ mod tests {
             0,
             "the pending bytes are given back"
         );
+        core.settle_runs();
         let mut frames = Vec::new();
         core.conns[reader]
             .outbox

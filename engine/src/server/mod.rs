@@ -55,6 +55,7 @@ mod id;
 mod outbox;
 #[cfg(feature = "redis")]
 mod redis;
+mod runs;
 mod socket;
 mod stats;
 mod timers;

@@ -19,6 +19,7 @@
 
 use std::collections::VecDeque;
 
+use super::runs::Run;
 use crate::sys::arena::Arena;
 use crate::sys::SendBuf;
 
@@ -61,6 +62,12 @@ pub(crate) struct Outbox {
     /// A data frame took the queue over half its cap: the connection is owed `on_drain`
     /// when a send brings it back to half or less.
     over_half: bool,
+    /// Published frames queued after those in `frames`, still in the worker's run buffer
+    /// (`runs.rs`): counted in `queued`, moved to `frames` as one part when settled.
+    run: Option<Run>,
+    /// A part of a run buffer waits here or is in the send in flight: no run opens until
+    /// it is sent, so a queue keeps at most one arena chunk alive beyond its bytes.
+    part_pinned: bool,
 }
 
 impl Outbox {
@@ -114,6 +121,50 @@ impl Outbox {
         Ok(len)
     }
 
+    /// Queues published frame `run` (`runs.rs`) by extending this queue's open run when
+    /// `run` was written right after it, or by opening one when nothing waits and no part
+    /// is in flight. Returns whether a run was opened (the worker must settle it), or
+    /// `None` when the frame is not for a run here (the caller closes the open run and
+    /// queues the frame as a frame, with the cap's verdict).
+    pub(crate) fn push_run(&mut self, run: Run, cap: usize) -> Option<bool> {
+        let len = run.len();
+        let room = self.has_room(len, cap);
+        let opened = match &mut self.run {
+            Some(open) if open.form == run.form && open.end == run.start => {
+                if !room {
+                    return None;
+                }
+                open.end = run.end;
+                false
+            }
+            None if self.frames.is_empty() && !self.part_pinned => {
+                self.run = Some(run);
+                true
+            }
+            _ => return None,
+        };
+        self.queued += len;
+        if self.queued > cap / 2 {
+            self.over_half = true;
+        }
+        Some(opened)
+    }
+
+    /// Takes the open run, to settle it or to copy it out before another frame.
+    pub(crate) fn take_run(&mut self) -> Option<Run> {
+        self.run.take()
+    }
+
+    /// Queues the bytes of a run taken with [`take_run`](Outbox::take_run), counted
+    /// already: a `part` of the run buffer, or a copy of them.
+    pub(crate) fn push_settled(&mut self, frame: SendBuf, part: bool) {
+        self.part_pinned |= part;
+        if self.frames.is_empty() {
+            self.frames.reserve_exact(4);
+        }
+        self.frames.push_back(frame);
+    }
+
     /// Queue `frame` whatever the cap (control frames: a close must get out).
     pub(crate) fn push_unbounded(&mut self, frame: impl Into<SendBuf>) {
         let frame = frame.into();
@@ -141,11 +192,13 @@ impl Outbox {
     /// Takes the next batch out of the queue into `out` (cleared first): up to
     /// [`MAX_IOVECS`] buffers, oldest first, to be moved into one send. Two or more small
     /// frames in a row become one buffer copied into `arena`; any other frame is moved
-    /// as it is. The bytes stay counted until [`sent`](Outbox::sent).
+    /// as it is. The bytes stay counted until [`sent`](Outbox::sent). An open run must
+    /// have been settled first.
     pub(crate) fn take_batch(&mut self, arena: &mut Arena, out: &mut Vec<SendBuf>) {
+        debug_assert!(self.run.is_none(), "runs are settled before a flush");
         out.clear();
         if self.frames.len() == 1 {
-            // The common case (one reply, one broadcast frame): nothing to gather.
+            // The common case (one reply, one broadcast frame, one run): nothing to gather.
             out.extend(self.frames.pop_front());
             return;
         }
@@ -182,6 +235,8 @@ impl Outbox {
     /// this brought a queue that had gone over half of `cap` back to half or less (the
     /// connection is owed `on_drain`).
     pub(crate) fn sent(&mut self, bytes: usize, cap: usize) -> bool {
+        // One send in flight at a time: with nothing left here, the part went with it.
+        self.part_pinned &= !self.frames.is_empty();
         self.queued = self.queued.saturating_sub(bytes);
         if self.queued == 0 {
             // Give the deque's memory back: an idle connection holds no write buffer.

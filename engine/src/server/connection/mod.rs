@@ -439,6 +439,7 @@ impl<H: Handler> Machine<H> {
     /// driver gathers each one's batch: [`Op::Send`]), but for connections that hold
     /// their published frames for a fuller send (`coalesce.rs`).
     fn flush(&mut self) {
+        self.core.settle_runs();
         let dirty = std::mem::take(&mut self.core.dirty);
         let now = self.core.now;
         for &key in &dirty {
