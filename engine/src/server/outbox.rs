@@ -15,7 +15,9 @@
 //! iovec of a send separately, and per piece that costs more than the bytes: measured on
 //! the chat server at full fan-out, `_copy_from_iter` alone was 17 % of the server's CPU
 //! with one iovec per frame, and copying in user space first cut the server's CPU per
-//! delivery by 14 % (docs/decisions.md).
+//! delivery by 14 % (docs/decisions.md). Published small frames mostly skip both the push
+//! and this copy: a connection's run of them lies in the worker's run buffer and joins the
+//! queue as one slice of it ([`push_run`](Outbox::push_run), `runs.rs`).
 
 use std::collections::VecDeque;
 
