@@ -419,7 +419,7 @@ impl<D> Core<D> {
                 continue;
             };
             if let Some(part) = self.runs.part(run) {
-                conn.outbox.push_settled(part.into(), true);
+                conn.outbox.push_settled(part, true);
             }
         }
         self.runs.settled(members);

@@ -26,12 +26,15 @@
 //! [`Outbox::push_run`]: super::outbox::Outbox::push_run
 //! [`Core`]: super::core::Core
 
+use std::rc::Rc;
+
 use bytes::{Bytes, BytesMut};
 
 use super::outbox::{COALESCE_BUF_MAX, COALESCE_FRAME_MAX};
 use crate::proto::deflate::DeflateSettings;
 use crate::proto::Role;
 use crate::sys::arena::Arena;
+use crate::sys::SendBuf;
 
 /// Frames up to this many bytes go into runs; larger ones are queued as shared frames
 /// (the same bound as the flush's gathering copy: above it a frame is its own iovec).
@@ -70,8 +73,9 @@ pub(crate) struct Runs {
     /// Connections that opened a run since the last settle (a key may repeat if its
     /// connection was replaced; the settle finds no open run the second time).
     members: Vec<u32>,
-    /// The frozen buffers of the last settle, by form (kept for their allocation).
-    frozen: Vec<Bytes>,
+    /// The frozen buffers of the last settle, by form (the vector kept for its
+    /// allocation).
+    frozen: Vec<Rc<Bytes>>,
 }
 
 impl Runs {
@@ -145,16 +149,21 @@ impl Runs {
         self.frozen.clear();
         for form in &mut self.forms {
             let written = form.buf.split();
-            self.frozen.push(written.freeze());
+            self.frozen.push(Rc::new(written.freeze()));
         }
         std::mem::take(&mut self.members)
     }
 
-    /// The bytes of a run of the last [`freeze`](Runs::freeze), sharing the frozen buffer.
-    pub(crate) fn part(&self, run: Run) -> Option<Bytes> {
+    /// The bytes of a run of the last [`freeze`](Runs::freeze), sharing the frozen buffer:
+    /// the whole of it counted without atomics when the run is all of it (every
+    /// subscriber of the one topic a turn published to), else a slice of it.
+    pub(crate) fn part(&self, run: Run) -> Option<SendBuf> {
         let frozen = self.frozen.get(run.form as usize)?;
         let range = run.start as usize..run.end as usize;
-        (range.end <= frozen.len()).then(|| frozen.slice(range))
+        if range == (0..frozen.len()) {
+            return Some(SendBuf::Local(Rc::clone(frozen)));
+        }
+        (range.end <= frozen.len()).then(|| SendBuf::Shared(frozen.slice(range)))
     }
 
     /// Gives back the member list taken by [`freeze`](Runs::freeze), emptied, and lets
@@ -231,6 +240,10 @@ mod tests {
             assert_eq!(b.len(), 1, "one buffer per send");
             assert_eq!(wire(b), texts(&["a", "b", "c", "d"]));
             assert_eq!(b[0].as_ptr(), batches[0][0].as_ptr(), "shared, not copied");
+            assert!(
+                matches!(b[0], SendBuf::Local(_)),
+                "all of the buffer: counted without atomics"
+            );
         }
     }
 
