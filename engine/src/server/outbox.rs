@@ -161,7 +161,13 @@ impl Outbox {
     /// already: a `part` of the run buffer, or a copy of them.
     pub(crate) fn push_settled(&mut self, frame: SendBuf, part: bool) {
         self.part_pinned |= part;
+        self.enqueue(frame);
+    }
+
+    /// Appends `frame` to the deque, whose bytes are counted already.
+    fn enqueue(&mut self, frame: SendBuf) {
         if self.frames.is_empty() {
+            // An idle connection's deque has no allocation; this is its first frame.
             self.frames.reserve_exact(4);
         }
         self.frames.push_back(frame);
@@ -174,11 +180,7 @@ impl Outbox {
             return;
         }
         self.queued += frame.len();
-        if self.frames.is_empty() {
-            // An idle connection's deque has no allocation; this is its first frame.
-            self.frames.reserve_exact(4);
-        }
-        self.frames.push_back(frame);
+        self.enqueue(frame);
     }
 
     /// Bytes not yet reported sent (queued here or in a send in flight).
