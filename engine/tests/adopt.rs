@@ -255,6 +255,12 @@ async fn an_axum_route_under_axum_serve_hands_its_socket_to_the_engine() {
             answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"),
             "{answer}"
         );
+        // The worker publishes its counters at the end of a loop turn, which may come
+        // after the echo it sent in that turn has been read here.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while engine.stats().handshakes_ok < 2 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert_eq!(
             engine.stats().handshakes_ok,
             2,
