@@ -73,9 +73,9 @@ pub(crate) struct Runs {
     /// Connections that opened a run since the last settle (a key may repeat if its
     /// connection was replaced; the settle finds no open run the second time).
     members: Vec<u32>,
-    /// The frozen buffers of the last settle, by form (the vector kept for its
-    /// allocation).
-    frozen: Vec<Rc<Bytes>>,
+    /// The frozen buffers of the last settle, by form (`None`: nothing was written in
+    /// it; the vector kept for its allocation).
+    frozen: Vec<Option<Rc<Bytes>>>,
 }
 
 impl Runs {
@@ -149,7 +149,8 @@ impl Runs {
         self.frozen.clear();
         for form in &mut self.forms {
             let written = form.buf.split();
-            self.frozen.push(Rc::new(written.freeze()));
+            self.frozen
+                .push((!written.is_empty()).then(|| Rc::new(written.freeze())));
         }
         std::mem::take(&mut self.members)
     }
@@ -158,7 +159,7 @@ impl Runs {
     /// the whole of it counted without atomics when the run is all of it (every
     /// subscriber of the one topic a turn published to), else a slice of it.
     pub(crate) fn part(&self, run: Run) -> Option<SendBuf> {
-        let frozen = self.frozen.get(run.form as usize)?;
+        let frozen = self.frozen.get(run.form as usize)?.as_ref()?;
         let range = run.start as usize..run.end as usize;
         if range == (0..frozen.len()) {
             return Some(SendBuf::Local(Rc::clone(frozen)));
