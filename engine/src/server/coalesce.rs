@@ -3,8 +3,10 @@
 //! A connection that sent less than [`ServerConfig::coalesce`](super::ServerConfig::coalesce)
 //! ago and has only published frames waiting (fewer than [`SEGMENT_BYTES`]) holds them
 //! until that much time has passed since its last send: the publishes of the next turns
-//! join them, and leave in one send (one TCP segment) instead of one each. Everything
-//! else goes at once, as without coalescing:
+//! join them, and leave in one send (one TCP segment) instead of one each. A send counts
+//! as made both when it starts and when it completes, so one that waited for a slow
+//! reader's window is as recent as its completion. Everything else goes at once, as
+//! without coalescing:
 //!
 //! - a connection that has not sent for `coalesce` (idle): a lone message is never held;
 //! - a direct frame (a reply through `Socket::send`, a control frame, a close, a handshake

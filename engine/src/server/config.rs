@@ -56,9 +56,10 @@ pub struct ServerConfig {
     /// stopped reads hits it, and 10 000 stalled readers cost at most 2.5 GiB.
     pub max_queued_bytes: usize,
     /// How long a connection may hold published frames for a fuller send: one that sent
-    /// less than this ago, with only published frames waiting and less than a TCP
-    /// segment's worth (1448 bytes), sends them this long after its last send, with
-    /// whatever the next publishes add. A connection idle for this long sends at once,
+    /// less than this ago (a send counts from its start and again from its completion),
+    /// with only published frames waiting and less than a TCP segment's worth (1448
+    /// bytes), sends them this long after its last send, with whatever the next
+    /// publishes add. A connection idle for this long sends at once,
     /// as do replies, control frames and a segment's worth. Fewer, fuller segments cost
     /// the server, the network and every client less per message, for at most this
     /// much latency. `Duration::ZERO`: off. On the epoll backend the wait rounds up to a

@@ -449,7 +449,7 @@ impl Uring {
         format!(
             "io_uring on kernel {}.{}: setup {}, sq {} cq {}; using multishot accept, multishot recv \
              with a provided-buffer ring of {} x {} B, send/sendmsg resuming short writes, {}connect, \
-             cancel by fd, poll waker, \
+             close cancelling by user_data, poll waker, \
              EXT_ARG timeouts; available but unused: {}",
             s.kernel.0,
             s.kernel.1,

@@ -417,6 +417,10 @@ impl<H: Handler> Machine<H> {
         self.core.counters.sub(Counter::QueuedBytes, sent as u64);
         let cap = self.core.config.max_queued_bytes;
         let conn = &mut self.core.conns[key];
+        // The bound also counts from here: a send that waited for the peer's window
+        // (a slow reader) is as recent as its completion, so the next frames join a send
+        // rather than leave one by one behind it (`coalesce.rs`).
+        conn.sent_at = self.corks.stamp(self.core.now);
         let drained = conn.outbox.sent(sent, cap);
         if !conn.outbox.is_empty() {
             if !conn.dirty {

@@ -734,6 +734,29 @@ fn published_frames_after_a_send_wait_for_the_bound_then_leave_in_order_in_one_s
 }
 
 #[test]
+fn the_bound_counts_from_the_completion_of_a_send_that_waited_for_the_peer() {
+    let (mut pair, key) = coalescing();
+    pair.advance(BOUND);
+    pair.stalled.insert(key);
+    publish(&mut pair, "1");
+    assert_eq!(texts(pair.frames(key)), ["1"], "idle: sent at once");
+    // The peer reads only after twice the bound: the send completes then.
+    pair.machine.core.now += 2 * BOUND;
+    pair.peer_reads(key);
+    publish(&mut pair, "2");
+    assert!(
+        pair.frames(key).is_empty(),
+        "a send just completed: held, though it started two bounds ago"
+    );
+    pair.advance(BOUND);
+    assert_eq!(
+        texts(pair.frames(key)),
+        ["2"],
+        "at the bound after the completion"
+    );
+}
+
+#[test]
 fn a_direct_frame_takes_the_held_ones_with_it_in_order() {
     let (mut pair, key) = just_sent();
     pair.advance(Duration::from_micros(10));
