@@ -90,7 +90,8 @@ pub(crate) struct Connection<D> {
     pub(crate) tag: u64,
     /// A send is in flight (at most one, so bytes stay in order).
     pub(crate) sending: bool,
-    /// When the last send started, as a [`Corks`](super::coalesce::Corks) stamp.
+    /// When the last send started or, once it did, completed, as a
+    /// [`Corks`](super::coalesce::Corks) stamp.
     pub(crate) sent_at: u32,
     /// A frame other than a published one (a reply, a control frame, an answer) was
     /// queued since the last send: the next send goes at once.
