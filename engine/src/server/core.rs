@@ -648,6 +648,16 @@ impl Core<()> {
         conn.compression = compression;
         key
     }
+
+    /// Two detached connections, both subscribed to `topic`.
+    #[cfg(test)]
+    pub(crate) fn subscribed_pair(&mut self, topic: &[u8]) -> (usize, usize) {
+        let pair = (self.insert_detached(None), self.insert_detached(None));
+        for key in [pair.0, pair.1] {
+            self.subscribe(key, topic).expect("under the limit");
+        }
+        pair
+    }
 }
 
 #[cfg(test)]
@@ -724,9 +734,7 @@ mod tests {
     #[test]
     fn publisher_is_skipped_unless_it_asks() {
         let mut core = detached_core(1 << 20);
-        let (a, b) = (core.insert_detached(None), core.insert_detached(None));
-        core.subscribe(a, b"room").expect("under the limit");
-        core.subscribe(b, b"room").expect("under the limit");
+        let (a, _b) = core.subscribed_pair(b"room");
         let id_a = super::super::ConnId::new(0, a, core.conns[a].generation);
         assert_eq!(core.deliver(&publish(b"room", "hi", Some(id_a))), 1);
         assert!(queued_frames(&mut core, a).is_empty());
@@ -774,9 +782,7 @@ mod tests {
     #[test]
     fn topic_counts_are_published_for_the_handle() {
         let mut core = detached_core(1 << 20);
-        let (a, b) = (core.insert_detached(None), core.insert_detached(None));
-        core.subscribe(a, b"t").expect("under the limit");
-        core.subscribe(b, b"t").expect("under the limit");
+        let (a, b) = core.subscribed_pair(b"t");
         fn core_counts(core: &Core<()>) -> Option<usize> {
             core.shared.workers[0]
                 .topic_counts

@@ -251,9 +251,7 @@ mod tests {
     #[test]
     fn a_reply_between_publishes_keeps_its_place() {
         let mut core = detached_core(1 << 20);
-        let (x, y) = (core.insert_detached(None), core.insert_detached(None));
-        core.subscribe(x, b"room").expect("under the limit");
-        core.subscribe(y, b"room").expect("under the limit");
+        let (x, y) = core.subscribed_pair(b"room");
         publish(&mut core, b"room", "1");
         core.queue_data(x, Bytes::from(text("reply")))
             .expect("open");
