@@ -105,8 +105,9 @@ pub(crate) struct Core<D> {
     pub(crate) arena: Arena,
     /// Small published frames written once per form, sent as one part per subscriber.
     pub(crate) runs: Runs,
-    /// Connections with something new queued this turn.
-    pub(crate) dirty: Vec<u32>,
+    /// Connections with something new queued and not yet flushed, oldest first (a flush
+    /// starts at most `SENDS_PER_TURN` sends; the rest wait here for the next turn).
+    pub(crate) dirty: VecDeque<u32>,
     /// Connections to close and remove at the end of this step.
     pub(crate) doomed: Vec<u32>,
     pub(crate) notices: VecDeque<Notice>,
@@ -146,7 +147,7 @@ impl<D: Default> Core<D> {
             next_generation: 1,
             arena: Arena::default(),
             runs: Runs::default(),
-            dirty: Vec::new(),
+            dirty: VecDeque::new(),
             doomed: Vec::new(),
             notices: VecDeque::new(),
             counters: Counters::default(),
@@ -433,7 +434,7 @@ impl<D> Core<D> {
         conn.direct |= !self.delivering;
         if !conn.dirty {
             conn.dirty = true;
-            self.dirty.push(key as u32);
+            self.dirty.push_back(key as u32);
         }
     }
 

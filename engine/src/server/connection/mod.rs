@@ -51,6 +51,13 @@ mod tests;
 
 /// Input that may wait for a connection's paused inflation before reading from it stops.
 const PAUSED_INPUT_MAX: usize = 64 * 1024;
+/// The most sends a turn starts. A publish to 10 000 subscribers is 10 000 sends of about
+/// 10 µs of kernel work each over loopback: started in one turn, they made a turn of about
+/// 100 ms, and a publish arriving meanwhile waited for its end before reaching anyone.
+/// In slices of about one submission of the ring, the next turn comes at once, takes the
+/// new publish and queues it behind the connections not yet sent to, which then carry
+/// both (docs/performance.md, "Issue 15: turns at 10 000 subscribers").
+pub(crate) const SENDS_PER_TURN: usize = 1024;
 /// First and longest pause of accepting after an error such as `EMFILE`.
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
@@ -153,11 +160,12 @@ impl<H: Handler> Machine<H> {
     }
 
     /// How long the next wait may last, from `now` (the clock as the worker is about to
-    /// wait): not at all while closed connections are still leaving their topics; else
+    /// wait): not at all while closed connections are still leaving their topics or
+    /// connections wait for a send this turn had no room for; else
     /// until the next timer, accept resumption or shutdown deadline; without bound when
     /// none is pending.
     pub(crate) fn wait_time(&self, now: Instant) -> Option<Duration> {
-        if self.core.is_leaving() || !self.paused.is_empty() {
+        if self.core.is_leaving() || !self.paused.is_empty() || !self.core.dirty.is_empty() {
             return Some(Duration::ZERO);
         }
         let next = [
@@ -425,7 +433,7 @@ impl<H: Handler> Machine<H> {
         if !conn.outbox.is_empty() {
             if !conn.dirty {
                 conn.dirty = true;
-                self.core.dirty.push(key as u32);
+                self.core.dirty.push_back(key as u32);
             }
         } else if matches!(conn.phase, Phase::Flushing) {
             self.core.doom(key);
@@ -441,12 +449,17 @@ impl<H: Handler> Machine<H> {
 
     /// Starts one send per connection with something queued and no send in flight (the
     /// driver gathers each one's batch: [`Op::Send`]), but for connections that hold
-    /// their published frames for a fuller send (`coalesce.rs`).
+    /// their published frames for a fuller send (`coalesce.rs`). At most
+    /// [`SENDS_PER_TURN`] start per turn, oldest first; the rest stay listed for the next
+    /// turn, which comes without a wait ([`wait_time`](Self::wait_time)).
     fn flush(&mut self) {
         self.core.settle_runs();
-        let dirty = std::mem::take(&mut self.core.dirty);
         let now = self.core.now;
-        for &key in &dirty {
+        let mut started = 0;
+        while started < SENDS_PER_TURN {
+            let Some(key) = self.core.dirty.pop_front() else {
+                break;
+            };
             let Some(conn) = self.core.conns.get_mut(key as usize) else {
                 continue;
             };
@@ -470,11 +483,7 @@ impl<H: Handler> Machine<H> {
             conn.direct = false;
             conn.sent_at = self.corks.stamp(now);
             self.ops.push(Op::Send { key, generation });
-        }
-        let mut dirty = dirty;
-        dirty.clear();
-        if self.core.dirty.is_empty() {
-            self.core.dirty = dirty;
+            started += 1;
         }
     }
 
@@ -490,7 +499,7 @@ impl<H: Handler> Machine<H> {
             conn.held = false;
             if !conn.dirty {
                 conn.dirty = true;
-                self.core.dirty.push(key);
+                self.core.dirty.push_back(key);
             }
         }
     }

@@ -186,38 +186,43 @@ impl Pair {
     /// The end of a loop turn, then the ops, until the machine asks for nothing more
     /// (sends to peers that read complete at once, which may queue more).
     fn turn(&mut self) {
-        loop {
-            self.machine.end_turn();
-            let ops: Vec<Op> = self.machine.ops.drain(..).collect();
-            if ops.is_empty() {
-                return;
-            }
-            let mut completions = Vec::new();
-            for op in ops {
-                match op {
-                    Op::Send { key, generation } => {
-                        let core = &mut self.machine.core;
-                        let conn = &mut core.conns[key as usize];
-                        let mut batch: Vec<SendBuf> = Vec::new();
-                        conn.outbox.take_batch(&mut core.arena, &mut batch);
-                        let wire = self.wire.entry(key).or_default();
-                        let len: usize = batch.iter().map(|b| b.len()).sum();
-                        batch.iter().for_each(|b| wire.extend_from_slice(b));
-                        self.in_flight.push((key, generation, len));
-                        self.sends += 1;
-                        if !self.stalled.contains(&key) {
-                            completions.push((key, generation, len));
-                        }
+        while self.step() {}
+    }
+
+    /// One loop turn: its end, then its ops, carried out (sends to peers that read
+    /// complete at once). Whether there were any.
+    fn step(&mut self) -> bool {
+        self.machine.end_turn();
+        let ops: Vec<Op> = self.machine.ops.drain(..).collect();
+        if ops.is_empty() {
+            return false;
+        }
+        let mut completions = Vec::new();
+        for op in ops {
+            match op {
+                Op::Send { key, generation } => {
+                    let core = &mut self.machine.core;
+                    let conn = &mut core.conns[key as usize];
+                    let mut batch: Vec<SendBuf> = Vec::new();
+                    conn.outbox.take_batch(&mut core.arena, &mut batch);
+                    let wire = self.wire.entry(key).or_default();
+                    let len: usize = batch.iter().map(|b| b.len()).sum();
+                    batch.iter().for_each(|b| wire.extend_from_slice(b));
+                    self.in_flight.push((key, generation, len));
+                    self.sends += 1;
+                    if !self.stalled.contains(&key) {
+                        completions.push((key, generation, len));
                     }
-                    Op::CloseListener => self.listener_open = false,
-                    Op::Accept | Op::Recv { .. } | Op::StopRecv { .. } => {}
-                    Op::Connect { .. } | Op::Close(_) => {}
                 }
-            }
-            for (key, generation, len) in completions {
-                self.complete(key, generation, len);
+                Op::CloseListener => self.listener_open = false,
+                Op::Accept | Op::Recv { .. } | Op::StopRecv { .. } => {}
+                Op::Connect { .. } | Op::Close(_) => {}
             }
         }
+        for (key, generation, len) in completions {
+            self.complete(key, generation, len);
+        }
+        true
     }
 
     fn complete(&mut self, key: u32, generation: u32, len: usize) {
@@ -672,6 +677,11 @@ fn just_sent() -> (Pair, u32) {
 }
 
 fn publish(pair: &mut Pair, text: &str) {
+    pair.command(publish_command(text));
+}
+
+/// A publish of `text` to topic "t", as another thread's command.
+fn publish_command(text: &str) -> Command {
     let message = crate::prepared::PreparedMessage::new(MessageType::Text, text.to_owned());
     let publish = super::super::handle::Publish {
         topic: bytes::Bytes::from_static(b"t"),
@@ -679,7 +689,7 @@ fn publish(pair: &mut Pair, text: &str) {
         origin: None,
         include_origin: false,
     };
-    pair.command(Command::Publish(Arc::new(publish)));
+    Command::Publish(Arc::new(publish))
 }
 
 fn texts(frames: Vec<(OpCode, Vec<u8>)>) -> Vec<String> {
@@ -788,4 +798,59 @@ fn a_held_connection_that_goes_away_is_forgotten() {
     assert!(!pair.exists(key));
     pair.advance(BOUND);
     assert_eq!(pair.machine.corks.deadline(), None, "nothing held is due");
+}
+
+// --- turns of a large fan-out -------------------------------------------------------
+
+#[test]
+fn a_fan_out_larger_than_a_turn_goes_out_over_turns_and_a_publish_meanwhile_joins_the_rest() {
+    use super::SENDS_PER_TURN;
+    let mut pair = Pair::new(ServerConfig::default());
+    let keys: Vec<u32> = (0..SENDS_PER_TURN + 10)
+        .map(|_| {
+            let key = pair.open();
+            pair.machine
+                .core
+                .subscribe(key as usize, b"t")
+                .expect("subscribed");
+            key
+        })
+        .collect();
+    let (first, rest) = keys.split_at(SENDS_PER_TURN);
+    let sends = pair.sends;
+    pair.machine.command(publish_command("1"));
+    assert!(pair.step());
+    assert_eq!(pair.sends, sends + SENDS_PER_TURN, "one turn's worth");
+    let now = pair.machine.core.now;
+    assert_eq!(
+        pair.machine.wait_time(now),
+        Some(Duration::ZERO),
+        "the rest wait for no timer"
+    );
+    for &key in first {
+        assert_eq!(texts(pair.frames(key)), ["1"], "the oldest first");
+    }
+    for &key in rest {
+        assert!(pair.frames(key).is_empty(), "not this turn");
+    }
+    // A publish arrives before the next turn: the connections not yet sent to take it
+    // in the same send as the first; those already sent to, after them.
+    pair.machine.command(publish_command("2"));
+    let sends = pair.sends;
+    assert!(pair.step());
+    assert_eq!(pair.sends, sends + SENDS_PER_TURN);
+    for &key in rest {
+        assert_eq!(texts(pair.frames(key)), ["1", "2"], "in order, in one send");
+    }
+    pair.turn();
+    assert_eq!(pair.sends, sends + keys.len(), "one send each");
+    for &key in first {
+        assert_eq!(texts(pair.frames(key)), ["2"]);
+    }
+    let now = pair.machine.core.now;
+    assert_ne!(
+        pair.machine.wait_time(now),
+        Some(Duration::ZERO),
+        "all sent"
+    );
 }
