@@ -143,6 +143,16 @@ impl Pair {
         key
     }
 
+    /// [`open`](Self::open), then subscribed to topic "t".
+    fn open_subscriber(&mut self) -> u32 {
+        let key = self.open();
+        self.machine
+            .core
+            .subscribe(key as usize, b"t")
+            .expect("subscribed");
+        key
+    }
+
     /// The peer's bytes arrive (one receive).
     fn peer_sends(&mut self, key: u32, bytes: &[u8]) {
         let mut bytes = bytes.to_vec();
@@ -658,11 +668,7 @@ fn coalescing() -> (Pair, u32) {
         coalesce: BOUND,
         ..ServerConfig::default()
     });
-    let key = pair.open();
-    pair.machine
-        .core
-        .subscribe(key as usize, b"t")
-        .expect("subscribed");
+    let key = pair.open_subscriber();
     (pair, key)
 }
 
@@ -807,14 +813,7 @@ fn a_fan_out_larger_than_a_turn_goes_out_over_turns_and_a_publish_meanwhile_join
     use super::SENDS_PER_TURN;
     let mut pair = Pair::new(ServerConfig::default());
     let keys: Vec<u32> = (0..SENDS_PER_TURN + 10)
-        .map(|_| {
-            let key = pair.open();
-            pair.machine
-                .core
-                .subscribe(key as usize, b"t")
-                .expect("subscribed");
-            key
-        })
+        .map(|_| pair.open_subscriber())
         .collect();
     let (first, rest) = keys.split_at(SENDS_PER_TURN);
     let sends = pair.sends;
